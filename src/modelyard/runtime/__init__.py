@@ -1,0 +1,1 @@
+"""One model version on one machine: environments, the runner (parent) and the IPC protocol."""
