@@ -1,0 +1,398 @@
+"""Reading ``cog.yaml`` into a :class:`CogConfig`.
+
+The rules are those of Cog's ``config_schema_v1.0.json``: a closed set of top-level and ``build``
+keys (an unknown key is an error naming it and its line, so a typo like ``bulid:`` is caught instead
+of silently ignored), ``run`` and ``predict`` mutually exclusive, ``python_packages`` and
+``python_requirements`` mutually exclusive. The YAML is composed into a node tree rather than loaded
+directly so that every error can point at the line it is about.
+
+Predictor references (``predict: "predict.py:Predictor"``) are checked here too: the file must exist,
+parse, and define the named class or function. Nothing is imported or executed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from .errors import CogSpecError
+from .source import read_module
+
+CONFIG_FILE = "cog.yaml"
+TOP_LEVEL_KEYS = (
+    "build", "run", "predict", "train", "image", "model", "concurrency", "environment", "weights",
+)  # fmt: skip
+BUILD_KEYS = (
+    "gpu", "python_version", "python_requirements", "python_packages", "system_packages", "run",
+    "pre_install", "cuda", "cudnn", "sdk_version",
+)  # fmt: skip
+CONCURRENCY_KEYS = ("max", "default_target")
+# When a reference has no ``:Name``: Cog >= 0.21 looks for ``Runner``; older models name ``Predictor``.
+DEFAULT_CLASSES = ("Runner", "Predictor")
+
+_ENV_ENTRY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
+_STR = "tag:yaml.org,2002:str"
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+@dataclass(frozen=True)
+class PredictorRef:
+    """A resolved ``file.py:Name`` reference: an existing file that defines ``name``."""
+
+    file: Path
+    name: str
+
+
+@dataclass(frozen=True)
+class CogConfig:
+    """The parts of ``cog.yaml`` the platform uses, validated and normalised."""
+
+    package_dir: Path
+    python_version: str | None = None
+    python_packages: tuple[str, ...] = ()
+    python_requirements: str | None = None
+    # What to install: the lines of ``python_requirements`` (comments and blanks dropped) or, for
+    # old models, ``python_packages``.
+    requirements: tuple[str, ...] = ()
+    system_packages: tuple[str, ...] = ()
+    run_commands: tuple[str, ...] = ()
+    pre_install: tuple[str, ...] = ()
+    environment: dict[str, str] = field(default_factory=dict, hash=False)
+    predict: str | None = None
+    train: str | None = None
+    predictor: PredictorRef | None = None
+    trainer: PredictorRef | None = None
+    concurrency_max: int = 1
+    concurrency_default_target: int | None = None
+    gpu: bool = False
+    cuda: str | None = None
+    cudnn: str | None = None
+    sdk_version: str | None = None
+    image: str | None = None
+    model: str | None = None
+    weights: tuple[Any, ...] = field(default=(), hash=False)
+
+
+def load_config(package_dir: Path) -> CogConfig:
+    """Read and validate ``package_dir/cog.yaml``; every problem is a one-line CogSpecError."""
+    package_dir = Path(package_dir)
+    path = package_dir / CONFIG_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CogSpecError(f"not found in {package_dir}", CONFIG_FILE) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CogSpecError(f"cannot read file: {exc}", CONFIG_FILE) from None
+    root = _compose(text)
+    if root is None:  # an empty file: a package without a predictor yet
+        return CogConfig(package_dir=package_dir)
+    top = _mapping(root, "cog.yaml", TOP_LEVEL_KEYS, top_level=True)
+    values: dict[str, Any] = {"package_dir": package_dir}
+    if "build" in top:
+        values.update(_build(top["build"], package_dir))
+    if "run" in top and "predict" in top:
+        second = max(top["run"][0], top["predict"][0], key=lambda k: k.start_mark.line)
+        raise _error(second, "'run' and 'predict' cannot both be set ('predict' is the old name)")
+    for key in ("run", "predict"):
+        if key in top and (ref := _optional_str(top[key], key)) is not None:
+            values["predict"] = ref
+            values["predictor"] = parse_ref(ref, package_dir, where=top[key][0].start_mark.line + 1)
+    if "train" in top and (ref := _optional_str(top["train"], "train")) is not None:
+        values["train"] = ref
+        values["trainer"] = parse_ref(ref, package_dir, where=top["train"][0].start_mark.line + 1)
+    for key in ("image", "model"):
+        if key in top:
+            values[key] = _optional_str(top[key], key)
+    if "concurrency" in top:
+        values.update(_concurrency(top["concurrency"]))
+    if "environment" in top:
+        values["environment"] = _environment(top["environment"][1])
+    if "weights" in top:
+        values["weights"] = _weights(top["weights"][1])
+    return CogConfig(**values)
+
+
+def parse_ref(
+    ref: str,
+    package_dir: Path,
+    default_class: str | Sequence[str] = DEFAULT_CLASSES,
+    *,
+    where: int | None = None,
+) -> PredictorRef:
+    """Resolve ``"predict.py:Predictor"`` (or ``"run.py"``) against the files of the package.
+
+    Without ``:Name`` the first of ``default_class`` that the file defines is used. ``where`` is the
+    line of ``cog.yaml`` holding the reference, for error messages.
+    """
+    file_part, sep, name = ref.partition(":")
+    file_part, name = file_part.strip(), name.strip()
+    if not file_part or (sep and not name.isidentifier()):
+        raise CogSpecError(
+            f"invalid predictor reference {ref!r} (expected 'file.py:ClassName' or "
+            "'file.py:function_name')",
+            CONFIG_FILE,
+            where,
+        )
+    file = Path(package_dir) / file_part
+    if not file.is_file():
+        raise CogSpecError(f"predictor file {file_part!r} not found", CONFIG_FILE, where)
+    module = read_module(file, file_part)
+    defined = {**module.classes, **module.functions}
+    if sep:
+        if name in defined:
+            return PredictorRef(file=file, name=name)
+        hint = " (it is imported there; point at the file that defines it)" if (
+            name in module.imports
+        ) else ""
+        raise CogSpecError(
+            f"{file_part!r} defines no class or function {name!r}{hint}", CONFIG_FILE, where
+        )
+    candidates = (default_class,) if isinstance(default_class, str) else tuple(default_class)
+    for candidate in candidates:
+        if candidate in defined:
+            return PredictorRef(file=file, name=candidate)
+    wanted = " or ".join(repr(c) for c in candidates)
+    raise CogSpecError(
+        f"{file_part!r} defines no {wanted} (name one with {file_part}:Name)", CONFIG_FILE, where
+    )
+
+
+# --- YAML walking ---------------------------------------------------------------------------
+
+_Entry = tuple[yaml.Node, yaml.Node]  # (key node, value node)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "parse error"
+        raise CogSpecError(
+            f"invalid YAML: {problem}", CONFIG_FILE, mark.line + 1 if mark else None
+        ) from None
+    except yaml.YAMLError as exc:
+        raise CogSpecError(f"invalid YAML: {exc}", CONFIG_FILE) from None
+
+
+def _error(node: yaml.Node, message: str) -> CogSpecError:
+    return CogSpecError(message, CONFIG_FILE, node.start_mark.line + 1)
+
+
+def _value(node: yaml.Node) -> Any:
+    # A fresh constructor per call: SafeConstructor keeps per-document state.
+    return yaml.constructor.SafeConstructor().construct_document(node)
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+
+
+def _mapping(
+    node: yaml.Node, where: str, allowed: Sequence[str], top_level: bool = False
+) -> dict[str, _Entry]:
+    """The entries of a mapping node, rejecting unknown and duplicate keys."""
+    if not isinstance(node, yaml.MappingNode):
+        if top_level:
+            raise _error(node, "expected a mapping of keys (build, run, ...) at the top level")
+        raise _error(node, f"'{where}' must be a mapping")
+    entries: dict[str, _Entry] = {}
+    for key_node, value_node in node.value:
+        key = _value(key_node)
+        label = key if top_level else f"{where}.{key}"
+        if key not in allowed:
+            raise _error(key_node, f"unknown key {label!r} (allowed: {', '.join(allowed)})")
+        if key in entries:
+            raise _error(key_node, f"duplicate key {label!r}")
+        entries[key] = (key_node, value_node)
+    return entries
+
+
+def _optional_str(entry: _Entry, label: str) -> str | None:
+    node = entry[1]
+    if _is_null(node):
+        return None
+    if not (isinstance(node, yaml.ScalarNode) and node.tag == _STR):
+        raise _error(node, f"'{label}' must be a string")
+    return node.value
+
+
+def _bool(entry: _Entry, label: str) -> bool:
+    node = entry[1]
+    value = None if _is_null(node) else _value(node)
+    if not isinstance(value, bool):
+        raise _error(node, f"'{label}' must be true or false")
+    return value
+
+
+def _int(entry: _Entry, label: str) -> int:
+    node = entry[1]
+    value = _value(node)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _error(node, f"'{label}' must be an integer")
+    return value
+
+
+def _str_list(node: yaml.Node, label: str) -> tuple[str, ...]:
+    if _is_null(node):
+        return ()
+    if not isinstance(node, yaml.SequenceNode):
+        raise _error(node, f"'{label}' must be a list of strings")
+    items = []
+    for item in node.value:
+        if not (isinstance(item, yaml.ScalarNode) and item.tag in (_STR, *_NUMBER_TAGS)):
+            raise _error(item, f"'{label}' must be a list of strings")
+        items.append(item.value)  # raw text: "numpy==1.26" stays as written
+    return tuple(items)
+
+
+def _build(entry: _Entry, package_dir: Path) -> dict[str, Any]:
+    if _is_null(entry[1]):
+        return {}
+    build = _mapping(entry[1], "build", BUILD_KEYS)
+    values: dict[str, Any] = {}
+    if "python_version" in build:
+        node = build["python_version"][1]
+        # The raw scalar text, so that an unquoted 3.10 stays "3.10" instead of the float 3.1.
+        if not (isinstance(node, yaml.ScalarNode) and node.tag in (_STR, *_NUMBER_TAGS)):
+            raise _error(node, "'build.python_version' must be a string or a number")
+        values["python_version"] = node.value
+    if "gpu" in build:
+        values["gpu"] = _bool(build["gpu"], "build.gpu")
+    for key in ("cuda", "cudnn", "sdk_version"):
+        if key in build:
+            node = build[key][1]
+            if isinstance(node, yaml.ScalarNode) and node.tag in _NUMBER_TAGS:
+                values[key] = node.value  # cuda: 12.1 written unquoted
+            else:
+                values[key] = _optional_str(build[key], f"build.{key}")
+    for key in ("system_packages", "pre_install"):
+        if key in build:
+            values[key] = _str_list(build[key][1], f"build.{key}")
+    if "run" in build:
+        values["run_commands"] = _run_commands(build["run"][1])
+    if "python_packages" in build and "python_requirements" in build:
+        second = max(
+            build["python_packages"][0], build["python_requirements"][0],
+            key=lambda k: k.start_mark.line,
+        )  # fmt: skip
+        raise _error(second, "'build.python_packages' and 'build.python_requirements' cannot both "
+                             "be set (python_packages is deprecated)")  # fmt: skip
+    if "python_packages" in build:
+        packages = _str_list(build["python_packages"][1], "build.python_packages")
+        values["python_packages"] = values["requirements"] = packages
+    if "python_requirements" in build:
+        entry = build["python_requirements"]
+        name = _optional_str(entry, "build.python_requirements")
+        if name is not None:
+            values["python_requirements"] = name
+            values["requirements"] = _read_requirements(package_dir, name, entry[1])
+    return values
+
+
+def _run_commands(node: yaml.Node) -> tuple[str, ...]:
+    if _is_null(node):
+        return ()
+    if not isinstance(node, yaml.SequenceNode):
+        raise _error(node, "'build.run' must be a list")
+    commands = []
+    for item in node.value:
+        if isinstance(item, yaml.ScalarNode) and item.tag == _STR:
+            commands.append(item.value)
+            continue
+        if not isinstance(item, yaml.MappingNode):
+            raise _error(item, "'build.run' entries must be strings or {command, mounts}")
+        run = _mapping(item, "build.run[]", ("command", "mounts"))
+        if "command" not in run:
+            raise _error(item, "'build.run' entry is missing 'command'")
+        command = _optional_str(run["command"], "build.run[].command")
+        if command is None:
+            raise _error(run["command"][1], "'build.run[].command' must be a string")
+        if "mounts" in run:
+            _mounts(run["mounts"][1])
+        commands.append(command)
+    return tuple(commands)
+
+
+def _mounts(node: yaml.Node) -> None:
+    if not isinstance(node, yaml.SequenceNode):
+        raise _error(node, "'build.run[].mounts' must be a list")
+    for item in node.value:
+        mount = _mapping(item, "build.run[].mounts[]", ("type", "id", "target"))
+        for key in ("type", "id", "target"):
+            if key not in mount:
+                raise _error(item, f"mount is missing {key!r}")
+            _optional_str(mount[key], f"mounts[].{key}")
+        if mount["type"][1].value != "secret":
+            raise _error(mount["type"][1], "mount 'type' must be 'secret'")
+
+
+def _read_requirements(package_dir: Path, name: str, node: yaml.Node) -> tuple[str, ...]:
+    path = package_dir / name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _error(node, f"python_requirements file {name!r} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _error(node, f"cannot read python_requirements file {name!r}: {exc}") from None
+    lines: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        # pip joins lines ending in a backslash, and a '#' after whitespace starts a comment.
+        line = re.sub(r"(^|\s)#.*$", "", raw).rstrip()
+        if line.endswith("\\"):
+            pending += line[:-1].strip() + " "
+            continue
+        line = (pending + line.strip()).strip()
+        pending = ""
+        if line:
+            lines.append(line)
+    if pending.strip():
+        lines.append(pending.strip())
+    return tuple(lines)
+
+
+def _concurrency(entry: _Entry) -> dict[str, Any]:
+    if _is_null(entry[1]):
+        return {}
+    conc = _mapping(entry[1], "concurrency", CONCURRENCY_KEYS)
+    if "max" not in conc:
+        raise _error(entry[1], "'concurrency.max' is required")
+    values: dict[str, Any] = {"concurrency_max": _int(conc["max"], "concurrency.max")}
+    if values["concurrency_max"] < 1:
+        raise _error(conc["max"][1], "'concurrency.max' must be at least 1")
+    if "default_target" in conc:
+        target = _int(conc["default_target"], "concurrency.default_target")
+        values["concurrency_default_target"] = target
+    return values
+
+
+def _environment(node: yaml.Node) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for entry in _str_list(node, "environment"):
+        match = _ENV_ENTRY.match(entry)
+        if match is None:
+            line = next(i for i in node.value if i.value == entry)
+            raise _error(line, f"environment entry {entry!r} must look like NAME=value")
+        env[match.group(1)] = match.group(2)
+    return env
+
+
+def _weights(node: yaml.Node) -> tuple[Any, ...]:
+    # Experimental in Cog; kept as plain data after checking its shape.
+    if _is_null(node):
+        return ()
+    if not isinstance(node, yaml.SequenceNode):
+        raise _error(node, "'weights' must be a list")
+    weights = []
+    for item in node.value:
+        entry = _mapping(item, "weights[]", ("name", "target", "source"))
+        for key in ("name", "target", "source"):
+            if key not in entry:
+                raise _error(item, f"weights entry is missing {key!r}")
+        weights.append(_value(item))
+    return tuple(weights)

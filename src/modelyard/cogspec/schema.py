@@ -1,0 +1,291 @@
+"""The OpenAPI schema of a Cog predictor, built from its source without importing it.
+
+The rules follow Cog 0.16's runtime (pydantic) generator, whose output is what most published
+models carry: one ``Input`` property per ``predict``/``run`` parameter with ``x-order``, a title-cased
+``title``, the constraints of ``Input(...)``, one enum component per ``choices`` field, and an ``Output``
+component from the return annotation. Where Cog 0.16 and the newer Go generator disagree, the
+choice is noted where it is made. Problems are :class:`CogSpecError` located at ``file:line``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+
+from .annotations import JSON_NATIVE, SCALARS, CogType, canonical, object_schema, resolve_type
+from .annotations import title as field_title
+from .annotations import type_schema
+from .config import CogConfig, PredictorRef
+from .errors import CogSpecError
+from .openapi import build_document
+from .source import ModuleSource, read_module
+
+INPUT_KEYWORDS = ("default", "description", "ge", "le", "min_length", "max_length", "regex",
+                  "choices", "deprecated", "accept")  # fmt: skip
+_INPUT_CALLS = ("cog.Input",)
+_STREAMING = ("cog.streaming",)
+_INPUT_KINDS = (*SCALARS, "path", "file", "secret", "any", "dict")
+
+
+def predictor_schema(package_dir: Path, config: CogConfig) -> dict[str, Any]:
+    """Cog's OpenAPI document for the package's predictor (and trainer, if ``train:`` is set)."""
+    if config.predictor is None:
+        raise CogSpecError("no 'run' or 'predict' key: the package has no predictor", "cog.yaml")
+    components: dict[str, Any] = {}
+    streaming = _add_components(package_dir, config.predictor, ("predict", "run"), "", components)
+    training = config.trainer is not None
+    if config.trainer is not None:
+        _add_components(package_dir, config.trainer, ("train",), "Training", components)
+    return build_document(components, streaming=streaming, training=training)
+
+
+def _add_components(
+    package_dir: Path, ref: PredictorRef, methods: tuple[str, ...], prefix: str, out: dict[str, Any]
+) -> bool:
+    """Add ``<prefix>Input``, ``<prefix>Output`` and the enums to ``out``; return "is streaming"."""
+    module = read_module(ref.file, _display(package_dir, ref.file))
+    func, is_method = _target(module, ref.name, methods)
+    input_schema, enums = _input_component(func, module, is_method, f"{prefix}Input")
+    out[f"{prefix}Input"] = input_schema
+    out[f"{prefix}Output"] = _output_component(func, module, f"{prefix}Output")
+    out.update(enums)
+    return any(canonical(module.qualname(_call_target(d))) in _STREAMING for d in func.decorator_list)
+
+
+def _display(package_dir: Path, file: Path) -> str:
+    try:
+        return file.relative_to(package_dir).as_posix()
+    except ValueError:
+        return file.name
+
+
+def _call_target(node: ast.expr) -> ast.expr:
+    return node.func if isinstance(node, ast.Call) else node
+
+
+_Func = ast.FunctionDef | ast.AsyncFunctionDef
+
+
+def _target(module: ModuleSource, name: str, methods: tuple[str, ...]) -> tuple[_Func, bool]:
+    """The function whose signature is the interface: a method of the class, or the function."""
+    if name in module.functions:
+        return module.functions[name], False
+    if name not in module.classes:
+        raise module.error(f"no class or function named {name!r}")
+    cls = module.classes[name]
+    found = {m: f for m in methods if (f := _find_method(module, cls, m, set())) is not None}
+    if len(found) > 1:
+        raise module.error(f"{name} defines both {' and '.join(f'{m}()' for m in found)}; keep one", cls)
+    if not found:
+        wanted = " or ".join(f"{m}()" for m in methods)
+        raise module.error(f"{name} has no {wanted} method", cls)
+    return next(iter(found.values())), True
+
+
+def _find_method(module: ModuleSource, cls: ast.ClassDef, method: str, seen: set[str]) -> _Func | None:
+    for stmt in cls.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name == method:
+            return stmt
+    seen.add(cls.name)
+    for base in cls.bases:  # methods inherited from a base class defined in the same file
+        if isinstance(base, ast.Name) and base.id in module.classes and base.id not in seen:
+            found = _find_method(module, module.classes[base.id], method, seen)
+            if found is not None:
+                return found
+    return None
+
+
+def _parameters(func: _Func, skip_self: bool) -> list[tuple[ast.arg, ast.expr | None]]:
+    args = func.args
+    if args.vararg is not None or args.kwarg is not None:
+        star = args.vararg or args.kwarg
+        raise CogSpecError(f"{func.name}() cannot take *{'*' if args.kwarg else ''}{star.arg}: "
+                           "every input must be a named parameter", None)  # located by caller
+    positional = [*args.posonlyargs, *args.args]
+    defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
+    params = list(zip(positional, [*defaults, *args.defaults]))
+    params += list(zip(args.kwonlyargs, args.kw_defaults))
+    return params[1:] if skip_self else params
+
+
+def _input_component(
+    func: _Func, module: ModuleSource, is_method: bool, component: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        params = _parameters(func, is_method)
+    except CogSpecError as exc:
+        raise module.error(exc.message, func) from None
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    enums: dict[str, Any] = {}
+    for order, (arg, default) in enumerate(params):
+        prop, is_required, enum = _input_property(arg, default, order, module, func.name)
+        properties[arg.arg] = prop
+        if is_required:
+            required.append(arg.arg)
+        if enum is not None:
+            enums[arg.arg] = enum
+    schema: dict[str, Any] = {"properties": properties, "type": "object"}
+    if required:
+        schema["required"] = required
+    schema["title"] = component
+    return schema, enums
+
+
+def _input_options(default: ast.expr | None, module: ModuleSource) -> dict[str, Any]:
+    """The keyword arguments of ``Input(...)`` (or ``{"default": v}`` for ``x: int = v``)."""
+    if default is None:
+        return {}
+    if not (isinstance(default, ast.Call) and canonical(module.qualname(default.func)) in _INPUT_CALLS):
+        return {"default": module.literal(default, "default")}
+    options: dict[str, Any] = {}
+    if len(default.args) > 1:
+        raise module.error("Input() takes at most one positional argument (the default)", default)
+    if default.args:
+        options["default"] = module.literal(default.args[0], "default")
+    for keyword in default.keywords:
+        if keyword.arg == "default_factory":
+            raise module.error("Input(default_factory=...) is not supported; use default=", keyword)
+        if keyword.arg not in INPUT_KEYWORDS:
+            raise module.error(f"Input() got an unexpected keyword argument {keyword.arg!r}", keyword)
+        options[keyword.arg] = module.literal(keyword.value, keyword.arg)
+    if options.get("default", None) is Ellipsis:  # Input(...) / Input(default=...): required
+        del options["default"]
+    return options
+
+
+def _input_property(
+    arg: ast.arg, default: ast.expr | None, order: int, module: ModuleSource, method: str
+) -> tuple[dict[str, Any], bool, dict[str, Any] | None]:
+    name = arg.arg
+    if arg.annotation is None:
+        raise module.error(f"parameter {name!r} of {method}() has no type annotation", arg)
+    ctype = resolve_type(arg.annotation, module)
+    _check_input_type(ctype, name, module, arg)
+    options = _input_options(default, module)
+    node = default if default is not None else arg
+    value = options.get("default")
+    choices = options.get("choices")
+    enum = None
+    if choices is not None:
+        enum = _choices_enum(ctype, name, choices, module, node)
+        prop: dict[str, Any] = {}
+    else:
+        prop = type_schema(CogType(ctype.kind, ctype.item, False, ctype.variants), "input")
+        if "anyOf" not in prop:  # pydantic puts constraints beside the type, before the title
+            _constraints(prop, options, ctype, module, node)
+        prop["title"] = field_title(name)
+    if options.get("description") is not None:
+        prop["description"] = options["description"]
+    # Cog 0.16 (pydantic) rule, which most published models rely on: a default of None makes
+    # an input optional without showing a default; the Go generator (0.17+) instead makes
+    # `x: int = Input(default=None)` required.
+    if value is not None:
+        _check_default(value, options, ctype, module, node, name)
+        prop["default"] = value
+    if options.get("deprecated"):
+        prop["deprecated"] = True
+    if options.get("accept") is not None:
+        if ctype.kind not in ("path", "file") and (ctype.item is None or ctype.item.kind not in ("path", "file")):
+            raise module.error(f"accept= only applies to Path or File inputs, not {name!r}", node)
+        prop["x-cog-accept"] = options["accept"]
+    prop["x-order"] = order
+    if enum is not None:
+        prop["allOf"] = [{"$ref": f"#/components/schemas/{name}"}]
+    if ctype.nullable:
+        prop["nullable"] = True
+    is_required = "default" not in options and not ctype.nullable
+    return prop, is_required, enum
+
+
+def _check_input_type(ctype: CogType, name: str, module: ModuleSource, node: ast.AST) -> None:
+    ok = ctype.kind in _INPUT_KINDS
+    if ctype.kind == "list":
+        ok = ctype.item is None or (ctype.item.kind in _INPUT_KINDS and not ctype.item.nullable)
+    if ctype.kind == "union":
+        ok = all(v.kind in JSON_NATIVE and v.item is None for v in ctype.variants)
+    if not ok:
+        raise module.error(f"unsupported input type {ctype.describe()} for {name!r}", node)
+
+
+def _constraints(
+    prop: dict[str, Any], options: dict[str, Any], ctype: CogType, module: ModuleSource, node: ast.AST
+) -> None:
+    # Cog 0.16 renders ge/le as floats (pydantic's Field takes floats): "minimum": 1.0.
+    for key, schema_key in (("le", "maximum"), ("ge", "minimum")):
+        if options.get(key) is not None:
+            if not isinstance(options[key], (int, float)) or isinstance(options[key], bool):
+                raise module.error(f"{key}= must be a number, not {options[key]!r}", node)
+            prop[schema_key] = float(options[key])
+    for key, schema_key in (("max_length", "maxLength"), ("min_length", "minLength")):
+        if options.get(key) is not None:
+            if not isinstance(options[key], int) or isinstance(options[key], bool):
+                raise module.error(f"{key}= must be an integer, not {options[key]!r}", node)
+            prop[schema_key] = options[key]
+    if options.get("regex") is not None:
+        try:
+            re.compile(options["regex"])
+        except (re.error, TypeError) as exc:
+            raise module.error(f"invalid regex {options['regex']!r}: {exc}", node) from None
+        prop["pattern"] = options["regex"]
+
+
+def _choices_enum(
+    ctype: CogType, name: str, choices: Any, module: ModuleSource, node: ast.AST
+) -> dict[str, Any]:
+    if ctype.kind not in ("str", "int"):
+        raise module.error(f"choices= can only be used with str or int inputs, not {name!r} "
+                           f"({ctype.describe()})", node)  # fmt: skip
+    want = str if ctype.kind == "str" else int
+    if not isinstance(choices, list) or not choices:
+        raise module.error(f"choices= for {name!r} must be a non-empty list", node)
+    for choice in choices:
+        if not isinstance(choice, want) or isinstance(choice, bool):
+            raise module.error(f"choice {choice!r} of {name!r} is not a {ctype.kind}", node)
+    kind = "string" if ctype.kind == "str" else "integer"
+    return {"type": kind, "enum": choices, "title": name, "description": "An enumeration."}
+
+
+def _check_default(
+    value: Any, options: dict[str, Any], ctype: CogType, module: ModuleSource, node: ast.AST, name: str
+) -> None:
+    """Reject a default that its own constraints would refuse (as Cog's Go generator does)."""
+    problem = None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if options.get("choices") is not None and value not in options["choices"]:
+        problem = f"is not one of {options['choices']!r}"
+    elif number and options.get("ge") is not None and value < options["ge"]:
+        problem = f"is less than ge={options['ge']!r}"
+    elif number and options.get("le") is not None and value > options["le"]:
+        problem = f"is greater than le={options['le']!r}"
+    elif isinstance(value, str):
+        if options.get("min_length") is not None and len(value) < options["min_length"]:
+            problem = f"is shorter than min_length={options['min_length']!r}"
+        elif options.get("max_length") is not None and len(value) > options["max_length"]:
+            problem = f"is longer than max_length={options['max_length']!r}"
+        elif options.get("regex") is not None and not re.search(options["regex"], value):
+            problem = f"does not match regex={options['regex']!r}"
+    if problem:
+        raise module.error(f"default {value!r} of {name!r} {problem}", node)
+
+
+def _output_component(func: _Func, module: ModuleSource, component: str) -> dict[str, Any]:
+    if func.returns is None:
+        raise module.error(
+            f"{func.name}() has no return type annotation (use -> Any if it varies)", func
+        )
+    ctype = resolve_type(func.returns, module)
+    if ctype.nullable:
+        raise module.error("Optional is not allowed as a return type", func.returns)
+    if ctype.kind == "union":
+        raise module.error(f"unsupported output type {ctype.describe()} (unions)", func.returns)
+    if ctype.kind == "object":
+        # Cog 0.16 references a model not named Output through a separate component; like the
+        # Go generator we inline it, so that Output is always self-contained.
+        schema = object_schema(ctype, "output")
+    else:
+        schema = type_schema(ctype, "output")
+    schema["title"] = component
+    return schema
