@@ -510,7 +510,7 @@ class EnvironmentBuilder:
         progress: Progress | None = None,
     ) -> Environment:
         """The environment for ``spec``, built first if no complete one exists."""
-        say: Progress = progress or (lambda line: None)
+        say: Progress = progress if progress is not None else (lambda line: None)
         package_dir = Path(package_dir).resolve()
         plan = self.plan(spec, package_dir)
         env = self._environment(plan)
@@ -550,7 +550,7 @@ class EnvironmentBuilder:
         """Resolve ``spec``'s requirements and Cog SDK without installing anything (``uv pip
         compile`` with the same indexes and constraints as a build). Returns ``name==version`` lines.
         """
-        say: Progress = progress or (lambda line: None)
+        say: Progress = progress if progress is not None else (lambda line: None)
         pdir = Path(package_dir).resolve() if package_dir is not None else None
         plan = self.plan(spec, pdir)
         if plan.python_warning:
