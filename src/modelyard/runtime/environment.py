@@ -1,7 +1,8 @@
 """Model environments: one uv virtualenv per distinct set of dependencies, shared by content hash.
 
 A model's ``cog.yaml`` (through :func:`spec_from_config`) becomes an :class:`EnvironmentSpec`.
-:meth:`EnvironmentBuilder.ensure` returns the :class:`Environment` for it, building it first if needed:
+:meth:`EnvironmentBuilder.ensure` returns the :class:`Environment` for it, building it first if
+needed:
 
 1. pick a local interpreter (:mod:`.pythons`; never downloaded; nearest one plus a warning when the
    requested minor version is missing; the host's ``major.minor`` when none is requested);
@@ -13,20 +14,22 @@ A model's ``cog.yaml`` (through :func:`spec_from_config`) becomes an :class:`Env
 6. ``build.run`` commands (as for ``pre_install``);
 7. a marker file written last: an environment without it is half-built and gets rebuilt.
 
-uv does not read pip's configuration, so pip's (``find-links``, indexes, constraints, ...) is read by
-:mod:`.pipconfig` and passed on, with ``--index-strategy unsafe-best-match`` to pick the best version
-across all indexes as pip does. On a machine without a GPU (or for a model without ``gpu: true``),
-when a ``find-links`` folder holds a CPU build of torch for the environment's Python, ``torch`` is
-constrained to it, so an unpinned ``torch`` (also when pulled in by another package) never downloads
-a multi-GB CUDA build. A requirement that excludes that version disables the constraint (with a
-warning); if resolution fails because of it, the install is retried once without it.
+uv does not read pip's configuration, so pip's (``find-links``, indexes, constraints, ...) is read
+by :mod:`.pipconfig` and passed on, with ``--index-strategy unsafe-best-match`` to pick the best
+version across all indexes as pip does. On a machine without a GPU (or for a model without ``gpu:
+true``), when a ``find-links`` folder holds a CPU build of torch for the environment's Python,
+``torch`` is constrained to it, so an unpinned ``torch`` (also one pulled in by another package)
+never downloads a multi-GB CUDA build. A requirement that excludes that version disables the
+constraint (with a warning); if resolution fails because of it, the install is retried once without
+it.
 
 The key hashes: the resolved Python version, the requirement lines, the content of local files they
 reference, the Cog SDK requirement, ``pre_install``, ``build.run``, ``system_packages``, the torch
 constraint, the ``PIP_*``/``UV_*`` variables of ``environment`` and, when there are shell commands,
 all of ``environment``. Two models with the same dependencies share one environment.
 
-Concurrency: one ``fcntl.flock`` per key (``<cache>/.locks/<key>.lock``) across processes and threads.
+Concurrency: one ``fcntl.flock`` per key (``<cache>/.locks/<key>.lock``), across processes and
+threads; the build happens in place (a venv cannot be moved).
 """
 
 from __future__ import annotations
@@ -45,9 +48,10 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from . import pipconfig, pythons, sysdeps
 
@@ -110,8 +114,8 @@ class EnvironmentSpec:
     environment: Mapping[str, str] = field(default_factory=dict, hash=False)
     cog_sdk: str = DEFAULT_COG_SDK
     gpu: bool = False
-    #: ``(path as written in the requirements, "sha256:<hex>")`` of local files/folders referenced by
-    #: the requirements; filled from the package dir by :func:`spec_from_config` and by ``ensure``.
+    #: ``(path as written in the requirements, "sha256:<hex>")`` of local files/folders referenced
+    #: by the requirements; filled from the package dir by :func:`spec_from_config` and ``ensure``.
     local_files: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
@@ -126,7 +130,7 @@ class EnvironmentSpec:
             object.__setattr__(self, "python_version", str(self.python_version).strip() or None)
 
     @classmethod
-    def from_config(cls, config: Any) -> "EnvironmentSpec":
+    def from_config(cls, config: Any) -> EnvironmentSpec:
         return spec_from_config(config)
 
 
@@ -175,7 +179,7 @@ def _clean(line: str) -> str:
 
 def _requirement_name(line: str) -> str | None:
     """The normalized project name of a plain requirement line, else None (options, paths, URLs)."""
-    if not line or line.startswith("-") or "://" in line.split("@")[0] or line.startswith("."):
+    if not line or line.startswith(("-", ".")) or "://" in line.split("@")[0]:
         return None
     m = _NAME.match(line)
     if not m:
@@ -213,22 +217,18 @@ def _local_ref(line: str) -> tuple[str, str, str] | None:
         return None
     token = line.split(";", 1)[0].split()[0] if line.split(";", 1)[0].split() else ""
     bare = re.sub(r"\[[^\]]*\]$", "", token)
-    pathlike = (
-        bare.startswith((".", "/", "~"))
-        or "/" in bare
-        or bare.lower().endswith(_ARCHIVES)
-    )
+    pathlike = bare.startswith((".", "/", "~")) or "/" in bare or bare.lower().endswith(_ARCHIVES)
     if not pathlike or line.startswith("-"):
         return None
-    return "", bare, line[len(bare):]
+    return "", bare, line[len(bare) :]
 
 
 def _strip_file_scheme(url: str) -> str:
-    path = url[len("file:"):]
+    path = url[len("file:") :]
     if path.startswith("//"):
         path = path[2:]
         if path.startswith("localhost/"):
-            path = path[len("localhost"):]
+            path = path[len("localhost") :]
     return urllib.parse.unquote(path)
 
 
@@ -258,7 +258,7 @@ def _hash_path(path: Path) -> str:
                 continue
             h.update(rel.encode() + b"\0")
             if st.st_size <= (4 << 20):
-                h.update(bytes.fromhex(_hash_path(fp)[len("sha256:"):]))
+                h.update(bytes.fromhex(_hash_path(fp)[len("sha256:") :]))
             else:  # big files (weights): size and mtime stand in for the content
                 h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
     return "sha256:" + h.hexdigest()
@@ -267,7 +267,7 @@ def _hash_path(path: Path) -> str:
 def local_requirement_files(
     requirements: tuple[str, ...] | list[str], package_dir: Path | None
 ) -> tuple[tuple[str, str], ...]:
-    """``(path as written, content hash)`` for each existing local file/folder the lines reference."""
+    """``(path as written, content hash)`` of each existing local file/folder the lines name."""
     out: list[tuple[str, str]] = []
     for raw in requirements:
         ref = _local_ref(_clean(raw))
@@ -298,14 +298,14 @@ def _parse_version(v: str) -> Any:
         from packaging.version import Version
 
         return Version(v)
-    except Exception:
+    except (ImportError, ValueError):
         nums = re.findall(r"\d+", v.split("+")[0])
         return tuple(int(n) for n in nums)
 
 
 def local_torch_cpu_wheels(find_links_dirs: list[Path], python: pythons.PythonInstall) -> list[str]:
     """Versions of CPU torch wheels (``+cpu``) in the given folders usable by ``python``."""
-    tag = "cp%d%d" % python.minor
+    tag = "cp{}{}".format(*python.minor)
     machine = platform.machine().lower()
     versions = []
     for d in find_links_dirs:
@@ -342,7 +342,7 @@ def _spec_allows(specifier: str, version: str) -> bool | None:
         from packaging.specifiers import SpecifierSet
 
         return SpecifierSet(specifier).contains(version, prereleases=True)
-    except Exception:
+    except (ImportError, ValueError):
         return None
 
 
@@ -396,7 +396,7 @@ class EnvironmentBuilder:
                 import uv
 
                 self._uv_bin = uv.find_uv_bin()
-            except Exception:
+            except (ImportError, FileNotFoundError):
                 found = shutil.which("uv")
                 if not found:
                     raise EnvironmentBuildError(
@@ -548,7 +548,8 @@ class EnvironmentBuilder:
         progress: Progress | None = None,
     ) -> list[str]:
         """Resolve ``spec``'s requirements and Cog SDK without installing anything (``uv pip
-        compile`` with the same indexes and constraints as a build). Returns ``name==version`` lines.
+        compile`` with the same indexes and constraints as a build). Returns ``name==version``
+        lines.
         """
         say: Progress = progress if progress is not None else (lambda line: None)
         pdir = Path(package_dir).resolve() if package_dir is not None else None
@@ -560,14 +561,24 @@ class EnvironmentBuilder:
             req = Path(tmp) / "requirements.txt"
             req.write_text("\n".join(lines + [plan.spec.cog_sdk]) + "\n", encoding="utf-8")
             args = [
-                self.uv_bin, "pip", "compile", str(req),
-                "--python", str(plan.python.path),
-                "--no-header", "--no-annotate",
+                self.uv_bin,
+                "pip",
+                "compile",
+                str(req),
+                "--python",
+                str(plan.python.path),
+                "--no-header",
+                "--no-annotate",
                 *self._index_args(plan, Path(tmp)),
             ]
             proc = subprocess.run(
-                args, capture_output=True, text=True, cwd=tmp, env=self._uv_env(plan.spec),
+                args,
+                capture_output=True,
+                text=True,
+                cwd=tmp,
+                env=self._uv_env(plan.spec),
                 stdin=subprocess.DEVNULL,
+                check=False,
             )
             for line in proc.stderr.splitlines():
                 say(line)
@@ -717,9 +728,20 @@ class EnvironmentBuilder:
         say(f"Creating environment (Python {plan.python.version})")
         uv_env = self._uv_env(spec)
         status, tail = self._stream(
-            [self.uv_bin, "venv", str(env.path), "--python", str(plan.python.path),
-             "--no-progress", "--color", "never"],
-            cwd=self.cache_dir, env=uv_env, say=say, log=log,
+            [
+                self.uv_bin,
+                "venv",
+                str(env.path),
+                "--python",
+                str(plan.python.path),
+                "--no-progress",
+                "--color",
+                "never",
+            ],
+            cwd=self.cache_dir,
+            env=uv_env,
+            say=say,
+            log=log,
         )
         if status != 0 or not env.python.exists():
             raise fail(
@@ -738,9 +760,19 @@ class EnvironmentBuilder:
             say(plan.torch_warning)
 
         def uv_install(what: list[str], label: str, extra: list[str] = ()) -> None:
-            args = [self.uv_bin, "pip", "install", "--python", str(env.python),
-                    "--no-progress", "--color", "never",
-                    *self._index_args(plan, meta, pin["on"]), *extra, *what]
+            args = [
+                self.uv_bin,
+                "pip",
+                "install",
+                "--python",
+                str(env.python),
+                "--no-progress",
+                "--color",
+                "never",
+                *self._index_args(plan, meta, pin["on"]),
+                *extra,
+                *what,
+            ]
             status, tail = self._stream(args, cwd=meta, env=uv_env, say=say, log=log)
             if status != 0:
                 raise fail(f"{label} (uv pip install exited with status {status})", tail)
@@ -760,7 +792,11 @@ class EnvironmentBuilder:
         if lines:
             req_file = meta / "requirements.txt"
             req_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            n = sum(1 for line in lines if not line.startswith("-") or line.startswith(("-e", "--editable")))
+            n = sum(
+                1
+                for line in lines
+                if not line.startswith("-") or line.startswith(("-e", "--editable"))
+            )
             say(f"Installing {n} requirement{'s' if n != 1 else ''}")
             try:
                 uv_install(["-r", str(req_file)], "Could not install the model's requirements")
@@ -792,7 +828,11 @@ class EnvironmentBuilder:
     ) -> None:
         say(f"Running {kind}: {cmd}")
         status, tail = self._stream(
-            ["/bin/sh", "-c", cmd], cwd=package_dir, env=shell_env, say=say, log=log,
+            ["/bin/sh", "-c", cmd],
+            cwd=package_dir,
+            env=shell_env,
+            say=say,
+            log=log,
             shell_display=cmd,
         )
         if status != 0:
@@ -807,7 +847,8 @@ class EnvironmentBuilder:
     ) -> None:
         if not sysdeps.dpkg_available():
             raise fail(
-                "Cannot check system packages (" + ", ".join(spec.system_packages)
+                "Cannot check system packages ("
+                + ", ".join(spec.system_packages)
                 + "): dpkg-query not found; only Debian/Ubuntu hosts are supported",
                 [],
             )
@@ -818,8 +859,10 @@ class EnvironmentBuilder:
         cmd = sysdeps.install_command(missing)
         if not sysdeps.is_root():
             raise fail(
-                "Missing system packages: " + ", ".join(missing)
-                + ". Install them with: sudo " + " ".join(cmd),
+                "Missing system packages: "
+                + ", ".join(missing)
+                + ". Install them with: sudo apt-get install -y "
+                + " ".join(missing),
                 [],
             )
         apt_env = sysdeps.apt_env()
@@ -835,7 +878,8 @@ class EnvironmentBuilder:
         still = sysdeps.missing_packages(missing) if status == 0 else missing
         if status != 0 or still:
             raise fail(
-                "Could not install system packages " + ", ".join(still or missing)
+                "Could not install system packages "
+                + ", ".join(still or missing)
                 + f" ({' '.join(cmd)} exited with status {status})",
                 tail,
             )
@@ -846,7 +890,11 @@ class EnvironmentBuilder:
         try:
             freeze = subprocess.run(
                 [self.uv_bin, "pip", "freeze", "--python", str(env.python), "--color", "never"],
-                capture_output=True, text=True, env=self._uv_env(plan.spec), timeout=120,
+                capture_output=True,
+                text=True,
+                env=self._uv_env(plan.spec),
+                timeout=120,
+                check=False,
             ).stdout.splitlines()
         except (OSError, subprocess.SubprocessError):
             freeze = []

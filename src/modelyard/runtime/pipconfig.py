@@ -2,19 +2,20 @@
 
 uv ignores pip's configuration, but on a machine set up for pip (local wheel folders, mirrors,
 constraints) model environments must resolve exactly as ``pip install`` would. This module reads the
-files pip reads, in pip's order (later ones win, key by key), then the ``PIP_*`` environment variables,
-taking the ``[global]`` section overridden by ``[install]``:
+files pip reads, in pip's order (later ones win, key by key), then the ``PIP_*`` environment
+variables, taking the ``[global]`` section overridden by ``[install]``:
 
 1. global: ``$XDG_CONFIG_DIRS/pip/pip.conf`` (default ``/etc/xdg/pip/pip.conf``), ``/etc/pip.conf``
-2. user: ``~/.pip/pip.conf``, ``$XDG_CONFIG_HOME/pip/pip.conf`` (skipped when ``PIP_CONFIG_FILE`` names
-   an existing file)
+2. user: ``~/.pip/pip.conf``, ``$XDG_CONFIG_HOME/pip/pip.conf`` (skipped when
+   ``PIP_CONFIG_FILE`` names an existing file)
 3. site: ``<sys.prefix>/pip.conf``
 4. ``$PIP_CONFIG_FILE`` (``os.devnull`` disables it)
 5. ``PIP_<OPTION>`` environment variables
 
 Only the options that change what gets installed are translated: ``index-url``,
 ``extra-index-url``, ``find-links``, ``no-index``, ``constraint`` (existing files only),
-``trusted-host``, ``pre``, plus ``cert`` and ``timeout``/``default-timeout`` as uv environment variables.
+``trusted-host``, ``pre``, plus ``cert`` and ``timeout``/``default-timeout`` as uv environment
+variables.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from __future__ import annotations
 import configparser
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 _LIST_KEYS = ("extra-index-url", "find-links", "constraint", "trusted-host")
 _TRUE = {"1", "yes", "true", "on"}
@@ -79,10 +80,9 @@ class PipSettings:
         """The ``find-links`` entries that are local directories."""
         out = []
         for link in self.find_links:
-            path = Path(link[len("file://"):]) if link.startswith("file://") else Path(link)
-            if "://" not in link or link.startswith("file://"):
-                if path.is_dir():
-                    out.append(path)
+            path = Path(link[len("file://") :]) if link.startswith("file://") else Path(link)
+            if ("://" not in link or link.startswith("file://")) and path.is_dir():
+                out.append(path)
         return out
 
 

@@ -3,9 +3,10 @@
 Nothing is ever downloaded: a model gets one of the interpreters found here. Sources, in order:
 ``$MODELYARD_PYTHONS`` (``os.pathsep``-separated interpreter paths), pyenv's versions
 (``$PYENV_ROOT/versions``, default ``~/.pyenv/versions``), interpreters installed by uv
-(``uv python dir``'s default location), ``python3.X`` / ``python3`` on ``PATH`` (pyenv shims excluded),
-``/usr/local/bin``, ``/usr/bin``, and the interpreter running Modelyard. Each candidate is run once to
-read its version; the result is cached for the life of the process.
+(``uv python dir``'s default location), ``python3.X`` / ``python3`` on ``PATH`` (pyenv shims
+excluded), ``/usr/local/bin``, ``/usr/bin``, and the interpreter running Modelyard. Candidates whose
+version is not in their install folder's name are run once to read it; the result is cached for
+the life of the process.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class PythonInstall:
 
     @property
     def version(self) -> str:
-        return "%d.%d.%d" % self.version_info
+        return ".".join(str(n) for n in self.version_info)
 
     @property
     def minor(self) -> tuple[int, int]:
@@ -59,7 +60,9 @@ def _candidate_paths() -> list[tuple[Path, tuple[int, int, int] | None]]:
     pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
     uv_root = Path(
         os.environ.get("UV_PYTHON_INSTALL_DIR")
-        or Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "uv" / "python"
+        or Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+        / "uv"
+        / "python"
     )
     # pyenv names its CPython builds "3.11.7", uv "cpython-3.11.7-linux-x86_64-gnu": trust those
     # names (saves starting every interpreter); anything else (pypy, conda, ...) is probed.
@@ -102,6 +105,7 @@ def _probe(path: Path) -> PythonInstall | None:
             capture_output=True,
             text=True,
             timeout=15,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -149,7 +153,7 @@ def default_python_version() -> str:
     the reference machine) because that is the one version known to be installed, and the one for
     which local wheels (e.g. a CPU build of torch) are most likely to exist.
     """
-    return "%d.%d" % sys.version_info[:2]
+    return f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 def choose_python(
@@ -160,16 +164,16 @@ def choose_python(
 
     Matching is on ``major.minor`` (the newest patch of that minor wins). When that minor is not
     installed, or is older than :data:`MIN_PYTHON`, the nearest supported minor is used (on a tie,
-    the older one) and a warning line is returned alongside. Raises ``LookupError`` when no supported
-    interpreter exists at all, ``ValueError`` for a malformed version.
+    the older one) and a warning line is returned alongside. Raises ``LookupError`` when no
+    supported interpreter exists at all, ``ValueError`` for a malformed version.
     """
     if available is None:
         available = find_pythons()
     supported = sorted(p for p in available if p.minor >= MIN_PYTHON)
     if not supported:
         raise LookupError(
-            "no Python %d.%d or newer was found on this machine "
-            "(looked in $MODELYARD_PYTHONS, pyenv, uv, PATH)" % MIN_PYTHON
+            f"no Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer was found on this machine "
+            "(looked in $MODELYARD_PYTHONS, pyenv, uv, PATH)"
         )
     req = requested if requested not in (None, "") else default_python_version()
     parsed = parse_version(str(req))
@@ -187,7 +191,7 @@ def choose_python(
     best = [p for p in supported if p.minor == best_minor][-1]
     label = str(req).strip()
     if want < MIN_PYTHON:
-        why = "is not supported (Modelyard needs %d.%d or newer)" % MIN_PYTHON
+        why = f"is not supported (Modelyard needs {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer)"
     else:
         why = "is not available here"
     return best, f"warning: Python {label} {why}; using {best.version}"

@@ -30,6 +30,7 @@ def is_installed(name: str) -> bool:
             capture_output=True,
             text=True,
             timeout=60,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return False
