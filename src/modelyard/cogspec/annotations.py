@@ -13,6 +13,7 @@ import ast
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .errors import CogSpecError
 from .source import ModuleSource
 
 SCALARS = ("str", "int", "float", "bool")
@@ -20,15 +21,30 @@ SCALARS = ("str", "int", "float", "bool")
 JSON_NATIVE = (*SCALARS, "dict", "list", "any")
 
 _NAMES: dict[str, str] = {
-    "str": "str", "int": "int", "float": "float", "bool": "bool", "dict": "dict", "list": "list",
-    "cog.Path": "path", "cog.File": "file", "cog.Secret": "secret", "pathlib.Path": "path",
-    "typing.Any": "any", "typing.Dict": "dict", "typing.List": "list",
-    "cog.ConcatenateIterator": "concat", "cog.AsyncConcatenateIterator": "concat",
-    "typing.Iterator": "iterator", "typing.AsyncIterator": "iterator",
-    "collections.abc.Iterator": "iterator", "collections.abc.AsyncIterator": "iterator",
-    "typing.Optional": "optional", "typing.Union": "union", "typing.Annotated": "annotated",
+    "str": "str",
+    "int": "int",
+    "float": "float",
+    "bool": "bool",
+    "dict": "dict",
+    "list": "list",
+    "cog.Path": "path",
+    "cog.File": "file",
+    "cog.Secret": "secret",
+    "pathlib.Path": "path",
+    "typing.Any": "any",
+    "typing.Dict": "dict",
+    "typing.List": "list",
+    "cog.ConcatenateIterator": "concat",
+    "cog.AsyncConcatenateIterator": "concat",
+    "typing.Iterator": "iterator",
+    "typing.AsyncIterator": "iterator",
+    "collections.abc.Iterator": "iterator",
+    "collections.abc.AsyncIterator": "iterator",
+    "typing.Optional": "optional",
+    "typing.Union": "union",
+    "typing.Annotated": "annotated",
     "None": "none",
-}  # fmt: skip
+}
 _MODEL_BASES = ("cog.BaseModel", "pydantic.BaseModel", "pydantic.main.BaseModel")
 _TYPED_DICT_BASES = ("typing.TypedDict",)
 _DATACLASS_DECORATORS = ("dataclasses.dataclass",)
@@ -41,10 +57,14 @@ def canonical(qualname: str | None) -> str | None:
     -> ``cog.Path``."""
     if qualname is None:
         return None
-    for prefix, new in (("typing_extensions.", "typing."), ("cog.types.", "cog."),
-                        ("cog.base_model.", "cog."), ("cog.input.", "cog.")):  # fmt: skip
+    for prefix, new in (
+        ("typing_extensions.", "typing."),
+        ("cog.types.", "cog."),
+        ("cog.base_model.", "cog."),
+        ("cog.input.", "cog."),
+    ):
         if qualname.startswith(prefix):
-            return new + qualname[len(prefix):]
+            return new + qualname[len(prefix) :]
     return qualname
 
 
@@ -73,8 +93,14 @@ class CogType:
 
     def describe(self) -> str:
         """A short human name for error messages (``list[Path]``)."""
-        names = {"path": "Path", "file": "File", "secret": "Secret", "any": "Any",
-                 "concat": "ConcatenateIterator", "iterator": "Iterator"}  # fmt: skip
+        names = {
+            "path": "Path",
+            "file": "File",
+            "secret": "Secret",
+            "any": "Any",
+            "concat": "ConcatenateIterator",
+            "iterator": "Iterator",
+        }
         base = self.name or names.get(self.kind, self.kind)
         if self.kind == "union":
             base = " | ".join(v.describe() for v in self.variants)
@@ -83,7 +109,9 @@ class CogType:
         return f"Optional[{base}]" if self.nullable else base
 
 
-def resolve_type(node: ast.expr, module: ModuleSource, _seen: frozenset[str] = frozenset()) -> CogType:
+def resolve_type(
+    node: ast.expr, module: ModuleSource, _seen: frozenset[str] = frozenset()
+) -> CogType:
     """Resolve an annotation node; an unknown or unsupported type is a located CogSpecError."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         # A string annotation ("Path" or "list[Output]"): parse it where it stands.
@@ -143,16 +171,16 @@ def _generic(node: ast.Subscript, module: ModuleSource, seen: frozenset[str]) ->
     if kind in ("list", "iterator", "concat") and len(args) == 1:
         item = resolve_type(args[0], module, seen)
         if kind == "concat" and item.kind != "str":
-            raise module.error(
-                f"ConcatenateIterator must yield str, not {item.describe()}", node
-            )
+            raise module.error(f"ConcatenateIterator must yield str, not {item.describe()}", node)
         return CogType(kind, item=item)
     if kind == "dict" and len(args) == 2:
         return CogType("dict", item=resolve_type(args[1], module, seen))
     raise module.error(f"unsupported type annotation {ast.unparse(node)!r}", node)
 
 
-def _union(args: list[ast.expr], module: ModuleSource, seen: frozenset[str], node: ast.expr) -> CogType:
+def _union(
+    args: list[ast.expr], module: ModuleSource, seen: frozenset[str], node: ast.expr
+) -> CogType:
     variants: list[CogType] = []
     nullable = False
     for arg in args:
@@ -182,8 +210,10 @@ def _object(cls: ast.ClassDef, module: ModuleSource, seen: frozenset[str]) -> Co
             cls,
         )
     seen = seen | {cls.name}
-    total = not any(k.arg == "total" and isinstance(k.value, ast.Constant) and k.value.value is False
-                    for k in cls.keywords)  # fmt: skip
+    total = not any(
+        k.arg == "total" and isinstance(k.value, ast.Constant) and k.value.value is False
+        for k in cls.keywords
+    )
     fields: dict[str, ObjectField] = {}
     for base in cls.bases:  # fields inherited from models defined in the same file come first
         if isinstance(base, ast.Name) and base.id in module.classes:
@@ -239,8 +269,10 @@ def _field_default(node: ast.expr | None, module: ModuleSource) -> Any:
     if node is None:
         return NO_DEFAULT
     if isinstance(node, ast.Call) and canonical(module.qualname(node.func)) in _FIELD_CALLS:
-        given = node.args[0] if node.args else next(
-            (k.value for k in node.keywords if k.arg == "default"), None
+        given = (
+            node.args[0]
+            if node.args
+            else next((k.value for k in node.keywords if k.arg == "default"), None)
         )
         if given is None:
             # Field(default_factory=...) has a default we cannot know; Field() has none.
@@ -251,7 +283,7 @@ def _field_default(node: ast.expr | None, module: ModuleSource) -> Any:
         return NO_DEFAULT
     try:
         return module.literal(node, "default")
-    except Exception:
+    except CogSpecError:
         # A default the schema cannot show (e.g. a function call) still makes the field optional.
         return None
 

@@ -13,9 +13,10 @@ parse, and define the named class or function. Nothing is imported or executed.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -24,12 +25,28 @@ from .source import read_module
 
 CONFIG_FILE = "cog.yaml"
 TOP_LEVEL_KEYS = (
-    "build", "run", "predict", "train", "image", "model", "concurrency", "environment", "weights",
-)  # fmt: skip
+    "build",
+    "run",
+    "predict",
+    "train",
+    "image",
+    "model",
+    "concurrency",
+    "environment",
+    "weights",
+)
 BUILD_KEYS = (
-    "gpu", "python_version", "python_requirements", "python_packages", "system_packages", "run",
-    "pre_install", "cuda", "cudnn", "sdk_version",
-)  # fmt: skip
+    "gpu",
+    "python_version",
+    "python_requirements",
+    "python_packages",
+    "system_packages",
+    "run",
+    "pre_install",
+    "cuda",
+    "cudnn",
+    "sdk_version",
+)
 CONCURRENCY_KEYS = ("max", "default_target")
 # When a reference has no ``:Name``: Cog >= 0.21 looks for ``Runner``; older models name ``Predictor``.
 DEFAULT_CLASSES = ("Runner", "Predictor")
@@ -145,9 +162,11 @@ def parse_ref(
     if sep:
         if name in defined:
             return PredictorRef(file=file, name=name)
-        hint = " (it is imported there; point at the file that defines it)" if (
-            name in module.imports
-        ) else ""
+        hint = (
+            " (it is imported there; point at the file that defines it)"
+            if (name in module.imports)
+            else ""
+        )
         raise CogSpecError(
             f"{file_part!r} defines no class or function {name!r}{hint}", CONFIG_FILE, where
         )
@@ -277,11 +296,15 @@ def _build(entry: _Entry, package_dir: Path) -> dict[str, Any]:
         values["run_commands"] = _run_commands(build["run"][1])
     if "python_packages" in build and "python_requirements" in build:
         second = max(
-            build["python_packages"][0], build["python_requirements"][0],
+            build["python_packages"][0],
+            build["python_requirements"][0],
             key=lambda k: k.start_mark.line,
-        )  # fmt: skip
-        raise _error(second, "'build.python_packages' and 'build.python_requirements' cannot both "
-                             "be set (python_packages is deprecated)")  # fmt: skip
+        )
+        raise _error(
+            second,
+            "'build.python_packages' and 'build.python_requirements' cannot both "
+            "be set (python_packages is deprecated)",
+        )
     if "python_packages" in build:
         packages = _str_list(build["python_packages"][1], "build.python_packages")
         values["python_packages"] = values["requirements"] = packages

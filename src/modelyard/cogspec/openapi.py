@@ -31,15 +31,28 @@ def _ok(schema: dict[str, Any]) -> dict[str, Any]:
 def _responses(schema: dict[str, Any], validation: bool = True) -> dict[str, Any]:
     responses = {"200": _ok(schema)}
     if validation:
-        responses["422"] = {"description": "Validation Error", "content": _json(_ref("HTTPValidationError"))}
+        responses["422"] = {
+            "description": "Validation Error",
+            "content": _json(_ref("HTTPValidationError")),
+        }
     return responses
 
 
 def _path_param(name: str, title: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "title": title}}
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "title": title},
+    }
 
 
-_PREFER = {"name": "prefer", "in": "header", "required": False, "schema": {"title": "Prefer", "type": "string"}}
+_PREFER = {
+    "name": "prefer",
+    "in": "header",
+    "required": False,
+    "schema": {"title": "Prefer", "type": "string"},
+}
 
 
 def _nullable(title: str, **extra: Any) -> dict[str, Any]:
@@ -48,14 +61,20 @@ def _nullable(title: str, **extra: Any) -> dict[str, Any]:
 
 def _request(title: str, input_name: str, events_title: bool) -> dict[str, Any]:
     events: dict[str, Any] = {"title": "Webhook Events Filter"} if events_title else {}
-    events.update(default=list(_WEBHOOK_EVENTS), items=_ref("WebhookEvent"), type="array", nullable=True)
+    events.update(
+        default=list(_WEBHOOK_EVENTS), items=_ref("WebhookEvent"), type="array", nullable=True
+    )
     return {
         "properties": {
             "input": {**_ref(input_name), "nullable": True},
             "id": _nullable("Id"),
             "created_at": _nullable("Created At", format="date-time"),
-            "context": {"title": "Context", "additionalProperties": {"type": "string"}, "type": "object",
-                        "nullable": True},  # fmt: skip
+            "context": {
+                "title": "Context",
+                "additionalProperties": {"type": "string"},
+                "type": "object",
+                "nullable": True,
+            },
             "output_file_prefix": _nullable("Output File Prefix"),
             "webhook": _nullable("Webhook", maxLength=65536, minLength=1, format="uri"),
             "webhook_events_filter": events,
@@ -65,7 +84,9 @@ def _request(title: str, input_name: str, events_title: bool) -> dict[str, Any]:
     }
 
 
-def _response(title: str, input_name: str, output_name: str, output_nullable: bool) -> dict[str, Any]:
+def _response(
+    title: str, input_name: str, output_name: str, output_nullable: bool
+) -> dict[str, Any]:
     output = _ref(output_name)
     if output_nullable:
         output["nullable"] = True
@@ -81,7 +102,12 @@ def _response(title: str, input_name: str, output_name: str, output_nullable: bo
             "logs": {"type": "string", "title": "Logs", "default": ""},
             "error": _nullable("Error"),
             "status": {**_ref("Status"), "nullable": True},
-            "metrics": {"title": "Metrics", "additionalProperties": True, "type": "object", "nullable": True},
+            "metrics": {
+                "title": "Metrics",
+                "additionalProperties": True,
+                "type": "object",
+                "nullable": True,
+            },
         },
         "type": "object",
         "title": title,
@@ -94,14 +120,19 @@ def _enum(title: str, values: list[Any], kind: str = "string") -> dict[str, Any]
 
 _VALIDATION_ERRORS = {
     "HTTPValidationError": {
-        "properties": {"detail": {"items": _ref("ValidationError"), "type": "array", "title": "Detail"}},
+        "properties": {
+            "detail": {"items": _ref("ValidationError"), "type": "array", "title": "Detail"}
+        },
         "type": "object",
         "title": "HTTPValidationError",
     },
     "ValidationError": {
         "properties": {
-            "loc": {"items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}, "type": "array",
-                    "title": "Location"},  # fmt: skip
+            "loc": {
+                "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                "type": "array",
+                "title": "Location",
+            },
             "msg": {"type": "string", "title": "Message"},
             "type": {"type": "string", "title": "Error Type"},
         },
@@ -127,54 +158,71 @@ def _prediction_paths(streaming: bool) -> dict[str, Any]:
     idempotent_body = {"allOf": [_ref("PredictionRequest")], "title": "Prediction Request"}
     return {
         "/predictions": {"post": predict},
-        "/predictions/{prediction_id}": {"put": {
-            "summary": "Predict Idempotent",
-            "description": "Run a single prediction on the model (idempotent creation).",
-            "operationId": "predict_idempotent_predictions__prediction_id__put",
-            "parameters": [_path_param("prediction_id", "Prediction ID"), dict(_PREFER)],
-            "requestBody": {"required": True, "content": _json(idempotent_body)},
-            "responses": _responses(_ref("PredictionResponse")),
-        }},
-        "/predictions/{prediction_id}/cancel": {"post": {
-            "summary": "Cancel",
-            "description": "Cancel a running prediction",
-            "operationId": "cancel_predictions__prediction_id__cancel_post",
-            "parameters": [_path_param("prediction_id", "Prediction ID")],
-            "responses": _responses({"title": "Response Cancel Predictions  Prediction Id  Cancel Post"}),
-        }},
-    }  # fmt: skip
+        "/predictions/{prediction_id}": {
+            "put": {
+                "summary": "Predict Idempotent",
+                "description": "Run a single prediction on the model (idempotent creation).",
+                "operationId": "predict_idempotent_predictions__prediction_id__put",
+                "parameters": [_path_param("prediction_id", "Prediction ID"), dict(_PREFER)],
+                "requestBody": {"required": True, "content": _json(idempotent_body)},
+                "responses": _responses(_ref("PredictionResponse")),
+            }
+        },
+        "/predictions/{prediction_id}/cancel": {
+            "post": {
+                "summary": "Cancel",
+                "description": "Cancel a running prediction",
+                "operationId": "cancel_predictions__prediction_id__cancel_post",
+                "parameters": [_path_param("prediction_id", "Prediction ID")],
+                "responses": _responses(
+                    {"title": "Response Cancel Predictions  Prediction Id  Cancel Post"}
+                ),
+            }
+        },
+    }
 
 
 def _training_paths() -> dict[str, Any]:
     return {
-        "/trainings": {"post": {
-            "summary": "Train",
-            "operationId": "train_trainings_post",
-            "parameters": [dict(_PREFER)],
-            "requestBody": {"content": _json(_ref("TrainingRequest"))},
-            "responses": _responses(_ref("TrainingResponse")),
-        }},
-        "/trainings/{training_id}": {"put": {
-            "summary": "Train Idempotent",
-            "operationId": "train_idempotent_trainings__training_id__put",
-            "parameters": [_path_param("training_id", "Training ID"), dict(_PREFER)],
-            "requestBody": {"required": True, "content": _json(_ref("TrainingRequest"))},
-            "responses": _responses(_ref("TrainingResponse")),
-        }},
-        "/trainings/{training_id}/cancel": {"post": {
-            "summary": "Cancel Training",
-            "operationId": "cancel_training_trainings__training_id__cancel_post",
-            "parameters": [_path_param("training_id", "Training ID")],
-            "responses": _responses(
-                {"title": "Response Cancel Training Trainings  Training Id  Cancel Post"}
-            ),
-        }},
-    }  # fmt: skip
+        "/trainings": {
+            "post": {
+                "summary": "Train",
+                "operationId": "train_trainings_post",
+                "parameters": [dict(_PREFER)],
+                "requestBody": {"content": _json(_ref("TrainingRequest"))},
+                "responses": _responses(_ref("TrainingResponse")),
+            }
+        },
+        "/trainings/{training_id}": {
+            "put": {
+                "summary": "Train Idempotent",
+                "operationId": "train_idempotent_trainings__training_id__put",
+                "parameters": [_path_param("training_id", "Training ID"), dict(_PREFER)],
+                "requestBody": {"required": True, "content": _json(_ref("TrainingRequest"))},
+                "responses": _responses(_ref("TrainingResponse")),
+            }
+        },
+        "/trainings/{training_id}/cancel": {
+            "post": {
+                "summary": "Cancel Training",
+                "operationId": "cancel_training_trainings__training_id__cancel_post",
+                "parameters": [_path_param("training_id", "Training ID")],
+                "responses": _responses(
+                    {"title": "Response Cancel Training Trainings  Training Id  Cancel Post"}
+                ),
+            }
+        },
+    }
 
 
 def _simple_get(summary: str, operation_id: str, title: str) -> dict[str, Any]:
-    return {"get": {"summary": summary, "operationId": operation_id,
-                    "responses": _responses({"title": title}, validation=False)}}  # fmt: skip
+    return {
+        "get": {
+            "summary": summary,
+            "operationId": operation_id,
+            "responses": _responses({"title": title}, validation=False),
+        }
+    }
 
 
 def build_document(
@@ -186,12 +234,16 @@ def build_document(
     ``TrainingInput``/``TrainingOutput``.
     """
     paths: dict[str, Any] = {
-        "/shutdown": {"post": {
-            "summary": "Start Shutdown",
-            "operationId": "start_shutdown_shutdown_post",
-            "responses": _responses({"title": "Response Start Shutdown Shutdown Post"}, validation=False),
-        }},
-    }  # fmt: skip
+        "/shutdown": {
+            "post": {
+                "summary": "Start Shutdown",
+                "operationId": "start_shutdown_shutdown_post",
+                "responses": _responses(
+                    {"title": "Response Start Shutdown Shutdown Post"}, validation=False
+                ),
+            }
+        },
+    }
     if training:
         paths.update(_training_paths())
     paths["/"] = _simple_get("Root", "root__get", "Response Root  Get")

@@ -14,16 +14,33 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .annotations import JSON_NATIVE, SCALARS, CogType, canonical, object_schema, resolve_type
+from .annotations import (
+    JSON_NATIVE,
+    SCALARS,
+    CogType,
+    canonical,
+    object_schema,
+    resolve_type,
+    type_schema,
+)
 from .annotations import title as field_title
-from .annotations import type_schema
 from .config import CogConfig, PredictorRef
 from .errors import CogSpecError
 from .openapi import build_document
 from .source import ModuleSource, read_module
 
-INPUT_KEYWORDS = ("default", "description", "ge", "le", "min_length", "max_length", "regex",
-                  "choices", "deprecated", "accept")  # fmt: skip
+INPUT_KEYWORDS = (
+    "default",
+    "description",
+    "ge",
+    "le",
+    "min_length",
+    "max_length",
+    "regex",
+    "choices",
+    "deprecated",
+    "accept",
+)
 _INPUT_CALLS = ("cog.Input",)
 _STREAMING = ("cog.streaming",)
 _INPUT_KINDS = (*SCALARS, "path", "file", "secret", "any", "dict")
@@ -51,7 +68,9 @@ def _add_components(
     out[f"{prefix}Input"] = input_schema
     out[f"{prefix}Output"] = _output_component(func, module, f"{prefix}Output")
     out.update(enums)
-    return any(canonical(module.qualname(_call_target(d))) in _STREAMING for d in func.decorator_list)
+    return any(
+        canonical(module.qualname(_call_target(d))) in _STREAMING for d in func.decorator_list
+    )
 
 
 def _display(package_dir: Path, file: Path) -> str:
@@ -77,14 +96,18 @@ def _target(module: ModuleSource, name: str, methods: tuple[str, ...]) -> tuple[
     cls = module.classes[name]
     found = {m: f for m in methods if (f := _find_method(module, cls, m, set())) is not None}
     if len(found) > 1:
-        raise module.error(f"{name} defines both {' and '.join(f'{m}()' for m in found)}; keep one", cls)
+        raise module.error(
+            f"{name} defines both {' and '.join(f'{m}()' for m in found)}; keep one", cls
+        )
     if not found:
         wanted = " or ".join(f"{m}()" for m in methods)
         raise module.error(f"{name} has no {wanted} method", cls)
     return next(iter(found.values())), True
 
 
-def _find_method(module: ModuleSource, cls: ast.ClassDef, method: str, seen: set[str]) -> _Func | None:
+def _find_method(
+    module: ModuleSource, cls: ast.ClassDef, method: str, seen: set[str]
+) -> _Func | None:
     for stmt in cls.body:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name == method:
             return stmt
@@ -101,8 +124,11 @@ def _parameters(func: _Func, skip_self: bool) -> list[tuple[ast.arg, ast.expr | 
     args = func.args
     if args.vararg is not None or args.kwarg is not None:
         star = args.vararg or args.kwarg
-        raise CogSpecError(f"{func.name}() cannot take *{'*' if args.kwarg else ''}{star.arg}: "
-                           "every input must be a named parameter", None)  # located by caller
+        raise CogSpecError(
+            f"{func.name}() cannot take *{'*' if args.kwarg else ''}{star.arg}: "
+            "every input must be a named parameter",
+            None,
+        )  # located by caller
     positional = [*args.posonlyargs, *args.args]
     defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
     params = list(zip(positional, [*defaults, *args.defaults]))
@@ -138,7 +164,9 @@ def _input_options(default: ast.expr | None, module: ModuleSource) -> dict[str, 
     """The keyword arguments of ``Input(...)`` (or ``{"default": v}`` for ``x: int = v``)."""
     if default is None:
         return {}
-    if not (isinstance(default, ast.Call) and canonical(module.qualname(default.func)) in _INPUT_CALLS):
+    if not (
+        isinstance(default, ast.Call) and canonical(module.qualname(default.func)) in _INPUT_CALLS
+    ):
         return {"default": module.literal(default, "default")}
     options: dict[str, Any] = {}
     if len(default.args) > 1:
@@ -149,7 +177,9 @@ def _input_options(default: ast.expr | None, module: ModuleSource) -> dict[str, 
         if keyword.arg == "default_factory":
             raise module.error("Input(default_factory=...) is not supported; use default=", keyword)
         if keyword.arg not in INPUT_KEYWORDS:
-            raise module.error(f"Input() got an unexpected keyword argument {keyword.arg!r}", keyword)
+            raise module.error(
+                f"Input() got an unexpected keyword argument {keyword.arg!r}", keyword
+            )
         options[keyword.arg] = module.literal(keyword.value, keyword.arg)
     if options.get("default", None) is Ellipsis:  # Input(...) / Input(default=...): required
         del options["default"]
@@ -188,7 +218,9 @@ def _input_property(
     if options.get("deprecated"):
         prop["deprecated"] = True
     if options.get("accept") is not None:
-        if ctype.kind not in ("path", "file") and (ctype.item is None or ctype.item.kind not in ("path", "file")):
+        if ctype.kind not in ("path", "file") and (
+            ctype.item is None or ctype.item.kind not in ("path", "file")
+        ):
             raise module.error(f"accept= only applies to Path or File inputs, not {name!r}", node)
         prop["x-cog-accept"] = options["accept"]
     prop["x-order"] = order
@@ -211,7 +243,11 @@ def _check_input_type(ctype: CogType, name: str, module: ModuleSource, node: ast
 
 
 def _constraints(
-    prop: dict[str, Any], options: dict[str, Any], ctype: CogType, module: ModuleSource, node: ast.AST
+    prop: dict[str, Any],
+    options: dict[str, Any],
+    ctype: CogType,
+    module: ModuleSource,
+    node: ast.AST,
 ) -> None:
     # Cog 0.16 renders ge/le as floats (pydantic's Field takes floats): "minimum": 1.0.
     for key, schema_key in (("le", "maximum"), ("ge", "minimum")):
@@ -236,8 +272,10 @@ def _choices_enum(
     ctype: CogType, name: str, choices: Any, module: ModuleSource, node: ast.AST
 ) -> dict[str, Any]:
     if ctype.kind not in ("str", "int"):
-        raise module.error(f"choices= can only be used with str or int inputs, not {name!r} "
-                           f"({ctype.describe()})", node)  # fmt: skip
+        raise module.error(
+            f"choices= can only be used with str or int inputs, not {name!r} ({ctype.describe()})",
+            node,
+        )
     want = str if ctype.kind == "str" else int
     if not isinstance(choices, list) or not choices:
         raise module.error(f"choices= for {name!r} must be a non-empty list", node)
@@ -249,7 +287,12 @@ def _choices_enum(
 
 
 def _check_default(
-    value: Any, options: dict[str, Any], ctype: CogType, module: ModuleSource, node: ast.AST, name: str
+    value: Any,
+    options: dict[str, Any],
+    ctype: CogType,
+    module: ModuleSource,
+    node: ast.AST,
+    name: str,
 ) -> None:
     """Reject a default that its own constraints would refuse (as Cog's Go generator does)."""
     problem = None

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import ast
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import CogSpecError
 
@@ -96,7 +97,7 @@ class ModuleSource:
                 return _MISSING
             try:
                 return _BINOPS[type(node.op)](left, right)
-            except Exception:  # e.g. "a" - 1: not a constant we can know
+            except (TypeError, ValueError, ArithmeticError):  # "a" - 1, 1 / 0: not constants
                 return _MISSING
         if isinstance(node, (ast.List, ast.Tuple)):
             items = [self._eval(item, seen) for item in node.elts]
