@@ -1,0 +1,411 @@
+"""The parent-side handle of one worker process: start, predict, cancel, health, stop.
+
+A prediction is an async stream of events. Predictions wait for a free slot (never refused).
+If the worker dies, the predictions in flight end `failed` with what happened, and the next
+prediction starts a fresh worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import json
+import os
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Mapping
+
+from modelyard_worker import protocol
+
+from .events import Done, Event, Log, Metric, Output, OutputFile, Started
+from .workerpath import worker_pythonpath
+
+HEALTHCHECK_TIMEOUT = 5.0
+CANCEL_GRACE = 5.0
+STDERR_TAIL_LINES = 30
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """How to start one worker: which interpreter, which package, which predictor."""
+
+    package_dir: Path
+    python: Path
+    ref: str
+    mode: str = "predict"
+    environment: Mapping[str, str] = field(default_factory=dict)
+    max_concurrency: int | None = None
+    weights: str | None = None
+    setup_timeout: float | None = None
+
+
+@dataclass
+class SetupResult:
+    status: str  # "succeeded" or "failed"
+    logs: str
+    error: str | None
+    started_at: float
+    completed_at: float
+
+
+@dataclass(frozen=True)
+class Health:
+    """Cog's health statuses: STARTING, READY, BUSY, SETUP_FAILED, DEFUNCT, UNHEALTHY, STOPPED."""
+
+    status: str
+    error: str | None = None
+
+
+class SetupFailed(Exception):
+    """`setup()` raised, timed out, or the worker could not start."""
+
+
+class Runner:
+    """Owns one worker process at a time; replaces it when it dies."""
+
+    def __init__(self, spec: RunnerSpec, on_setup_log: Callable[[str], None] | None = None) -> None:
+        self.spec = spec
+        self.on_setup_log = on_setup_log
+        self.state = "STOPPED"
+        self.setup_result: SetupResult | None = None
+        self.slots = 1
+        self._process: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._inflight: dict[str, asyncio.Queue[Event]] = {}
+        self._ready: asyncio.Future[dict[str, Any]] | None = None
+        self._health_waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._health_ids = itertools.count()
+        self._setup_logs: list[str] = []
+        self._start_lock = asyncio.Lock()
+        self._semaphore: asyncio.Semaphore | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> SetupResult:
+        """Start the worker and run `setup()`; raises SetupFailed with the reason."""
+        async with self._start_lock:
+            if self.state in ("READY", "BUSY") and self.setup_result is not None:
+                return self.setup_result
+            return await self._start()
+
+    async def _start(self) -> SetupResult:
+        await self._reap()
+        self.state = "STARTING"
+        self._setup_logs = []
+        self._stderr_tail.clear()
+        started_at = time.time()
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        config = {
+            "ref": self.spec.ref,
+            "mode": self.spec.mode,
+            "weights": self.spec.weights,
+            "max_concurrency": self.spec.max_concurrency,
+        }
+        env = self._worker_environment()
+        env[protocol.WORKER_FD_ENV] = str(child_sock.fileno())
+        env[protocol.WORKER_CONFIG_ENV] = json.dumps(config)
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                str(self.spec.python), "-u", "-m", "modelyard_worker",
+                cwd=self.spec.package_dir, env=env, pass_fds=(child_sock.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            )
+        except OSError as exc:
+            parent_sock.close()
+            return self._setup_failed(started_at, f"cannot start the worker: {exc}")
+        finally:
+            child_sock.close()
+        reader, self._writer = await asyncio.open_unix_connection(sock=parent_sock)
+        self._reader_task = asyncio.create_task(self._read_loop(reader, self._process))
+        self._stderr_task = asyncio.create_task(self._read_stderr(self._process))
+        try:
+            ready = await asyncio.wait_for(asyncio.shield(self._ready), self.spec.setup_timeout)
+        except asyncio.TimeoutError:
+            await self._kill()
+            return self._setup_failed(
+                started_at, f"setup timed out after {self.spec.setup_timeout:g} seconds"
+            )
+        if ready["t"] != "ready":
+            await self._reap()
+            return self._setup_failed(started_at, ready["error"])
+        self.slots = ready["slots"]
+        self._semaphore = asyncio.Semaphore(self.slots)
+        self.state = "READY"
+        self.setup_result = SetupResult(
+            "succeeded", "".join(self._setup_logs), None, started_at, time.time()
+        )
+        return self.setup_result
+
+    def _setup_failed(self, started_at: float, error: str) -> SetupResult:
+        self.state = "SETUP_FAILED"
+        self.setup_result = SetupResult(
+            "failed", "".join(self._setup_logs), error, started_at, time.time()
+        )
+        raise SetupFailed(error)
+
+    def _worker_environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+        env.update(self.spec.environment)
+        bin_dir = str(Path(self.spec.python).parent)
+        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+        env["VIRTUAL_ENV"] = str(Path(bin_dir).parent)
+        env["PYTHONPATH"] = str(worker_pythonpath())
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.spec.weights is not None:
+            env["COG_WEIGHTS"] = self.spec.weights
+        return env
+
+    async def stop(self) -> None:
+        """Ask the worker to exit, and kill it if it does not within a few seconds."""
+        if self._process is not None and self._process.returncode is None:
+            try:
+                self._send({"t": "shutdown"})
+                await asyncio.wait_for(self._process.wait(), 5)
+            except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+                await self._kill()
+        await self._reap()
+        self.state = "STOPPED"
+
+    async def _kill(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            try:
+                os.killpg(self._process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await self._process.wait()
+
+    async def _reap(self) -> None:
+        """Forget a finished worker: wait for its reader tasks and close the socket."""
+        if self._process is not None and self._process.returncode is None:
+            await self._kill()
+        for task in (self._reader_task, self._stderr_task):
+            if task is not None:
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        if self._writer is not None:
+            self._writer.close()
+        self._process = self._writer = self._reader_task = self._stderr_task = None
+
+    # --- receiving ----------------------------------------------------------------------
+
+    async def _read_loop(self, reader: asyncio.StreamReader, process: asyncio.subprocess.Process) -> None:
+        try:
+            while True:
+                header = await reader.readexactly(protocol.HEADER.size)
+                (size,) = protocol.HEADER.unpack(header)
+                self._handle(protocol.decode(await reader.readexactly(size)))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        await process.wait()
+        if self._stderr_task is not None:
+            await asyncio.wait([self._stderr_task], timeout=1)
+        self._worker_gone(process.returncode)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["t"]
+        queue = self._inflight.get(message.get("id"))  # type: ignore[arg-type]
+        if kind == "log":
+            if queue is not None:
+                queue.put_nowait(Log(message["text"], message["source"]))
+            else:
+                self._setup_logs.append(message["text"])
+                if self.on_setup_log is not None:
+                    self.on_setup_log(message["text"])
+        elif kind == "output":
+            if queue is not None:
+                queue.put_nowait(Output(message["index"], _decode_files(message["value"])))
+        elif kind == "metric":
+            if queue is not None:
+                queue.put_nowait(Metric(message["name"], message["value"], message["mode"]))
+        elif kind == "done":
+            if queue is not None:
+                queue.put_nowait(
+                    Done(
+                        message["status"],
+                        _decode_files(message.get("output")),
+                        message.get("error"),
+                        message.get("metrics") or {},
+                        message.get("predict_time"),
+                        message.get("is_stream", False),
+                    )
+                )
+        elif kind in ("ready", "setup_failed"):
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(message)
+        elif kind == "health":
+            waiter = self._health_waiters.pop(message["id"], None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(message)
+
+    async def _read_stderr(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stderr is not None
+        async for line in process.stderr:
+            self._stderr_tail.append(line.decode("utf-8", errors="replace"))
+
+    def _worker_gone(self, returncode: int | None) -> None:
+        """The worker process ended: fail what it was doing and say why."""
+        reason = describe_exit(returncode)
+        tail = "".join(self._stderr_tail).strip()
+        if self._ready is not None and not self._ready.done():
+            error = f"the worker exited during setup: {reason}"
+            if tail:
+                error += f"\n{tail}"
+            self._ready.set_result({"t": "setup_failed", "error": error})
+        if self.state in ("READY", "BUSY"):
+            self.state = "DEFUNCT"
+        for queue in self._inflight.values():
+            if tail:
+                queue.put_nowait(Log(tail + "\n", "stderr"))
+            queue.put_nowait(Done("failed", error=f"The worker process died: {reason}"))
+        for waiter in self._health_waiters.values():
+            if not waiter.done():
+                waiter.set_result({"ok": False, "error": reason})
+
+    # --- predicting ---------------------------------------------------------------------
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self._writer is None:
+            raise RuntimeError("the worker is not running")
+        self._writer.write(protocol.encode(message))
+
+    async def predict(
+        self,
+        inputs: dict[str, Any],
+        *,
+        prediction_id: str | None = None,
+        context: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Event]:
+        """Run one prediction; yields Started, then Log/Output/Metric events, then Done."""
+        prediction_id = prediction_id or uuid.uuid4().hex
+        try:
+            await self._ensure_ready()
+        except SetupFailed as exc:
+            yield Done("failed", error=f"setup failed: {exc}")
+            return
+        assert self._semaphore is not None
+        semaphore = self._semaphore
+        async with semaphore:
+            queue: asyncio.Queue[Event] = asyncio.Queue()
+            self._inflight[prediction_id] = queue
+            try:
+                self._send({"t": "predict", "id": prediction_id, "input": inputs, "context": context or {}})
+                self.state = "BUSY" if len(self._inflight) >= self.slots else "READY"
+                yield Started(time.time())
+                async for event in self._events(prediction_id, queue, timeout):
+                    yield event
+            finally:
+                self._inflight.pop(prediction_id, None)
+                if self.state == "BUSY":
+                    self.state = "READY"
+
+    async def _events(
+        self, prediction_id: str, queue: asyncio.Queue[Event], timeout: float | None
+    ) -> AsyncIterator[Event]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        timed_out = False
+        items: list[Any] = []
+        while True:
+            try:
+                if deadline is None:
+                    event = await queue.get()
+                else:
+                    event = await asyncio.wait_for(queue.get(), max(deadline - time.monotonic(), 0))
+            except asyncio.TimeoutError:
+                if timed_out:  # the cancel did not stop it either: replace the worker
+                    await self._kill()
+                    continue
+                timed_out = True
+                await self.cancel(prediction_id)
+                deadline = time.monotonic() + CANCEL_GRACE
+                continue
+            if isinstance(event, Output):
+                items.append(event.value)
+            elif isinstance(event, Done):
+                if event.is_stream:
+                    event = Done(event.status, items, event.error, event.metrics, event.predict_time, True)
+                if timed_out and event.status != "succeeded":
+                    event = Done("failed", event.output, f"Prediction timed out after {timeout:g} seconds",
+                                 event.metrics, event.predict_time, event.is_stream)
+                yield event
+                return
+            yield event
+
+    async def _ensure_ready(self) -> None:
+        if self.state in ("READY", "BUSY"):
+            return
+        await self.start()
+
+    async def cancel(self, prediction_id: str) -> bool:
+        """Ask the worker to stop a prediction; False when it is not running here."""
+        if prediction_id not in self._inflight or self._writer is None:
+            return False
+        self._send({"t": "cancel", "id": prediction_id})
+        return True
+
+    async def health(self) -> Health:
+        """Cog's health status, running the user's `healthcheck()` when the worker is idle or busy."""
+        if self.state not in ("READY", "BUSY"):
+            error = self.setup_result.error if self.setup_result and self.state == "SETUP_FAILED" else None
+            return Health(self.state, error)
+        request_id = next(self._health_ids)
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._health_waiters[request_id] = waiter
+        self._send({"t": "health", "id": request_id})
+        try:
+            reply = await asyncio.wait_for(waiter, HEALTHCHECK_TIMEOUT)
+        except asyncio.TimeoutError:
+            self._health_waiters.pop(request_id, None)
+            return Health("UNHEALTHY", f"user-defined healthcheck timed out after {HEALTHCHECK_TIMEOUT} seconds")
+        if not reply["ok"]:
+            return Health("UNHEALTHY" if self.state in ("READY", "BUSY") else self.state, reply["error"])
+        return Health(self.state)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+
+def describe_exit(returncode: int | None) -> str:
+    """A sentence for how a worker process ended."""
+    if returncode is None:
+        return "it closed its connection"
+    if returncode < 0:
+        number = -returncode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        hint = {
+            "SIGKILL": " (the system may have run out of memory)",
+            "SIGSEGV": " (segmentation fault)",
+            "SIGABRT": " (aborted)",
+        }.get(name, "")
+        return f"killed by {name}{hint}"
+    return f"exited with code {returncode}"
+
+
+def _decode_files(value: Any) -> Any:
+    """Turn the worker's file references into OutputFile objects."""
+    if isinstance(value, dict):
+        if len(value) == 1 and protocol.FILE_KEY in value:
+            return OutputFile(Path(value[protocol.FILE_KEY]))
+        return {k: _decode_files(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_files(v) for v in value]
+    return value
+
+

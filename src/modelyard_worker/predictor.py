@@ -1,0 +1,194 @@
+"""Loading the user's predictor and converting values at its boundary.
+
+Inputs arrive as validated JSON; file inputs are already local paths. Here they become the types
+the signature asks for (`cog.Path`, `cog.File`, `cog.Secret`). Outputs go the other way: models,
+dataclasses, enums, numpy values and files become JSON, files as references to paths on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import importlib.util
+import inspect
+import io
+import os
+import pathlib
+import sys
+import tempfile
+import typing
+from typing import Any, Callable
+
+from .protocol import FILE_KEY
+
+
+class PredictorLoadError(Exception):
+    """The predictor reference cannot be loaded into something callable."""
+
+
+@dataclasses.dataclass
+class LoadedPredictor:
+    """The callable to run per prediction and what the worker needs to know about it."""
+
+    fn: Callable[..., Any]
+    setup: Callable[..., Any] | None
+    instance: Any
+    hints: dict[str, Any]
+    is_async: bool
+    concurrent_max: int | None
+
+
+def load(ref: str, method_names: tuple[str, ...]) -> LoadedPredictor:
+    """Import `file.py:Name` the way Cog does and pick `run`/`predict` (or `train`)."""
+    file_part, _, name = ref.partition(":")
+    path = pathlib.Path(file_part).resolve()
+    module_name = path.stem
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PredictorLoadError(f"cannot load {file_part}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    if not name:
+        name = next((n for n in ("Runner", "Predictor") if hasattr(module, n)), "Predictor")
+    target = getattr(module, name, None)
+    if target is None:
+        raise PredictorLoadError(f"{file_part} has no {name!r}")
+    instance = None
+    setup = None
+    if inspect.isclass(target):
+        instance = target()
+        fn = _pick_method(instance, target, method_names, ref)
+        setup = getattr(instance, "setup", None)
+    else:
+        fn = target
+    hints = _hints(fn)
+    is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+    concurrent_max = getattr(fn, "__cog_concurrent_max__", None)
+    return LoadedPredictor(fn, setup, instance, hints, is_async, concurrent_max)
+
+
+def _pick_method(instance: Any, cls: type, names: tuple[str, ...], ref: str) -> Callable[..., Any]:
+    defined = [n for n in names if _defined_by_user(cls, n)]
+    if len(defined) > 1:
+        raise PredictorLoadError(f"{ref} defines both {' and '.join(defined)}(); define only one")
+    if not defined:
+        raise PredictorLoadError(f"{ref} has no {' or '.join(n + '()' for n in names)} method")
+    return getattr(instance, defined[0])
+
+
+def _defined_by_user(cls: type, name: str) -> bool:
+    """True when `name` comes from the user's class rather than cog's base classes."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return not klass.__module__.startswith("cog.")
+    return False
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # forward references we cannot resolve: fall back to raw annotations
+        return dict(getattr(fn, "__annotations__", {}))
+
+
+def call_setup(predictor: LoadedPredictor, weights: str | None) -> Any:
+    """Call `setup()`, passing `weights` when it declares that parameter."""
+    if predictor.setup is None:
+        return None
+    params = inspect.signature(predictor.setup).parameters
+    if "weights" not in params:
+        return predictor.setup()
+    if weights is None and os.path.exists("weights"):
+        weights = "weights"
+    annotation = _hints(predictor.setup).get("weights")
+    return predictor.setup(weights=_convert(weights, annotation) if weights is not None else None)
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+def convert_inputs(predictor: LoadedPredictor, values: dict[str, Any]) -> dict[str, Any]:
+    """JSON input values to the annotated types of the predictor's parameters."""
+    return {name: _convert(value, predictor.hints.get(name)) for name, value in values.items()}
+
+
+def _convert(value: Any, annotation: Any) -> Any:
+    if value is None or annotation is None:
+        return value
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _convert(value, typing.get_args(annotation)[0])
+    if origin in (typing.Union, _UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _convert(value, members[0]) if len(members) == 1 else value
+    if origin in (list, typing.List) and isinstance(value, list):
+        (item,) = typing.get_args(annotation) or (None,)
+        return [_convert(v, item) for v in value]
+    kind = _cog_kind(annotation)
+    if kind == "Path":
+        return annotation(value)
+    if kind == "File":
+        return open(value, "rb")  # noqa: SIM115 - the user's predictor owns the handle
+    if kind == "Secret":
+        return annotation(value)
+    return value
+
+
+_UnionType = type(int | None)
+
+
+def _cog_kind(annotation: Any) -> str | None:
+    module = getattr(annotation, "__module__", "") or ""
+    if module == "cog" or module.startswith("cog."):
+        name = getattr(annotation, "__name__", "")
+        if name in ("Path", "File", "Secret"):
+            return name
+    return None
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+
+class OutputEncodingError(TypeError):
+    """An output value that has no JSON form."""
+
+
+def encode_output(value: Any, output_dir: str) -> Any:
+    """A JSON-ready copy of `value`; files become `{FILE_KEY: path}` references."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, os.PathLike):
+        return {FILE_KEY: os.path.abspath(os.fspath(value))}
+    if isinstance(value, io.IOBase):
+        return {FILE_KEY: _save_file_object(value, output_dir)}
+    if isinstance(value, dict):
+        return {str(k): encode_output(v, output_dir) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_output(v, output_dir) for v in value]
+    if isinstance(value, enum.Enum):
+        return encode_output(value.value, output_dir)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return encode_output(fields, output_dir)
+    if hasattr(value, "model_dump"):  # pydantic v2
+        return encode_output(value.model_dump(), output_dir)
+    if hasattr(value, "dict") and hasattr(value, "__fields__"):  # pydantic v1
+        return encode_output(value.dict(), output_dir)
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, without importing numpy
+        return encode_output(value.tolist(), output_dir)
+    raise OutputEncodingError(f"output of type {type(value).__name__} cannot be encoded as JSON")
+
+
+def _save_file_object(handle: io.IOBase, output_dir: str) -> str:
+    name = os.path.basename(str(getattr(handle, "name", "") or "")) or "output"
+    fd, path = tempfile.mkstemp(dir=output_dir, suffix="-" + name)
+    with os.fdopen(fd, "wb") as out:
+        if hasattr(handle, "seek") and handle.seekable():
+            handle.seek(0)
+        data = handle.read()
+        out.write(data.encode("utf-8") if isinstance(data, str) else data)
+    return path

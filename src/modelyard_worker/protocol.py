@@ -1,0 +1,55 @@
+"""The wire protocol between the runner (parent) and the worker (child).
+
+Frames are a 4-byte big-endian length followed by a UTF-8 JSON object whose `t` key names the
+message. Both sides import this module, so it uses the standard library only.
+
+Parent to worker: `predict {id, input, context}`, `cancel {id}`, `health {id}`, `shutdown`.
+Worker to parent: `ready {slots, is_async}`, `setup_failed {error}`, `log {id, source, text}`,
+`output {id, index, value}`, `metric {id, name, value, mode}`,
+`done {id, status, output, error, metrics, predict_time, is_stream}`, `health {id, ok, error}`.
+
+File outputs travel as `{FILE_KEY: "/absolute/path"}` objects inside output values; the parent
+turns them into its own file handles.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from typing import Any
+
+HEADER = struct.Struct(">I")
+FILE_KEY = "__modelyard_file__"
+WORKER_FD_ENV = "MODELYARD_WORKER_FD"
+WORKER_CONFIG_ENV = "MODELYARD_WORKER_CONFIG"
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_loads = json.loads
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One frame for `message`."""
+    body = _dumps(message).encode("utf-8")
+    return HEADER.pack(len(body)) + body
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    return _loads(body)
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    """Blocking read of exactly `size` bytes; raises EOFError when the peer has gone."""
+    chunks = []
+    while size:
+        chunk = sock.recv(size)
+        if not chunk:
+            raise EOFError("peer closed the connection")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def recv_message(sock: socket.socket) -> dict[str, Any]:
+    (size,) = HEADER.unpack(recv_exactly(sock, HEADER.size))
+    return decode(recv_exactly(sock, size))

@@ -1,0 +1,385 @@
+"""The worker process: set the predictor up once, then run the predictions the runner sends.
+
+Sync predictors run on the main thread, one at a time, so that cancelation can raise
+`CancelationException` inside them. Async predictors run as tasks on an event loop in the main
+thread, as many at once as the runner allows. A reader thread takes messages off the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import faulthandler
+import inspect
+import json
+import os
+import queue
+import socket
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from . import capture, predictor, protocol, scope
+
+
+@dataclass
+class WorkerConfig:
+    """What the runner tells the worker at start (as JSON in an environment variable)."""
+
+    ref: str
+    mode: str = "predict"
+    weights: str | None = None
+    max_concurrency: int | None = None
+
+    @property
+    def method_names(self) -> tuple[str, ...]:
+        return ("train",) if self.mode == "train" else ("run", "predict")
+
+
+class CancelationFallback(BaseException):
+    """Raised in a canceled sync prediction when the cog SDK has no CancelationException."""
+
+
+def _cancel_exception() -> type[BaseException]:
+    try:
+        from cog import CancelationException
+
+        return CancelationException
+    except ImportError:
+        return CancelationFallback
+
+
+def _install_scope() -> None:
+    """Point the cog SDK's `current_scope()` (and the old `emit_metric`) at our scopes."""
+    try:
+        import coglet
+
+        coglet._sdk.current_scope = scope.current_scope
+    except (ImportError, AttributeError):
+        pass
+    try:
+        import cog
+
+        if hasattr(cog, "current_scope"):
+            cog.current_scope = scope.current_scope
+        cog.emit_metric = lambda name, value: scope.current_scope().record_metric(name, value)
+    except ImportError:
+        pass
+
+
+@dataclass
+class Running:
+    """One prediction in flight inside the worker."""
+
+    id: str
+    thread_id: int | None = None
+    task: asyncio.Task[Any] | None = None
+    canceled: bool = False
+    _output_dir: str | None = None
+
+    @property
+    def output_dir(self) -> str:
+        """Where file-object outputs are saved; made only when a prediction returns one."""
+        if self._output_dir is None:
+            self._output_dir = tempfile.mkdtemp(prefix="modelyard-out-")
+        return self._output_dir
+
+
+class Worker:
+    """The child side of one runner."""
+
+    def __init__(self, sock: socket.socket, config: WorkerConfig) -> None:
+        self.sock = sock
+        self.config = config
+        self.send_lock = threading.Lock()
+        self.running: dict[str, Running] = {}
+        self.running_lock = threading.Lock()
+        self.inbox: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.cancel_exception = _cancel_exception()
+        self.predictor: predictor.LoadedPredictor | None = None
+
+    # --- sending ------------------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        frame = protocol.encode(message)
+        with self.send_lock:
+            self.sock.sendall(frame)
+
+    def send_log(self, prediction_id: str | None, source: str, text: str) -> None:
+        self.send({"t": "log", "id": prediction_id, "source": source, "text": text})
+
+    def sole_prediction(self) -> str | None:
+        with self.running_lock:
+            return next(iter(self.running)) if len(self.running) == 1 else None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def setup(self) -> bool:
+        try:
+            self.predictor = predictor.load(self.config.ref, self.config.method_names)
+            slots = self._slots(self.predictor)
+            result = predictor.call_setup(self.predictor, self.config.weights)
+            if inspect.isawaitable(result):
+                self.loop = asyncio.new_event_loop()
+                self.loop.run_until_complete(result)
+        except BaseException as exc:  # noqa: BLE001 - every setup failure is reported, not raised
+            traceback.print_exc()
+            sys.stderr.flush()
+            self.capture.drain()
+            self.send({"t": "setup_failed", "error": _describe(exc)})
+            return False
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.capture.drain()
+        self.send({"t": "ready", "slots": slots, "is_async": self.predictor.is_async})
+        return True
+
+    def _slots(self, loaded: predictor.LoadedPredictor) -> int:
+        slots = self.config.max_concurrency or loaded.concurrent_max or 1
+        if slots > 1 and not loaded.is_async:
+            raise ValueError("COG_MAX_CONCURRENCY > 1 requires an async run()")
+        return slots
+
+    def serve(self) -> None:
+        threading.Thread(target=self._read_loop, name="modelyard-reader", daemon=True).start()
+        assert self.predictor is not None
+        if self.predictor.is_async:
+            self.loop = self.loop or asyncio.new_event_loop()
+            self.loop.run_until_complete(self._serve_async())
+        else:
+            self._serve_sync()
+
+    def _read_loop(self) -> None:
+        try:
+            while True:
+                message = protocol.recv_message(self.sock)
+                kind = message["t"]
+                if kind == "cancel":
+                    self._cancel(message["id"])
+                elif kind == "health":
+                    threading.Thread(target=self._healthcheck, args=(message["id"],)).start()
+                else:
+                    self._deliver(message)
+                    if kind == "shutdown":
+                        return
+        except (EOFError, OSError):
+            self._deliver({"t": "shutdown"})
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        if self.loop is not None and self.predictor is not None and self.predictor.is_async:
+            self.loop.call_soon_threadsafe(self._dispatch_async, message)
+        else:
+            self.inbox.put(message)
+
+    # --- sync predictions ---------------------------------------------------------------
+
+    def _serve_sync(self) -> None:
+        while True:
+            message = self.inbox.get()
+            if message["t"] == "shutdown":
+                return
+            self._run_sync(message)
+
+    def _run_sync(self, message: dict[str, Any]) -> None:
+        run = Running(message["id"], thread_id=threading.get_ident())
+        with self.running_lock:
+            self.running[run.id] = run
+        started = time.perf_counter()
+        token = capture.current_prediction.set(run.id)
+        metric_scope = self._scope(run.id, message)
+        scope_token = scope.enter(metric_scope)
+        outcome: dict[str, Any]
+        try:
+            assert self.predictor is not None
+            inputs = predictor.convert_inputs(self.predictor, message["input"])
+            result = self.predictor.fn(**inputs)
+            outcome = self._finish_sync(run, result)
+            self._stop_cancelation(run)
+        except BaseException as exc:  # noqa: BLE001 - user code may raise anything
+            self._stop_cancelation(run)
+            outcome = self._failure(run, exc)
+        finally:
+            scope.leave(scope_token)
+        self._done(run, outcome, metric_scope, started)
+        capture.current_prediction.reset(token)
+
+    def _finish_sync(self, run: Running, result: Any) -> dict[str, Any]:
+        if inspect.isgenerator(result) or _is_plain_iterator(result):
+            for index, item in enumerate(result):
+                self._send_output(run, index, item)
+            return {"status": "succeeded", "output": None, "is_stream": True}
+        return {"status": "succeeded", "output": predictor.encode_output(result, run.output_dir)}
+
+    def _cancel(self, prediction_id: str) -> None:
+        with self.running_lock:
+            run = self.running.get(prediction_id)
+            if run is None or run.canceled:
+                return
+            run.canceled = True
+            if run.task is not None and self.loop is not None:
+                self.loop.call_soon_threadsafe(run.task.cancel)
+            elif run.thread_id is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(run.thread_id), ctypes.py_object(self.cancel_exception)
+                )
+
+    def _stop_cancelation(self, run: Running) -> None:
+        """Make sure a late cancel cannot raise inside the worker's own code."""
+        with self.running_lock:
+            if run.thread_id is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(run.thread_id), None)
+                run.thread_id = None
+
+    # --- async predictions --------------------------------------------------------------
+
+    async def _serve_async(self) -> None:
+        self._stopped = asyncio.Event()
+        while True:
+            try:
+                message = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            self._dispatch_async(message)
+        await self._stopped.wait()
+
+    def _dispatch_async(self, message: dict[str, Any]) -> None:
+        if message["t"] == "shutdown":
+            self._stopped.set()
+            return
+        run = Running(message["id"])
+        with self.running_lock:
+            self.running[run.id] = run
+        run.task = asyncio.ensure_future(self._run_async(run, message))
+
+    async def _run_async(self, run: Running, message: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        capture.current_prediction.set(run.id)
+        metric_scope = self._scope(run.id, message)
+        scope.enter(metric_scope)
+        try:
+            assert self.predictor is not None
+            inputs = predictor.convert_inputs(self.predictor, message["input"])
+            result = self.predictor.fn(**inputs)
+            if inspect.isasyncgen(result):
+                index = 0
+                async for item in result:
+                    self._send_output(run, index, item)
+                    index += 1
+                outcome = {"status": "succeeded", "output": None, "is_stream": True}
+            else:
+                if inspect.isawaitable(result):
+                    result = await result
+                outcome = self._finish_sync(run, result)
+        except BaseException as exc:  # noqa: BLE001 - CancelledError included
+            outcome = self._failure(run, exc)
+        self._done(run, outcome, metric_scope, started)
+
+    # --- shared -------------------------------------------------------------------------
+
+    def _scope(self, prediction_id: str, message: dict[str, Any]) -> scope.Scope:
+        def sink(name: str, value: Any, mode: str) -> None:
+            self.send({"t": "metric", "id": prediction_id, "name": name, "value": value, "mode": mode})
+
+        return scope.Scope(sink, message.get("context"))
+
+    def _send_output(self, run: Running, index: int, item: Any) -> None:
+        value = predictor.encode_output(item, run.output_dir)
+        self.send({"t": "output", "id": run.id, "index": index, "value": value})
+
+    def _failure(self, run: Running, exc: BaseException) -> dict[str, Any]:
+        if run.canceled and isinstance(exc, (self.cancel_exception, asyncio.CancelledError)):
+            return {"status": "canceled", "output": None}
+        # SystemExit included: Cog fails the prediction and keeps the worker.
+        traceback.print_exception(exc)
+        return {"status": "failed", "output": None, "error": _describe(exc)}
+
+    def _done(
+        self, run: Running, outcome: dict[str, Any], metric_scope: scope.Scope, started: float
+    ) -> None:
+        predict_time = time.perf_counter() - started
+        self.flush_logs(run.id)
+        with self.running_lock:
+            self.running.pop(run.id, None)
+        message = {
+            "t": "done",
+            "id": run.id,
+            "predict_time": predict_time,
+            "metrics": metric_scope.metrics.nested(),
+            **outcome,
+        }
+        try:
+            frame = protocol.encode(message)
+        except (TypeError, ValueError) as exc:  # values that JSON cannot carry
+            error = f"output cannot be encoded as JSON: {exc}"
+            frame = protocol.encode({**message, "status": "failed", "output": None, "error": error})
+        with self.send_lock:
+            self.sock.sendall(frame)
+
+    def flush_logs(self, prediction_id: str | None) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, capture.RoutedStream):
+                stream.flush_prediction(prediction_id)
+        _flush_c_stdio()
+        self.capture.drain()
+
+    def _healthcheck(self, request_id: int) -> None:
+        check = getattr(self.predictor.instance, "healthcheck", None) if self.predictor else None
+        ok, error = True, None
+        if check is not None:
+            try:
+                result = check()
+                if inspect.isawaitable(result):
+                    result = asyncio.run(result)
+                if result is False:
+                    ok, error = False, "user-defined healthcheck returned False"
+            except Exception as exc:  # noqa: BLE001 - reported to the runner
+                ok, error = False, f"user-defined healthcheck failed: {_describe(exc)}"
+        self.send({"t": "health", "id": request_id, "ok": ok, "error": error})
+
+
+def _is_plain_iterator(value: Any) -> bool:
+    """Iterators that are not containers or files (those are outputs in their own right)."""
+    return hasattr(value, "__next__") and hasattr(value, "__iter__") and not hasattr(value, "read")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+_libc = None
+
+
+def _flush_c_stdio() -> None:
+    """Flush C-level stdio buffers so output from C extensions reaches the captured fds."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None)
+        _libc.fflush(None)
+    except (OSError, AttributeError):
+        pass
+
+
+def main() -> None:
+    fd = int(os.environ.pop(protocol.WORKER_FD_ENV))
+    config = WorkerConfig(**json.loads(os.environ.pop(protocol.WORKER_CONFIG_ENV)))
+    sock = socket.socket(fileno=fd)
+    # Keep the original stderr for crash reports: the runner reads it if this process dies.
+    crash_log = os.fdopen(os.dup(2), "w")
+    faulthandler.enable(file=crash_log)
+    sys.path.insert(0, os.getcwd())
+    worker = Worker(sock, config)
+    worker.capture = capture.FdCapture(worker.send_log, worker.sole_prediction)
+    stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    sys.stdout = capture.RoutedStream("stdout", worker.send_log, stdout)
+    sys.stderr = capture.RoutedStream("stderr", worker.send_log, stderr)
+    _install_scope()
+    if worker.setup():
+        worker.serve()
