@@ -363,7 +363,9 @@ def test_imported_class_is_not_enough(write_package: Writer) -> None:
 
 
 def test_no_default_class(write_package: Writer) -> None:
-    package = write_package({"cog.yaml": "# model\nrun: run.py\n", "run.py": "class Model:\n    pass\n"})
+    package = write_package(
+        {"cog.yaml": "# model\nrun: run.py\n", "run.py": "class Model:\n    pass\n"}
+    )
     assert (
         error_of(package)
         == "cog.yaml:2: 'run.py' defines no 'Runner' or 'Predictor' (name one with run.py:Name)"

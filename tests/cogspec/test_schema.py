@@ -501,3 +501,87 @@ def test_package_without_predictor(write_package: Writer) -> None:
     with pytest.raises(CogSpecError) as excinfo:
         predictor_schema(package, load_config(package))
     assert str(excinfo.value) == "cog.yaml: no 'run' or 'predict' key: the package has no predictor"
+
+
+def test_fstring_and_join_descriptions(schema_of: Callable[..., dict]) -> None:
+    schema = schema_of(
+        """
+        from cog import Input
+
+        SCHEDULERS = {"DDIM": None, "Euler": None}
+        MAX = 8
+
+        def predict(
+            scheduler: str = Input(description=f"One of: {', '.join(SCHEDULERS)}.", default="DDIM"),
+            n: int = Input(description=f"Between 1 and {MAX} ({MAX / 3:.1f} thirds, {'x'!r})", default=1),
+        ) -> str:
+            return scheduler
+        """,
+        cog_yaml="predict: predict.py:predict\n",
+    )
+    props = components(schema)["Input"]["properties"]
+    assert props["scheduler"]["description"] == "One of: DDIM, Euler."
+    assert props["n"]["description"] == "Between 1 and 8 (2.7 thirds, 'x')"
+
+
+def test_unresolvable_imported_constant(error_of: Callable[..., str]) -> None:
+    source = "from cog import Input\nfrom .constants import SIZES\n\ndef predict(w: int = Input(choices=SIZES)) -> int:\n    return w\n"
+    assert error_of(source, cog_yaml="predict: predict.py:predict\n") == (
+        "predict.py:4: cannot resolve choices 'SIZES' statically "
+        "('SIZES' is imported from '.constants'; define it in this file)"
+    )
+
+
+def test_choices_enums_with_clashing_names(schema_of: Callable[..., dict]) -> None:
+    schema = schema_of(
+        """
+        from cog import Input
+
+        def predict(
+            scheduler: str = Input(choices=["a", "b"], default="a"),
+            Status: int = Input(choices=[1, 2], default=1),
+            same: str = Input(choices=["x"], default="x"),
+        ) -> str:
+            return scheduler
+        """,
+        cog_yaml="predict: predict.py:predict\ntrain: train.py:train\n",
+        **{
+            "train.py": (
+                "from cog import Input\n\n"
+                "def train(scheduler: str = Input(choices=['c'], default='c'), same: str = Input(choices=['x'])) -> str:\n"
+                "    return scheduler\n"
+            )
+        },
+    )
+    schemas = components(schema)
+    assert schemas["scheduler"]["enum"] == ["a", "b"]
+    assert schemas["scheduler_2"] == {
+        "type": "string",
+        "enum": ["c"],
+        "title": "scheduler",
+        "description": "An enumeration.",
+    }
+    assert schemas["Status"]["enum"] == [
+        "starting",
+        "processing",
+        "succeeded",
+        "canceled",
+        "failed",
+    ]
+    assert schemas["Status_2"] == {
+        "type": "integer",
+        "enum": [1, 2],
+        "title": "Status",
+        "description": "An enumeration.",
+    }
+    assert schemas["Input"]["properties"]["Status"]["allOf"] == [
+        {"$ref": "#/components/schemas/Status_2"}
+    ]
+    assert schemas["TrainingInput"]["properties"]["scheduler"]["allOf"] == [
+        {"$ref": "#/components/schemas/scheduler_2"}
+    ]
+    # Identical enums are shared, as pydantic does.
+    assert schemas["TrainingInput"]["properties"]["same"]["allOf"] == [
+        {"$ref": "#/components/schemas/same"}
+    ]
+    assert "same_2" not in schemas

@@ -14,6 +14,23 @@ from typing import Any
 _SCHEMAS = "#/components/schemas/"
 _STATUSES = ["starting", "processing", "succeeded", "canceled", "failed"]
 _WEBHOOK_EVENTS = ["start", "output", "logs", "completed"]
+# Component names the document itself uses; a choices enum may not take them.
+RESERVED_COMPONENTS = frozenset(
+    {
+        "HTTPValidationError",
+        "ValidationError",
+        "PredictionRequest",
+        "PredictionResponse",
+        "Status",
+        "WebhookEvent",
+        "Input",
+        "Output",
+        "TrainingInput",
+        "TrainingOutput",
+        "TrainingRequest",
+        "TrainingResponse",
+    }
+)
 
 
 def _ref(name: str) -> dict[str, Any]:

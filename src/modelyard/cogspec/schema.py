@@ -26,7 +26,7 @@ from .annotations import (
 from .annotations import title as field_title
 from .config import CogConfig, PredictorRef
 from .errors import CogSpecError
-from .openapi import build_document
+from .openapi import RESERVED_COMPONENTS, build_document
 from .source import ModuleSource, read_module
 
 INPUT_KEYWORDS = (
@@ -67,10 +67,24 @@ def _add_components(
     input_schema, enums = _input_component(func, module, is_method, f"{prefix}Input")
     out[f"{prefix}Input"] = input_schema
     out[f"{prefix}Output"] = _output_component(func, module, f"{prefix}Output")
-    out.update(enums)
+    for name, enum in enums.items():
+        component = _enum_component_name(name, enum, out)
+        out[component] = enum
+        input_schema["properties"][name]["allOf"] = [{"$ref": f"#/components/schemas/{component}"}]
     return any(
         canonical(module.qualname(_call_target(d))) in _STREAMING for d in func.decorator_list
     )
+
+
+def _enum_component_name(name: str, enum: dict[str, Any], taken: dict[str, Any]) -> str:
+    """The component holding a ``choices`` enum: the parameter's name, as in Cog, unless that is
+    taken by a fixed component or by a different enum (``train()`` and ``predict()`` may both have
+    a ``scheduler``); then ``name_2``, ``name_3``... (Cog 0.16 lets pydantic pick long names)."""
+    candidate, n = name, 1
+    while candidate in RESERVED_COMPONENTS or taken.get(candidate, enum) != enum:
+        n += 1
+        candidate = f"{name}_{n}"
+    return candidate
 
 
 def _display(package_dir: Path, file: Path) -> str:
@@ -224,8 +238,6 @@ def _input_property(
             raise module.error(f"accept= only applies to Path or File inputs, not {name!r}", node)
         prop["x-cog-accept"] = options["accept"]
     prop["x-order"] = order
-    if enum is not None:
-        prop["allOf"] = [{"$ref": f"#/components/schemas/{name}"}]
     if ctype.nullable:
         prop["nullable"] = True
     is_required = "default" not in options and not ctype.nullable

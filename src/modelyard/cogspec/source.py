@@ -76,10 +76,17 @@ class ModuleSource:
         """
         value = self._eval(node, set())
         if value is _MISSING:
+            imported = [
+                n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in self.imports
+            ]
+            hint = (
+                f"{imported[0]!r} is imported from {self.imports[imported[0]].rsplit('.', 1)[0]!r}; "
+                "define it in this file"
+                if imported
+                else "use a literal or a module-level constant"
+            )
             raise self.error(
-                f"cannot resolve {what} {ast.unparse(node)!r} statically "
-                "(use a literal or a module-level constant)",
-                node,
+                f"cannot resolve {what} {ast.unparse(node)!r} statically ({hint})", node
             )
         return value
 
@@ -112,7 +119,28 @@ class ModuleSource:
             return self._eval_name(node.id, seen)
         if isinstance(node, ast.Call):
             return self._eval_call(node, seen)
+        if isinstance(node, ast.JoinedStr):  # f"Choose from {', '.join(NAMES)}"
+            return self._eval_fstring(node, seen)
         return _MISSING
+
+    def _eval_fstring(self, node: ast.JoinedStr, seen: set[str]) -> Any:
+        parts = []
+        for part in node.values:
+            if isinstance(part, ast.Constant):
+                parts.append(str(part.value))
+                continue
+            if not isinstance(part, ast.FormattedValue):
+                return _MISSING
+            value = self._eval(part.value, seen)
+            spec = self._eval(part.format_spec, seen) if part.format_spec else ""
+            if value is _MISSING or spec is _MISSING:
+                return _MISSING
+            convert = {ord("r"): repr, ord("s"): str, ord("a"): ascii}.get(part.conversion)
+            try:
+                parts.append(format(convert(value) if convert else value, spec))
+            except (TypeError, ValueError):
+                return _MISSING
+        return "".join(parts)
 
     def _eval_name(self, name: str, seen: set[str]) -> Any:
         if name in seen or name not in self.assignments:
@@ -124,6 +152,17 @@ class ModuleSource:
         # classes: only the keys matter, so ``list``/``sorted`` of a dict's keys is supported even
         # when its values are not constants.
         func = node.func
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "join"
+            and isinstance(func.value, ast.Constant)
+            and isinstance(func.value.value, str)
+            and len(node.args) == 1
+        ):  # ", ".join(NAMES)
+            items = self._eval_call(ast.Call(ast.Name("list"), node.args, []), seen)
+            if items is _MISSING or not all(isinstance(i, str) for i in items):
+                return _MISSING
+            return func.value.value.join(items)
         if not (isinstance(func, ast.Name) and func.id in ("list", "sorted", "tuple")):
             return _MISSING
         if len(node.args) != 1 or node.keywords:
