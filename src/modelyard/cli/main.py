@@ -1,0 +1,109 @@
+"""The `modelyard` command: every subcommand turns known errors into one line on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from modelyard.cogspec.config import load_config
+from modelyard.cogspec.errors import CogSpecError
+from modelyard.cogspec.inputs import InputValidationError
+from modelyard.cogspec.schema import predictor_schema
+from modelyard.runtime.environment import EnvironmentBuildError
+
+from .inputs import InputOptionError
+from .predict import PredictOptions, run_predict
+
+app = typer.Typer(
+    name="modelyard",
+    help="Run Cog models without Docker.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str) -> None:
+    """Print `Error: message` and exit 1 (no traceback: these are the user's errors, not ours)."""
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def describe_invalid_input(error: InputValidationError) -> str:
+    parts = [f"{'.'.join(str(p) for p in e.loc[2:]) or 'input'}: {e.msg}" for e in error.errors]
+    return "invalid input: " + "; ".join(parts)
+
+
+PackageDir = Annotated[
+    Path, typer.Argument(help="The Cog package: a folder with cog.yaml.", show_default=False)
+]
+
+
+@app.command()
+def predict(
+    package_dir: PackageDir = Path("."),
+    input: Annotated[
+        Optional[list[str]],
+        typer.Option("--input", "-i", help="An input as name=value; @path for a file."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", "-o", help="Where output files are written.")
+    ] = Path("."),
+    setup_timeout: Annotated[
+        Optional[float], typer.Option(help="Seconds setup() may take.")
+    ] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds the prediction may take.")] = None,
+    weights: Annotated[
+        Optional[str], typer.Option(help="Weights passed to setup(weights=...).")
+    ] = None,
+) -> None:
+    """Run one prediction, streaming its output, and print the result."""
+    _run(PredictOptions(package_dir, input or [], as_json, output_dir, "predict", setup_timeout, timeout, weights))
+
+
+@app.command()
+def train(
+    package_dir: PackageDir = Path("."),
+    input: Annotated[
+        Optional[list[str]],
+        typer.Option("--input", "-i", help="An input as name=value; @path for a file."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", "-o", help="Where output files are written.")
+    ] = Path("."),
+) -> None:
+    """Run the package's train: locally and write the weights it produces."""
+    _run(PredictOptions(package_dir, input or [], as_json, output_dir, "train"))
+
+
+def _run(options: PredictOptions) -> None:
+    if not options.package_dir.is_dir():
+        fail(f"{options.package_dir} is not a folder")
+    try:
+        code = run_predict(options)
+    except (CogSpecError, InputOptionError, EnvironmentBuildError, ValueError) as exc:
+        fail(str(exc))
+    except InputValidationError as exc:
+        fail(describe_invalid_input(exc))
+    raise typer.Exit(code)
+
+
+@app.command()
+def schema(package_dir: PackageDir = Path(".")) -> None:
+    """Print the package's OpenAPI schema (read from source; nothing is installed)."""
+    try:
+        document = predictor_schema(package_dir.resolve(), load_config(package_dir.resolve()))
+    except CogSpecError as exc:
+        fail(str(exc))
+    json.dump(document, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,126 @@
+"""A Cog package run on this machine: its config, schema, environment and runner together.
+
+This is what the command line and the engine use to run one model version: `validate()` checks
+an input against the schema (before anything runs), `predict()` fetches file inputs, runs the
+prediction in the worker and yields its events, and cleans up the fetched files afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+from modelyard.cogspec.config import CogConfig, load_config
+from modelyard.cogspec.inputs import file_fields, validate_input
+from modelyard.cogspec.schema import predictor_schema
+
+from .downloads import InputFileError, localize_files
+from .environment import Environment, EnvironmentBuilder, spec_from_config
+from .events import Done, Event
+from .runner import Runner, RunnerSpec, SetupResult
+
+Progress = Callable[[str], None]
+
+
+class LocalModel:
+    """One Cog package, its environment and (once started) its worker."""
+
+    def __init__(
+        self,
+        package_dir: Path | str,
+        *,
+        mode: str = "predict",
+        builder: EnvironmentBuilder | None = None,
+        setup_timeout: float | None = None,
+        weights: str | None = None,
+        allow_local_paths: bool = False,
+    ) -> None:
+        self.package_dir = Path(package_dir).resolve()
+        self.mode = mode
+        self.config: CogConfig = load_config(self.package_dir)
+        self.schema: dict[str, Any] = predictor_schema(self.package_dir, self.config)
+        self.component = "TrainingInput" if mode == "train" else "Input"
+        self.builder = builder or EnvironmentBuilder()
+        self.setup_timeout = setup_timeout
+        self.weights = weights
+        self.allow_local_paths = allow_local_paths
+        self.environment: Environment | None = None
+        self.runner: Runner | None = None
+        self._file_fields = file_fields(self.schema, self.component)
+
+    @property
+    def ref(self) -> str:
+        ref = self.config.train if self.mode == "train" else self.config.predict
+        if ref is None:
+            key = "train" if self.mode == "train" else "run"
+            raise ValueError(f"cog.yaml in {self.package_dir} has no '{key}:' entry")
+        return ref
+
+    def validate(self, payload: object) -> dict[str, Any]:
+        """The input with defaults applied; raises `InputValidationError` listing every problem."""
+        return validate_input(self.schema, payload, self.component)
+
+    async def ensure_environment(self, progress: Progress | None = None) -> Environment:
+        """Build the environment if needed (in a thread: builds take seconds to minutes)."""
+        if self.environment is None:
+            spec = spec_from_config(self.config)
+            self.environment = await asyncio.to_thread(
+                self.builder.ensure, spec, self.package_dir, progress
+            )
+        return self.environment
+
+    async def start(self, progress: Progress | None = None) -> SetupResult:
+        """Build the environment, start the worker and run `setup()` (logs go to `progress`)."""
+        environment = await self.ensure_environment(progress)
+        if self.runner is None:
+            spec = RunnerSpec(
+                package_dir=self.package_dir,
+                python=environment.python,
+                ref=self.ref,
+                mode=self.mode,
+                environment=self.config.environment,
+                max_concurrency=self.config.concurrency_max if self.config.concurrency_max > 1 else None,
+                weights=self.weights,
+                setup_timeout=self.setup_timeout,
+            )
+            self.runner = Runner(spec, on_setup_log=progress)
+        return await self.runner.start()
+
+    async def predict(
+        self,
+        inputs: dict[str, Any],
+        *,
+        prediction_id: str | None = None,
+        context: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Event]:
+        """Run one prediction on validated `inputs`; yields the runner's events."""
+        if self.runner is None:
+            raise RuntimeError("start() the model before predicting")
+        scratch = Path(tempfile.mkdtemp(prefix="modelyard-in-")) if self._file_fields else None
+        try:
+            if scratch is not None:
+                try:
+                    inputs = await localize_files(
+                        inputs, self._file_fields, scratch, allow_local_paths=self.allow_local_paths
+                    )
+                except InputFileError as exc:
+                    yield Done("failed", error=str(exc))
+                    return
+            async for event in self.runner.predict(
+                inputs, prediction_id=prediction_id, context=context, timeout=timeout
+            ):
+                yield event
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    async def cancel(self, prediction_id: str) -> bool:
+        return self.runner is not None and await self.runner.cancel(prediction_id)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.stop()
