@@ -267,3 +267,17 @@ def test_object_inputs_and_defaults_are_copies() -> None:
 def test_unknown_component() -> None:
     with pytest.raises(ValueError, match="the schema has no component 'TrainingInput'"):
         validate_input(SCALARS, {}, "TrainingInput")
+
+
+def test_list_lengths() -> None:
+    schema = schema_for("lists_secrets")
+    assert validate_input(schema, {"sizes": [1, 2]}) == {
+        "api_key": "sk-default",
+        "tags": ["a"],
+        "sizes": [1, 2],
+        "image": None,
+    }
+    assert errors_of({"sizes": [1], "tags": ["a", "b", "c", "d"]}, schema) == [
+        FieldError(loc("tags"), "['a', 'b', 'c', 'd'] is too long", "value_error"),
+        FieldError(loc("sizes"), "[1] is too short", "value_error"),
+    ]

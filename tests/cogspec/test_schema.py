@@ -410,6 +410,10 @@ PRED = "from typing import Iterator, Optional\nfrom cog import BasePredictor, In
             "predict.py:6: default 'b' of 'x' does not match regex='^a'",
         ),
         (
+            "    def predict(self, x: list[int] = Input(default=[], min_length=1)) -> str: ...\n",
+            "predict.py:6: default [] of 'x' is shorter than min_length=1",
+        ),
+        (
             "    def predict(self, x: str = Input(regex='(')) -> str: ...\n",
             "predict.py:6: invalid regex '(': missing ), unterminated subpattern at position 0",
         ),

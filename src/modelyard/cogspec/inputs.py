@@ -2,11 +2,11 @@
 
 Cog's server validates at the HTTP edge with JSON Schema (coglet) or pydantic (0.16); this module
 does the same job in plain Python over the subset of JSON Schema that Cog's generator emits (type,
-format, enum via ``allOf``/``$ref``, minimum/maximum, minLength/maxLength, pattern, items, anyOf,
-nullable), and reports problems in Cog's 422 shape: ``loc = ("body", "input", field[, index])``,
-``msg`` in JSON-Schema wording (``"11 is greater than the maximum of 10"``), ``type`` ``value_error``
-(or ``value_error.missing`` with ``"Field required"``). Every field is checked, so one answer lists
-every problem.
+format, enum via ``allOf``/``$ref``, minimum/maximum, minLength/maxLength, minItems/maxItems,
+pattern, items, anyOf, nullable), and reports problems in Cog's 422 shape:
+``loc = ("body", "input", field[, index])``, ``msg`` in JSON-Schema wording (``"11 is greater than
+the maximum of 10"``), ``type`` ``value_error`` (or ``value_error.missing`` with ``"Field
+required"``). Every field is checked, so one answer lists every problem.
 
 The result holds every declared input: the given (coerced) value, else the schema default, else
 ``None`` for an optional input, so the worker can call ``predict(**inputs)`` without consulting the
@@ -177,6 +177,11 @@ def _check(
             errors.append(_error(loc, f"{given} is too long"))
         if "pattern" in spec and not re.search(spec["pattern"], value):
             errors.append(_error(loc, f"{given} does not match {spec['pattern']!r}"))
+    if isinstance(value, list):
+        if "minItems" in spec and len(value) < spec["minItems"]:
+            errors.append(_error(loc, f"{given} is too short"))
+        if "maxItems" in spec and len(value) > spec["maxItems"]:
+            errors.append(_error(loc, f"{given} is too long"))
     if isinstance(value, list) and isinstance(spec.get("items"), dict) and spec["items"]:
         items = []
         for index, item in enumerate(value):

@@ -267,7 +267,9 @@ def _constraints(
             if not isinstance(options[key], (int, float)) or isinstance(options[key], bool):
                 raise module.error(f"{key}= must be a number, not {options[key]!r}", node)
             prop[schema_key] = float(options[key])
-    for key, schema_key in (("max_length", "maxLength"), ("min_length", "minLength")):
+    # On a list, pydantic (and so Cog 0.16) turns min_length/max_length into minItems/maxItems.
+    lengths = ("maxItems", "minItems") if ctype.kind == "list" else ("maxLength", "minLength")
+    for key, schema_key in zip(("max_length", "min_length"), lengths, strict=True):
         if options.get(key) is not None:
             if not isinstance(options[key], int) or isinstance(options[key], bool):
                 raise module.error(f"{key}= must be an integer, not {options[key]!r}", node)
@@ -315,12 +317,16 @@ def _check_default(
         problem = f"is less than ge={options['ge']!r}"
     elif number and options.get("le") is not None and value > options["le"]:
         problem = f"is greater than le={options['le']!r}"
-    elif isinstance(value, str):
+    elif isinstance(value, (str, list)):
         if options.get("min_length") is not None and len(value) < options["min_length"]:
             problem = f"is shorter than min_length={options['min_length']!r}"
         elif options.get("max_length") is not None and len(value) > options["max_length"]:
             problem = f"is longer than max_length={options['max_length']!r}"
-        elif options.get("regex") is not None and not re.search(options["regex"], value):
+        elif (
+            isinstance(value, str)
+            and options.get("regex")
+            and not re.search(options["regex"], value)
+        ):
             problem = f"does not match regex={options['regex']!r}"
     if problem:
         raise module.error(f"default {value!r} of {name!r} {problem}", node)
