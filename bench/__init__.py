@@ -1,0 +1,1 @@
+"""Benchmarks that run Modelyard and its competitor side by side (see bench/README.md)."""
