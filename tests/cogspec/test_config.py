@@ -386,3 +386,24 @@ def test_parse_ref_alone_reports_without_a_line(tmp_path: Path) -> None:
         parse_ref("missing.py:Predictor", tmp_path)
     assert str(excinfo.value) == "cog.yaml: predictor file 'missing.py' not found"
     assert (excinfo.value.path, excinfo.value.line) == ("cog.yaml", None)
+
+
+def test_removed_cog_keys_are_ignored_and_reported(write_package: Writer) -> None:
+    # Cog's own examples still carry `build.fast` (removed from Cog's schema in 2025).
+    package = write_package(
+        {
+            "cog.yaml": """
+                build:
+                  python_version: "3.11"
+                  fast: false
+                  cog_runtime: true
+                tests:
+                  - input: {}
+                predict: predict.py:Predictor
+            """,
+            "predict.py": PREDICTOR,
+        }
+    )
+    config = load_config(package)
+    assert config.ignored_keys == ("build.cog_runtime", "build.fast", "tests")
+    assert config.python_version == "3.11"

@@ -532,7 +532,7 @@ def test_unresolvable_imported_constant(error_of: Callable[..., str]) -> None:
     source = "from cog import Input\nfrom .constants import SIZES\n\ndef predict(w: int = Input(choices=SIZES)) -> int:\n    return w\n"
     assert error_of(source, cog_yaml="predict: predict.py:predict\n") == (
         "predict.py:4: cannot resolve choices 'SIZES' statically "
-        "('SIZES' is imported from '.constants'; define it in this file)"
+        "('SIZES' comes from '.constants'; use a constant defined in the package)"
     )
 
 
@@ -589,3 +589,98 @@ def test_choices_enums_with_clashing_names(schema_of: Callable[..., dict]) -> No
         {"$ref": "#/components/schemas/same"}
     ]
     assert "same_2" not in schemas
+
+
+def test_inputs_from_helper_functions_and_sibling_constants(schema_of: Callable[..., dict]) -> None:
+    # The shape of Replicate's cog-comfyui: Input() built by helpers in the package's other files.
+    schema = schema_of(
+        """
+        from cog import BasePredictor, Input
+        from cog_model_helpers import optimise_images
+        from helpers import seed_input
+        from . import constants
+        from constants import SIZES
+
+        STEPS = Input(description="Steps", default=20, ge=1)
+        SCHEDULERS = {"DDIM": None, "K_EULER": None}
+
+
+        class Predictor(BasePredictor):
+            def predict(
+                self,
+                output_format: str = optimise_images.predict_output_format(),
+                seed: int = seed_input(),
+                steps: int = STEPS,
+                size: int = Input(choices=SIZES, default=constants.DEFAULT_SIZE),
+                scheduler: str = Input(choices=SCHEDULERS.keys(), default="DDIM"),
+                letters: str = Input(choices=sorted("cab"), default="a"),
+            ) -> str:
+                return ""
+        """,
+        **{
+            "cog_model_helpers/__init__.py": "",
+            "cog_model_helpers/optimise_images.py": """
+                from cog import Input
+
+                FORMAT_CHOICES = ["webp", "jpg", "png"]
+
+
+                def predict_output_format() -> str:
+                    \"\"\"The shared output_format input.\"\"\"
+                    return Input(description="Format of the output images", choices=FORMAT_CHOICES, default="webp")
+            """,
+            "helpers.py": "import cog\n\ndef seed_input():\n    return cog.Input(description='Seed', default=None)\n",
+            "constants.py": "SIZES = [512, 1024]\nDEFAULT_SIZE = SIZES[0]\n",
+        },
+    )
+    props = components(schema)["Input"]["properties"]
+    assert props["output_format"] == {
+        "description": "Format of the output images",
+        "default": "webp",
+        "x-order": 0,
+        "allOf": [{"$ref": "#/components/schemas/output_format"}],
+    }
+    assert components(schema)["output_format"]["enum"] == ["webp", "jpg", "png"]
+    assert props["seed"] == {
+        "type": "integer",
+        "title": "Seed",
+        "description": "Seed",
+        "x-order": 1,
+    }
+    assert props["steps"] == {
+        "type": "integer",
+        "minimum": 1.0,
+        "title": "Steps",
+        "description": "Steps",
+        "default": 20,
+        "x-order": 2,
+    }
+    assert components(schema)["size"]["enum"] == [512, 1024]
+    assert props["size"]["default"] == 512
+    assert components(schema)["scheduler"]["enum"] == ["DDIM", "K_EULER"]
+    assert components(schema)["letters"]["enum"] == ["a", "b", "c"]
+
+
+def test_error_inside_a_helper_file_points_at_it(error_of: Callable[..., str]) -> None:
+    message = error_of(
+        "from cog import BasePredictor\nfrom helpers import fmt\n\nclass Predictor(BasePredictor):\n"
+        "    def predict(self, f: str = fmt()) -> str:\n        return f\n",
+        **{
+            "helpers.py": "from cog import Input\n\n\ndef fmt():\n    return Input(choices=FORMATS)\n"
+        },
+    )
+    assert (
+        message
+        == "helpers.py:5: cannot resolve choices 'FORMATS' statically (use a literal or a module-level constant)"
+    )
+
+
+def test_helpers_outside_the_package_are_not_followed(error_of: Callable[..., str]) -> None:
+    message = error_of(
+        "from cog import BasePredictor\nfrom shared_lib import fmt\n\nclass Predictor(BasePredictor):\n"
+        "    def predict(self, f: str = fmt()) -> str:\n        return f\n"
+    )
+    assert (
+        message
+        == "predict.py:5: cannot resolve default 'fmt()' statically ('fmt' comes from 'shared_lib'; use a constant defined in the package)"
+    )

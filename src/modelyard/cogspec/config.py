@@ -48,6 +48,9 @@ BUILD_KEYS = (
     "sdk_version",
 )
 CONCURRENCY_KEYS = ("max", "default_target")
+# Keys Cog once accepted and later removed; published models still carry them (Cog's own examples
+# have ``build.fast``), so they are ignored and reported in ``CogConfig.ignored_keys``.
+REMOVED_KEYS = ("tests", "build.fast", "build.cog_runtime", "build.python_overrides")
 # When a reference has no ``:Name``: Cog >= 0.21 looks for ``Runner``; older models name ``Predictor``.
 DEFAULT_CLASSES = ("Runner", "Predictor")
 
@@ -92,6 +95,8 @@ class CogConfig:
     image: str | None = None
     model: str | None = None
     weights: tuple[Any, ...] = field(default=(), hash=False)
+    # Removed Cog keys found in the file (see REMOVED_KEYS), for callers to warn about.
+    ignored_keys: tuple[str, ...] = ()
 
 
 def load_config(package_dir: Path) -> CogConfig:
@@ -107,10 +112,11 @@ def load_config(package_dir: Path) -> CogConfig:
     root = _compose(text)
     if root is None:  # an empty file: a package without a predictor yet
         return CogConfig(package_dir=package_dir)
-    top = _mapping(root, "cog.yaml", TOP_LEVEL_KEYS, top_level=True)
+    ignored: list[str] = []
+    top = _mapping(root, "cog.yaml", TOP_LEVEL_KEYS, top_level=True, ignored=ignored)
     values: dict[str, Any] = {"package_dir": package_dir}
     if "build" in top:
-        values.update(_build(top["build"], package_dir))
+        values.update(_build(top["build"], package_dir, ignored))
     if "run" in top and "predict" in top:
         second = max(top["run"][0], top["predict"][0], key=lambda k: k.start_mark.line)
         raise _error(second, "'run' and 'predict' cannot both be set ('predict' is the old name)")
@@ -130,7 +136,7 @@ def load_config(package_dir: Path) -> CogConfig:
         values["environment"] = _environment(top["environment"][1])
     if "weights" in top:
         values["weights"] = _weights(top["weights"][1])
-    return CogConfig(**values)
+    return CogConfig(**values, ignored_keys=tuple(sorted(ignored)))
 
 
 def parse_ref(
@@ -212,9 +218,16 @@ def _is_null(node: yaml.Node) -> bool:
 
 
 def _mapping(
-    node: yaml.Node, where: str, allowed: Sequence[str], top_level: bool = False
+    node: yaml.Node,
+    where: str,
+    allowed: Sequence[str],
+    top_level: bool = False,
+    ignored: list[str] | None = None,
 ) -> dict[str, _Entry]:
-    """The entries of a mapping node, rejecting unknown and duplicate keys."""
+    """The entries of a mapping node, rejecting unknown and duplicate keys.
+
+    Keys listed in REMOVED_KEYS are skipped and appended to ``ignored`` when it is given.
+    """
     if not isinstance(node, yaml.MappingNode):
         if top_level:
             raise _error(node, "expected a mapping of keys (build, run, ...) at the top level")
@@ -223,6 +236,9 @@ def _mapping(
     for key_node, value_node in node.value:
         key = _value(key_node)
         label = key if top_level else f"{where}.{key}"
+        if ignored is not None and label in REMOVED_KEYS:
+            ignored.append(label)
+            continue
         if key not in allowed:
             raise _error(key_node, f"unknown key {label!r} (allowed: {', '.join(allowed)})")
         if key in entries:
@@ -269,10 +285,10 @@ def _str_list(node: yaml.Node, label: str) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _build(entry: _Entry, package_dir: Path) -> dict[str, Any]:
+def _build(entry: _Entry, package_dir: Path, ignored: list[str]) -> dict[str, Any]:
     if _is_null(entry[1]):
         return {}
-    build = _mapping(entry[1], "build", BUILD_KEYS)
+    build = _mapping(entry[1], "build", BUILD_KEYS, ignored=ignored)
     values: dict[str, Any] = {}
     if "python_version" in build:
         node = build["python_version"][1]

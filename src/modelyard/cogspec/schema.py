@@ -62,7 +62,7 @@ def _add_components(
     package_dir: Path, ref: PredictorRef, methods: tuple[str, ...], prefix: str, out: dict[str, Any]
 ) -> bool:
     """Add ``<prefix>Input``, ``<prefix>Output`` and the enums to ``out``; return "is streaming"."""
-    module = read_module(ref.file, _display(package_dir, ref.file))
+    module = read_module(ref.file, _display(package_dir, ref.file), package_dir)
     func, is_method = _target(module, ref.name, methods)
     input_schema, enums = _input_component(func, module, is_method, f"{prefix}Input")
     out[f"{prefix}Input"] = input_schema
@@ -174,14 +174,41 @@ def _input_component(
     return schema, enums
 
 
+def _input_call(default: ast.expr, module: ModuleSource) -> tuple[ast.Call, ModuleSource] | None:
+    """The ``Input(...)`` call behind a default, if there is one: written in place, held by a
+    module constant, or returned by a helper function without arguments (Replicate's
+    cog-comfyui writes ``output_format: str = optimise_images.predict_output_format()``)."""
+    for _ in range(8):  # helpers calling helpers, but never forever
+        if (
+            isinstance(default, ast.Call)
+            and canonical(module.qualname(default.func)) in _INPUT_CALLS
+        ):
+            return default, module
+        if isinstance(default, ast.Name) and default.id in module.assignments:
+            default = module.assignments[default.id]
+            continue
+        if isinstance(default, ast.Call) and not default.args and not default.keywords:
+            found = module.function(default.func)
+            body = [s for s in found[1].body if not _is_docstring(s)] if found else []
+            if found and len(body) == 1 and isinstance(body[0], ast.Return) and body[0].value:
+                module, default = found[0], body[0].value
+                continue
+        return None
+    return None
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+
+
 def _input_options(default: ast.expr | None, module: ModuleSource) -> dict[str, Any]:
     """The keyword arguments of ``Input(...)`` (or ``{"default": v}`` for ``x: int = v``)."""
     if default is None:
         return {}
-    if not (
-        isinstance(default, ast.Call) and canonical(module.qualname(default.func)) in _INPUT_CALLS
-    ):
+    found = _input_call(default, module)
+    if found is None:
         return {"default": module.literal(default, "default")}
+    default, module = found
     options: dict[str, Any] = {}
     if len(default.args) > 1:
         raise module.error("Input() takes at most one positional argument (the default)", default)

@@ -49,6 +49,48 @@ class ModuleSource:
     functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = field(default_factory=dict)
     # Module-level ``NAME = <expr>`` (the last assignment wins, as at import time).
     assignments: dict[str, ast.expr] = field(default_factory=dict)
+    # The package's folder, to find the package's other files; and the files already read from
+    # it (shared by every module of one reading, so each file is parsed once).
+    package_dir: Path | None = None
+    siblings: dict[Path, ModuleSource] = field(default_factory=dict, repr=False)
+
+    def function(self, node: ast.expr) -> tuple[ModuleSource, ast.FunctionDef] | None:
+        """The function ``node`` names, defined in this file or in another file of the package
+        (``from helpers import make_input``, ``from .helpers import inputs`` + ``inputs.f``)."""
+        if isinstance(node, ast.Name) and node.id in self.functions:
+            found = self.functions[node.id]
+            return (self, found) if isinstance(found, ast.FunctionDef) else None
+        name = self.qualname(node)
+        if name is None or "." not in name.lstrip("."):
+            return None
+        module_name, _, function = name.rpartition(".")
+        other = self.import_module(module_name)
+        found = other.functions.get(function) if other is not None else None
+        return (other, found) if other is not None and isinstance(found, ast.FunctionDef) else None
+
+    def import_module(self, dotted: str) -> ModuleSource | None:
+        """Another Python file of the package by module name (absolute, or relative to this
+        file), or None when it is not a file of the package (e.g. an installed library)."""
+        if self.package_dir is None:
+            return None
+        root = self.package_dir.resolve()
+        parts = dotted.lstrip(".").split(".") if dotted.strip(".") else []
+        level = len(dotted) - len(dotted.lstrip("."))
+        base = self.path.resolve().parent if level else root
+        for _ in range(max(level - 1, 0)):
+            base = base.parent
+        candidates = [base.joinpath(*parts) / "__init__.py"]
+        if parts:
+            candidates.insert(0, base.joinpath(*parts[:-1], parts[-1] + ".py"))
+        for candidate in candidates:
+            if candidate.is_file() and candidate.is_relative_to(root):
+                if candidate not in self.siblings:
+                    display = candidate.relative_to(root).as_posix()
+                    self.siblings[candidate] = read_module(
+                        candidate, display, self.package_dir, self.siblings
+                    )
+                return self.siblings[candidate]
+        return None
 
     def error(self, message: str, node: ast.AST | None = None) -> CogSpecError:
         """A :class:`CogSpecError` located at ``node`` in this file."""
@@ -79,12 +121,13 @@ class ModuleSource:
             imported = [
                 n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in self.imports
             ]
-            hint = (
-                f"{imported[0]!r} is imported from {self.imports[imported[0]].rsplit('.', 1)[0]!r}; "
-                "define it in this file"
-                if imported
-                else "use a literal or a module-level constant"
-            )
+            if imported:
+                origin = self.imports[imported[0]].rpartition(".")[0] or "."
+                hint = (
+                    f"{imported[0]!r} comes from {origin!r}; use a constant defined in the package"
+                )
+            else:
+                hint = "use a literal or a module-level constant"
             raise self.error(
                 f"cannot resolve {what} {ast.unparse(node)!r} statically ({hint})", node
             )
@@ -117,8 +160,18 @@ class ModuleSource:
             return dict(zip(keys, values))
         if isinstance(node, ast.Name):
             return self._eval_name(node.id, seen)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            # ``constants.SIZES`` after ``from . import constants`` / ``import constants``
+            name = self.qualname(node)
+            return self._eval_imported(name) if name and node.value.id in self.imports else _MISSING
         if isinstance(node, ast.Call):
             return self._eval_call(node, seen)
+        if isinstance(node, ast.Subscript):  # SIZES[0], DEFAULTS["steps"]
+            container, key = self._eval(node.value, seen), self._eval(node.slice, seen)
+            try:
+                return _MISSING if container is _MISSING or key is _MISSING else container[key]
+            except (TypeError, KeyError, IndexError):
+                return _MISSING
         if isinstance(node, ast.JoinedStr):  # f"Choose from {', '.join(NAMES)}"
             return self._eval_fstring(node, seen)
         return _MISSING
@@ -143,55 +196,75 @@ class ModuleSource:
         return "".join(parts)
 
     def _eval_name(self, name: str, seen: set[str]) -> Any:
-        if name in seen or name not in self.assignments:
+        if name in seen:
             return _MISSING
-        return self._eval(self.assignments[name], seen | {name})
+        if name in self.assignments:
+            return self._eval(self.assignments[name], seen | {name})
+        if name in self.imports:  # a constant imported from another file of the package
+            return self._eval_imported(self.imports[name])
+        return _MISSING
+
+    def _eval_imported(self, qualname: str) -> Any:
+        module_name, _, constant = qualname.rpartition(".")
+        other = self.import_module(module_name) if module_name.strip(".") else None
+        if other is None or other is self or constant not in other.assignments:
+            return _MISSING
+        return other._eval(other.assignments[constant], {constant})
 
     def _eval_call(self, node: ast.Call, seen: set[str]) -> Any:
-        # Real models write ``choices=list(SCHEDULERS.keys())`` where SCHEDULERS maps names to
-        # classes: only the keys matter, so ``list``/``sorted`` of a dict's keys is supported even
-        # when its values are not constants.
+        # Real models write ``choices=list(SCHEDULERS.keys())`` (or ``SCHEDULERS.keys()``, or
+        # ``", ".join(SCHEDULERS)`` in a description) where SCHEDULERS maps names to classes: only
+        # the keys matter, so they are resolved even when the dict's values are not constants.
         func = node.func
+        if node.keywords:
+            return _MISSING
+        if isinstance(func, ast.Attribute) and func.attr == "keys" and not node.args:
+            return self._iterate(func.value, seen)
+        if len(node.args) != 1:
+            return _MISSING
+        items = self._iterate(node.args[0], seen)
+        if items is _MISSING:
+            return _MISSING
+        if isinstance(func, ast.Name) and func.id in ("list", "tuple"):
+            return items
+        if isinstance(func, ast.Name) and func.id == "sorted":
+            try:
+                return sorted(items)
+            except TypeError:
+                return _MISSING
         if (
             isinstance(func, ast.Attribute)
             and func.attr == "join"
             and isinstance(func.value, ast.Constant)
             and isinstance(func.value.value, str)
-            and len(node.args) == 1
-        ):  # ", ".join(NAMES)
-            items = self._eval_call(ast.Call(ast.Name("list"), node.args, []), seen)
-            if items is _MISSING or not all(isinstance(i, str) for i in items):
-                return _MISSING
-            return func.value.value.join(items)
-        if not (isinstance(func, ast.Name) and func.id in ("list", "sorted", "tuple")):
-            return _MISSING
-        if len(node.args) != 1 or node.keywords:
-            return _MISSING
-        arg = node.args[0]
-        if (
-            isinstance(arg, ast.Call)
-            and isinstance(arg.func, ast.Attribute)
-            and arg.func.attr == "keys"
-            and not arg.args
+            and all(isinstance(i, str) for i in items)
         ):
-            arg = arg.func.value
-        keys = self._keys_of(arg, seen)
-        if keys is _MISSING:
-            return _MISSING
-        return sorted(keys) if func.id == "sorted" else list(keys)
+            return func.value.value.join(items)
+        return _MISSING
 
-    def _keys_of(self, node: ast.expr, seen: set[str]) -> Any:
+    def _iterate(self, node: ast.expr, seen: set[str]) -> Any:
+        """The items of iterating ``node``: a dict's keys (values may be unknown), or a list."""
         if isinstance(node, ast.Name) and node.id in self.assignments and node.id not in seen:
-            return self._keys_of(self.assignments[node.id], seen | {node.id})
+            return self._iterate(self.assignments[node.id], seen | {node.id})
         if isinstance(node, ast.Dict):
             keys = [self._eval(k, seen) if k is not None else _MISSING for k in node.keys]
             return _MISSING if any(k is _MISSING for k in keys) else keys
         value = self._eval(node, seen)
+        if isinstance(value, (dict, str)):
+            return list(value)
         return value if isinstance(value, list) else _MISSING
 
 
-def read_module(path: Path, display: str) -> ModuleSource:
-    """Parse ``path`` and index its top level; a syntax error becomes ``display:line: ...``."""
+def read_module(
+    path: Path,
+    display: str,
+    package_dir: Path | None = None,
+    siblings: dict[Path, ModuleSource] | None = None,
+) -> ModuleSource:
+    """Parse ``path`` and index its top level; a syntax error becomes ``display:line: ...``.
+
+    With ``package_dir``, names imported from the package's other files can be followed.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -202,7 +275,9 @@ def read_module(path: Path, display: str) -> ModuleSource:
         tree = ast.parse(text, filename=display)
     except SyntaxError as exc:
         raise CogSpecError(exc.msg or "invalid syntax", display, exc.lineno) from None
-    module = ModuleSource(path=path, display=display, tree=tree)
+    module = ModuleSource(path=path, display=display, tree=tree, package_dir=package_dir)
+    if siblings is not None:
+        module.siblings = siblings
     for stmt in tree.body:
         _index(module, stmt)
     return module
@@ -221,10 +296,11 @@ def _index(module: ModuleSource, stmt: ast.stmt, nested: bool = False) -> None:
                 head = alias.name.split(".")[0]
                 bind(head, head)
     elif isinstance(stmt, ast.ImportFrom):
-        base = "." * stmt.level + (stmt.module or "")
+        # ``from . import x`` -> ".x"; ``from .m import x`` -> ".m.x"; ``from m import x`` -> "m.x"
+        base = "." * stmt.level + (f"{stmt.module}." if stmt.module else "")
         for alias in stmt.names:
             if alias.name != "*":
-                bind(alias.asname or alias.name, f"{base}.{alias.name}")
+                bind(alias.asname or alias.name, base + alias.name)
     elif isinstance(stmt, ast.ClassDef):
         module.classes[stmt.name] = stmt
         module.imports.pop(stmt.name, None)
