@@ -684,3 +684,14 @@ def test_helpers_outside_the_package_are_not_followed(error_of: Callable[..., st
         message
         == "predict.py:5: cannot resolve default 'fmt()' statically ('fmt' comes from 'shared_lib'; use a constant defined in the package)"
     )
+
+
+def test_value_read_from_the_environment(error_of: Callable[..., str]) -> None:
+    message = error_of(
+        "import os\nfrom cog import BasePredictor, Input\n\nclass Predictor(BasePredictor):\n"
+        "    def predict(self, p: str = Input(default=os.getenv('PROMPT', ''))) -> str:\n        return p\n"
+    )
+    assert message == (
+        "predict.py:5: cannot resolve default \"os.getenv('PROMPT', '')\" statically "
+        "('os' is an imported module; use a constant defined in the package)"
+    )

@@ -122,10 +122,10 @@ class ModuleSource:
                 n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in self.imports
             ]
             if imported:
-                origin = self.imports[imported[0]].rpartition(".")[0] or "."
-                hint = (
-                    f"{imported[0]!r} comes from {origin!r}; use a constant defined in the package"
-                )
+                name, target = imported[0], self.imports[imported[0]]
+                origin = target.rpartition(".")[0] or ("." if target.startswith(".") else "")
+                source = f"comes from {origin!r}" if origin else "is an imported module"
+                hint = f"{name!r} {source}; use a constant defined in the package"
             else:
                 hint = "use a literal or a module-level constant"
             raise self.error(
