@@ -22,8 +22,22 @@ import yaml
 
 from .errors import CogSpecError
 from .source import read_module
+from .yamlnodes import (
+    CONFIG_FILE,
+    NUMBER_TAGS,
+    STR_TAG,
+    Entry,
+    boolean,
+    compose,
+    construct,
+    integer,
+    is_null,
+    mapping,
+    node_error,
+    optional_str,
+    str_list,
+)
 
-CONFIG_FILE = "cog.yaml"
 TOP_LEVEL_KEYS = (
     "build",
     "run",
@@ -55,8 +69,6 @@ REMOVED_KEYS = ("tests", "build.fast", "build.cog_runtime", "build.python_overri
 DEFAULT_CLASSES = ("Runner", "Predictor")
 
 _ENV_ENTRY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
-_STR = "tag:yaml.org,2002:str"
-_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 
 
 @dataclass(frozen=True)
@@ -109,27 +121,31 @@ def load_config(package_dir: Path) -> CogConfig:
         raise CogSpecError(f"not found in {package_dir}", CONFIG_FILE) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CogSpecError(f"cannot read file: {exc}", CONFIG_FILE) from None
-    root = _compose(text)
+    root = compose(text)
     if root is None:  # an empty file: a package without a predictor yet
         return CogConfig(package_dir=package_dir)
     ignored: list[str] = []
-    top = _mapping(root, "cog.yaml", TOP_LEVEL_KEYS, top_level=True, ignored=ignored)
+    top = mapping(
+        root, "cog.yaml", TOP_LEVEL_KEYS, top_level=True, ignored=ignored, removed=REMOVED_KEYS
+    )
     values: dict[str, Any] = {"package_dir": package_dir}
     if "build" in top:
         values.update(_build(top["build"], package_dir, ignored))
     if "run" in top and "predict" in top:
         second = max(top["run"][0], top["predict"][0], key=lambda k: k.start_mark.line)
-        raise _error(second, "'run' and 'predict' cannot both be set ('predict' is the old name)")
+        raise node_error(
+            second, "'run' and 'predict' cannot both be set ('predict' is the old name)"
+        )
     for key in ("run", "predict"):
-        if key in top and (ref := _optional_str(top[key], key)) is not None:
+        if key in top and (ref := optional_str(top[key], key)) is not None:
             values["predict"] = ref
             values["predictor"] = parse_ref(ref, package_dir, where=top[key][0].start_mark.line + 1)
-    if "train" in top and (ref := _optional_str(top["train"], "train")) is not None:
+    if "train" in top and (ref := optional_str(top["train"], "train")) is not None:
         values["train"] = ref
         values["trainer"] = parse_ref(ref, package_dir, where=top["train"][0].start_mark.line + 1)
     for key in ("image", "model"):
         if key in top:
-            values[key] = _optional_str(top[key], key)
+            values[key] = optional_str(top[key], key)
     if "concurrency" in top:
         values.update(_concurrency(top["concurrency"]))
     if "environment" in top:
@@ -186,128 +202,29 @@ def parse_ref(
     )
 
 
-# --- YAML walking ---------------------------------------------------------------------------
-
-_Entry = tuple[yaml.Node, yaml.Node]  # (key node, value node)
-
-
-def _compose(text: str) -> yaml.Node | None:
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "parse error"
-        raise CogSpecError(
-            f"invalid YAML: {problem}", CONFIG_FILE, mark.line + 1 if mark else None
-        ) from None
-    except yaml.YAMLError as exc:
-        raise CogSpecError(f"invalid YAML: {exc}", CONFIG_FILE) from None
-
-
-def _error(node: yaml.Node, message: str) -> CogSpecError:
-    return CogSpecError(message, CONFIG_FILE, node.start_mark.line + 1)
-
-
-def _value(node: yaml.Node) -> Any:
-    # A fresh constructor per call: SafeConstructor keeps per-document state.
-    return yaml.constructor.SafeConstructor().construct_document(node)
-
-
-def _is_null(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
-
-
-def _mapping(
-    node: yaml.Node,
-    where: str,
-    allowed: Sequence[str],
-    top_level: bool = False,
-    ignored: list[str] | None = None,
-) -> dict[str, _Entry]:
-    """The entries of a mapping node, rejecting unknown and duplicate keys.
-
-    Keys listed in REMOVED_KEYS are skipped and appended to ``ignored`` when it is given.
-    """
-    if not isinstance(node, yaml.MappingNode):
-        if top_level:
-            raise _error(node, "expected a mapping of keys (build, run, ...) at the top level")
-        raise _error(node, f"'{where}' must be a mapping")
-    entries: dict[str, _Entry] = {}
-    for key_node, value_node in node.value:
-        key = _value(key_node)
-        label = key if top_level else f"{where}.{key}"
-        if ignored is not None and label in REMOVED_KEYS:
-            ignored.append(label)
-            continue
-        if key not in allowed:
-            raise _error(key_node, f"unknown key {label!r} (allowed: {', '.join(allowed)})")
-        if key in entries:
-            raise _error(key_node, f"duplicate key {label!r}")
-        entries[key] = (key_node, value_node)
-    return entries
-
-
-def _optional_str(entry: _Entry, label: str) -> str | None:
-    node = entry[1]
-    if _is_null(node):
-        return None
-    if not (isinstance(node, yaml.ScalarNode) and node.tag == _STR):
-        raise _error(node, f"'{label}' must be a string")
-    return node.value
-
-
-def _bool(entry: _Entry, label: str) -> bool:
-    node = entry[1]
-    value = None if _is_null(node) else _value(node)
-    if not isinstance(value, bool):
-        raise _error(node, f"'{label}' must be true or false")
-    return value
-
-
-def _int(entry: _Entry, label: str) -> int:
-    node = entry[1]
-    value = _value(node)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _error(node, f"'{label}' must be an integer")
-    return value
-
-
-def _str_list(node: yaml.Node, label: str) -> tuple[str, ...]:
-    if _is_null(node):
-        return ()
-    if not isinstance(node, yaml.SequenceNode):
-        raise _error(node, f"'{label}' must be a list of strings")
-    items = []
-    for item in node.value:
-        if not (isinstance(item, yaml.ScalarNode) and item.tag in (_STR, *_NUMBER_TAGS)):
-            raise _error(item, f"'{label}' must be a list of strings")
-        items.append(item.value)  # raw text: "numpy==1.26" stays as written
-    return tuple(items)
-
-
-def _build(entry: _Entry, package_dir: Path, ignored: list[str]) -> dict[str, Any]:
-    if _is_null(entry[1]):
+def _build(entry: Entry, package_dir: Path, ignored: list[str]) -> dict[str, Any]:
+    if is_null(entry[1]):
         return {}
-    build = _mapping(entry[1], "build", BUILD_KEYS, ignored=ignored)
+    build = mapping(entry[1], "build", BUILD_KEYS, ignored=ignored, removed=REMOVED_KEYS)
     values: dict[str, Any] = {}
     if "python_version" in build:
         node = build["python_version"][1]
         # The raw scalar text, so that an unquoted 3.10 stays "3.10" instead of the float 3.1.
-        if not (isinstance(node, yaml.ScalarNode) and node.tag in (_STR, *_NUMBER_TAGS)):
-            raise _error(node, "'build.python_version' must be a string or a number")
+        if not (isinstance(node, yaml.ScalarNode) and node.tag in (STR_TAG, *NUMBER_TAGS)):
+            raise node_error(node, "'build.python_version' must be a string or a number")
         values["python_version"] = node.value
     if "gpu" in build:
-        values["gpu"] = _bool(build["gpu"], "build.gpu")
+        values["gpu"] = boolean(build["gpu"], "build.gpu")
     for key in ("cuda", "cudnn", "sdk_version"):
         if key in build:
             node = build[key][1]
-            if isinstance(node, yaml.ScalarNode) and node.tag in _NUMBER_TAGS:
+            if isinstance(node, yaml.ScalarNode) and node.tag in NUMBER_TAGS:
                 values[key] = node.value  # cuda: 12.1 written unquoted
             else:
-                values[key] = _optional_str(build[key], f"build.{key}")
+                values[key] = optional_str(build[key], f"build.{key}")
     for key in ("system_packages", "pre_install"):
         if key in build:
-            values[key] = _str_list(build[key][1], f"build.{key}")
+            values[key] = str_list(build[key][1], f"build.{key}")
     if "run" in build:
         values["run_commands"] = _run_commands(build["run"][1])
     if "python_packages" in build and "python_requirements" in build:
@@ -316,17 +233,17 @@ def _build(entry: _Entry, package_dir: Path, ignored: list[str]) -> dict[str, An
             build["python_requirements"][0],
             key=lambda k: k.start_mark.line,
         )
-        raise _error(
+        raise node_error(
             second,
             "'build.python_packages' and 'build.python_requirements' cannot both "
             "be set (python_packages is deprecated)",
         )
     if "python_packages" in build:
-        packages = _str_list(build["python_packages"][1], "build.python_packages")
+        packages = str_list(build["python_packages"][1], "build.python_packages")
         values["python_packages"] = values["requirements"] = packages
     if "python_requirements" in build:
         entry = build["python_requirements"]
-        name = _optional_str(entry, "build.python_requirements")
+        name = optional_str(entry, "build.python_requirements")
         if name is not None:
             values["python_requirements"] = name
             values["requirements"] = _read_requirements(package_dir, name, entry[1])
@@ -334,23 +251,23 @@ def _build(entry: _Entry, package_dir: Path, ignored: list[str]) -> dict[str, An
 
 
 def _run_commands(node: yaml.Node) -> tuple[str, ...]:
-    if _is_null(node):
+    if is_null(node):
         return ()
     if not isinstance(node, yaml.SequenceNode):
-        raise _error(node, "'build.run' must be a list")
+        raise node_error(node, "'build.run' must be a list")
     commands = []
     for item in node.value:
-        if isinstance(item, yaml.ScalarNode) and item.tag == _STR:
+        if isinstance(item, yaml.ScalarNode) and item.tag == STR_TAG:
             commands.append(item.value)
             continue
         if not isinstance(item, yaml.MappingNode):
-            raise _error(item, "'build.run' entries must be strings or {command, mounts}")
-        run = _mapping(item, "build.run[]", ("command", "mounts"))
+            raise node_error(item, "'build.run' entries must be strings or {command, mounts}")
+        run = mapping(item, "build.run[]", ("command", "mounts"))
         if "command" not in run:
-            raise _error(item, "'build.run' entry is missing 'command'")
-        command = _optional_str(run["command"], "build.run[].command")
+            raise node_error(item, "'build.run' entry is missing 'command'")
+        command = optional_str(run["command"], "build.run[].command")
         if command is None:
-            raise _error(run["command"][1], "'build.run[].command' must be a string")
+            raise node_error(run["command"][1], "'build.run[].command' must be a string")
         if "mounts" in run:
             _mounts(run["mounts"][1])
         commands.append(command)
@@ -359,15 +276,15 @@ def _run_commands(node: yaml.Node) -> tuple[str, ...]:
 
 def _mounts(node: yaml.Node) -> None:
     if not isinstance(node, yaml.SequenceNode):
-        raise _error(node, "'build.run[].mounts' must be a list")
+        raise node_error(node, "'build.run[].mounts' must be a list")
     for item in node.value:
-        mount = _mapping(item, "build.run[].mounts[]", ("type", "id", "target"))
+        mount = mapping(item, "build.run[].mounts[]", ("type", "id", "target"))
         for key in ("type", "id", "target"):
             if key not in mount:
-                raise _error(item, f"mount is missing {key!r}")
-            _optional_str(mount[key], f"mounts[].{key}")
+                raise node_error(item, f"mount is missing {key!r}")
+            optional_str(mount[key], f"mounts[].{key}")
         if mount["type"][1].value != "secret":
-            raise _error(mount["type"][1], "mount 'type' must be 'secret'")
+            raise node_error(mount["type"][1], "mount 'type' must be 'secret'")
 
 
 def _read_requirements(package_dir: Path, name: str, node: yaml.Node) -> tuple[str, ...]:
@@ -375,9 +292,9 @@ def _read_requirements(package_dir: Path, name: str, node: yaml.Node) -> tuple[s
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise _error(node, f"python_requirements file {name!r} not found") from None
+        raise node_error(node, f"python_requirements file {name!r} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise _error(node, f"cannot read python_requirements file {name!r}: {exc}") from None
+        raise node_error(node, f"cannot read python_requirements file {name!r}: {exc}") from None
     lines: list[str] = []
     pending = ""
     for raw in text.splitlines():
@@ -395,43 +312,43 @@ def _read_requirements(package_dir: Path, name: str, node: yaml.Node) -> tuple[s
     return tuple(lines)
 
 
-def _concurrency(entry: _Entry) -> dict[str, Any]:
-    if _is_null(entry[1]):
+def _concurrency(entry: Entry) -> dict[str, Any]:
+    if is_null(entry[1]):
         return {}
-    conc = _mapping(entry[1], "concurrency", CONCURRENCY_KEYS)
+    conc = mapping(entry[1], "concurrency", CONCURRENCY_KEYS)
     if "max" not in conc:
-        raise _error(entry[1], "'concurrency.max' is required")
-    values: dict[str, Any] = {"concurrency_max": _int(conc["max"], "concurrency.max")}
+        raise node_error(entry[1], "'concurrency.max' is required")
+    values: dict[str, Any] = {"concurrency_max": integer(conc["max"], "concurrency.max")}
     if values["concurrency_max"] < 1:
-        raise _error(conc["max"][1], "'concurrency.max' must be at least 1")
+        raise node_error(conc["max"][1], "'concurrency.max' must be at least 1")
     if "default_target" in conc:
-        target = _int(conc["default_target"], "concurrency.default_target")
+        target = integer(conc["default_target"], "concurrency.default_target")
         values["concurrency_default_target"] = target
     return values
 
 
 def _environment(node: yaml.Node) -> dict[str, str]:
     env: dict[str, str] = {}
-    for entry in _str_list(node, "environment"):
+    for entry in str_list(node, "environment"):
         match = _ENV_ENTRY.match(entry)
         if match is None:
             line = next(i for i in node.value if i.value == entry)
-            raise _error(line, f"environment entry {entry!r} must look like NAME=value")
+            raise node_error(line, f"environment entry {entry!r} must look like NAME=value")
         env[match.group(1)] = match.group(2)
     return env
 
 
 def _weights(node: yaml.Node) -> tuple[Any, ...]:
     # Experimental in Cog; kept as plain data after checking its shape.
-    if _is_null(node):
+    if is_null(node):
         return ()
     if not isinstance(node, yaml.SequenceNode):
-        raise _error(node, "'weights' must be a list")
+        raise node_error(node, "'weights' must be a list")
     weights = []
     for item in node.value:
-        entry = _mapping(item, "weights[]", ("name", "target", "source"))
+        entry = mapping(item, "weights[]", ("name", "target", "source"))
         for key in ("name", "target", "source"):
             if key not in entry:
-                raise _error(item, f"weights entry is missing {key!r}")
-        weights.append(_value(item))
+                raise node_error(item, f"weights entry is missing {key!r}")
+        weights.append(construct(item))
     return tuple(weights)

@@ -1,0 +1,116 @@
+"""Walking a composed YAML node tree, so that every ``cog.yaml`` error can name its line.
+
+``yaml.compose`` keeps each node's position; these helpers read values from nodes and raise
+:class:`CogSpecError` located at ``cog.yaml:<line>`` when a value has the wrong shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from .errors import CogSpecError
+
+CONFIG_FILE = "cog.yaml"
+STR_TAG = "tag:yaml.org,2002:str"
+NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+Entry = tuple[yaml.Node, yaml.Node]  # (key node, value node)
+
+
+def compose(text: str) -> yaml.Node | None:
+    """The node tree of a YAML document (None when empty); a parse error names its line."""
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "parse error"
+        raise CogSpecError(
+            f"invalid YAML: {problem}", CONFIG_FILE, mark.line + 1 if mark else None
+        ) from None
+    except yaml.YAMLError as exc:
+        raise CogSpecError(f"invalid YAML: {exc}", CONFIG_FILE) from None
+
+
+def node_error(node: yaml.Node, message: str) -> CogSpecError:
+    """A CogSpecError at the line where ``node`` starts."""
+    return CogSpecError(message, CONFIG_FILE, node.start_mark.line + 1)
+
+
+def construct(node: yaml.Node) -> Any:
+    # A fresh constructor per call: SafeConstructor keeps per-document state.
+    return yaml.constructor.SafeConstructor().construct_document(node)
+
+
+def is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+
+
+def mapping(
+    node: yaml.Node,
+    where: str,
+    allowed: Sequence[str],
+    top_level: bool = False,
+    ignored: list[str] | None = None,
+    removed: Sequence[str] = (),
+) -> dict[str, Entry]:
+    """The entries of a mapping node, rejecting unknown and duplicate keys.
+
+    Keys whose dotted label is in ``removed`` are skipped and appended to ``ignored``.
+    """
+    if not isinstance(node, yaml.MappingNode):
+        if top_level:
+            raise node_error(node, "expected a mapping of keys (build, run, ...) at the top level")
+        raise node_error(node, f"'{where}' must be a mapping")
+    entries: dict[str, Entry] = {}
+    for key_node, value_node in node.value:
+        key = construct(key_node)
+        label = key if top_level else f"{where}.{key}"
+        if ignored is not None and label in removed:
+            ignored.append(label)
+            continue
+        if key not in allowed:
+            raise node_error(key_node, f"unknown key {label!r} (allowed: {', '.join(allowed)})")
+        if key in entries:
+            raise node_error(key_node, f"duplicate key {label!r}")
+        entries[key] = (key_node, value_node)
+    return entries
+
+
+def optional_str(entry: Entry, label: str) -> str | None:
+    node = entry[1]
+    if is_null(node):
+        return None
+    if not (isinstance(node, yaml.ScalarNode) and node.tag == STR_TAG):
+        raise node_error(node, f"'{label}' must be a string")
+    return node.value
+
+
+def boolean(entry: Entry, label: str) -> bool:
+    node = entry[1]
+    value = None if is_null(node) else construct(node)
+    if not isinstance(value, bool):
+        raise node_error(node, f"'{label}' must be true or false")
+    return value
+
+
+def integer(entry: Entry, label: str) -> int:
+    node = entry[1]
+    value = construct(node)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise node_error(node, f"'{label}' must be an integer")
+    return value
+
+
+def str_list(node: yaml.Node, label: str) -> tuple[str, ...]:
+    if is_null(node):
+        return ()
+    if not isinstance(node, yaml.SequenceNode):
+        raise node_error(node, f"'{label}' must be a list of strings")
+    items = []
+    for item in node.value:
+        if not (isinstance(item, yaml.ScalarNode) and item.tag in (STR_TAG, *NUMBER_TAGS)):
+            raise node_error(item, f"'{label}' must be a list of strings")
+        items.append(item.value)  # raw text: "numpy==1.26" stays as written
+    return tuple(items)
