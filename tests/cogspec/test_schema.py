@@ -695,3 +695,10 @@ def test_value_read_from_the_environment(error_of: Callable[..., str]) -> None:
         "predict.py:5: cannot resolve default \"os.getenv('PROMPT', '')\" statically "
         "('os' is an imported module; use a constant defined in the package)"
     )
+
+
+def test_static_predict_method_has_no_self(schema_of: Callable[..., dict]) -> None:
+    schema = schema_of(
+        "class Predictor:\n    @staticmethod\n    def predict(text: str) -> str:\n        return text\n"
+    )
+    assert list(components(schema)["Input"]["properties"]) == ["text"]

@@ -116,7 +116,10 @@ def _target(module: ModuleSource, name: str, methods: tuple[str, ...]) -> tuple[
     if not found:
         wanted = " or ".join(f"{m}()" for m in methods)
         raise module.error(f"{name} has no {wanted} method", cls)
-    return next(iter(found.values())), True
+    method = next(iter(found.values()))
+    # A @staticmethod has no self to skip.
+    static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in method.decorator_list)
+    return method, not static
 
 
 def _find_method(
