@@ -113,8 +113,9 @@ async def collect(
     prediction_id: str | None = None,
     cancel_after_log: str | None = None,
     on_event: Callable[[Event], Awaitable[None] | None] | None = None,
+    limit: float = PREDICTION_LIMIT,
 ) -> Result:
-    """Validate `payload` and run one prediction on a started model; never hangs past a minute.
+    """Validate `payload` and run one prediction on a started model; never hangs past `limit` s.
 
     `cancel_after_log`: cancel the prediction as soon as a log line containing that text arrives.
     `on_event`: called with each event as it arrives (may be a coroutine function).
@@ -140,7 +141,7 @@ async def collect(
                 if asyncio.iscoroutine(maybe):
                     await maybe
 
-    await asyncio.wait_for(run(), PREDICTION_LIMIT)
+    await asyncio.wait_for(run(), limit)
     assert events and isinstance(events[-1], Done), f"no Done event: {events}"
     done = events[-1]
     return Result(
