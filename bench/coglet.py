@@ -82,6 +82,7 @@ class CogletServer:
         self.schema = schema
         self.env_python = Path(env_python)
         self.port = port
+        self._fixed_port = port
         self.mode = mode
         self.startup_timeout = startup_timeout
         config = _load_config(self.package_dir)
@@ -144,8 +145,12 @@ class CogletServer:
         except (OSError, AssertionError):
             return ""
 
-    def start(self) -> CogletServer:
-        """Start coglet; returns once ``/health-check`` says READY or SETUP_FAILED."""
+    def start(self, wait: bool = True) -> CogletServer:
+        """Start coglet; returns once ``/health-check`` says READY or SETUP_FAILED.
+
+        With ``wait=False`` it returns at once; call :meth:`wait_until_started` later (to start
+        something else meanwhile).
+        """
         self._tmp = tempfile.TemporaryDirectory(prefix="modelyard-coglet-")
         root = Path(self._tmp.name)
         self.workdir = root / "src"
@@ -170,11 +175,8 @@ class CogletServer:
             log.close()
         # Sync predictions are canceled when the client disconnects: never time out first.
         self.client = httpx.Client(base_url=self.url, timeout=httpx.Timeout(600.0, connect=10.0))
-        try:
-            self._wait_until_started()
-        except BaseException:
-            self.stop()
-            raise
+        if wait:
+            self.wait_until_started()
         return self
 
     def _env(self) -> dict[str, str]:
@@ -193,6 +195,20 @@ class CogletServer:
         if self.max_concurrency is not None:
             env["COG_MAX_CONCURRENCY"] = str(self.max_concurrency)
         return env
+
+    def wait_until_started(self) -> None:
+        """Wait for READY or SETUP_FAILED; stops the server and raises CogletError otherwise."""
+        try:
+            self._wait_until_started()
+        except BaseException:
+            self.stop()
+            raise
+
+    def restart(self) -> CogletServer:
+        """A fresh coglet (after its worker died, coglet answers 409 forever)."""
+        self.stop()
+        self.port = self._fixed_port
+        return self.start()
 
     def _wait_until_started(self) -> None:
         assert self.client is not None and self.process is not None
@@ -244,6 +260,35 @@ class CogletServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def log_size(self) -> int:
+        """The length of coglet's log so far (to read only what a later request adds)."""
+        try:
+            return self.log_path.stat().st_size
+        except (OSError, AssertionError):
+            return 0
+
+    def user_output(self, since: int = 0) -> list[str]:
+        """Lines the model wrote straight to fds 1/2 (subprocesses, C code), from ``since``.
+
+        coglet 0.23.1 does not put these in the prediction's ``logs``: it logs them itself, as
+        ``{"target": "coglet::user", "fields": {"message": ...}}``.
+        """
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(since)
+                text = f.read().decode("utf-8", errors="replace")
+        except (OSError, AssertionError):
+            return []
+        lines = []
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("target") == "coglet::user":
+                lines.append(str((record.get("fields") or {}).get("message", "")))
+        return lines
 
     # --- requests -----------------------------------------------------------------------
 
