@@ -116,5 +116,8 @@ class FdCapture:
     def drain(self) -> None:
         """Forward everything written so far, so it is logged before the prediction ends."""
         with self._lock:
+            # One select() instead of a failing read per pipe: this runs after every prediction.
+            ready, _, _ = select.select(list(self._sources), [], [], 0)
             for fd in self._sources:
-                self._read_available(fd, flush_partial=True)
+                if fd in ready or self._pending[fd]:
+                    self._read_available(fd, flush_partial=True)

@@ -155,8 +155,12 @@ class OutputEncodingError(TypeError):
     """An output value that has no JSON form."""
 
 
-def encode_output(value: Any, output_dir: str) -> Any:
-    """A JSON-ready copy of `value`; files become `{FILE_KEY: path}` references."""
+def encode_output(value: Any, output_dir: Callable[[], str]) -> Any:
+    """A JSON-ready copy of `value`; files become `{FILE_KEY: path}` references.
+
+    `output_dir` gives the folder for file objects that must be written out; it is a callable so
+    the folder is only made when a prediction returns one.
+    """
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     if isinstance(value, os.PathLike):
@@ -183,9 +187,9 @@ def encode_output(value: Any, output_dir: str) -> Any:
     raise OutputEncodingError(f"output of type {type(value).__name__} cannot be encoded as JSON")
 
 
-def _save_file_object(handle: io.IOBase, output_dir: str) -> str:
+def _save_file_object(handle: io.IOBase, output_dir: Callable[[], str]) -> str:
     name = os.path.basename(str(getattr(handle, "name", "") or "")) or "output"
-    fd, path = tempfile.mkstemp(dir=output_dir, suffix="-" + name)
+    fd, path = tempfile.mkstemp(dir=output_dir(), suffix="-" + name)
     with os.fdopen(fd, "wb") as out:
         if hasattr(handle, "seek") and handle.seekable():
             handle.seek(0)

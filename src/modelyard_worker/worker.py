@@ -81,7 +81,6 @@ class Running:
     canceled: bool = False
     _output_dir: str | None = None
 
-    @property
     def output_dir(self) -> str:
         """Where file-object outputs are saved; made only when a prediction returns one."""
         if self._output_dir is None:

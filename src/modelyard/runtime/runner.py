@@ -75,7 +75,7 @@ class Runner:
         self.setup_result: SetupResult | None = None
         self.slots = 1
         self._process: asyncio.subprocess.Process | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._writer: asyncio.Transport | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -126,8 +126,11 @@ class Runner:
             return self._setup_failed(started_at, f"cannot start the worker: {exc}")
         finally:
             child_sock.close()
-        reader, self._writer = await asyncio.open_unix_connection(sock=parent_sock)
-        self._reader_task = asyncio.create_task(self._read_loop(reader, self._process))
+        connection_lost = loop.create_future()
+        self._writer, _ = await loop.create_unix_connection(
+            lambda: _Connection(self._handle, connection_lost), sock=parent_sock
+        )
+        self._reader_task = asyncio.create_task(self._watch(connection_lost, self._process))
         self._stderr_task = asyncio.create_task(self._read_stderr(self._process))
         try:
             ready = await asyncio.wait_for(asyncio.shield(self._ready), self.spec.setup_timeout)
@@ -201,14 +204,9 @@ class Runner:
 
     # --- receiving ----------------------------------------------------------------------
 
-    async def _read_loop(self, reader: asyncio.StreamReader, process: asyncio.subprocess.Process) -> None:
-        try:
-            while True:
-                header = await reader.readexactly(protocol.HEADER.size)
-                (size,) = protocol.HEADER.unpack(header)
-                self._handle(protocol.decode(await reader.readexactly(size)))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+    async def _watch(self, connection_lost: asyncio.Future[None], process: asyncio.subprocess.Process) -> None:
+        """Wait for the worker's connection to close, then for its exit, and report it."""
+        await connection_lost
         await process.wait()
         if self._stderr_task is not None:
             await asyncio.wait([self._stderr_task], timeout=1)
@@ -377,6 +375,31 @@ class Runner:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
+
+
+class _Connection(asyncio.Protocol):
+    """Splits the worker's byte stream into messages and hands each to `on_message` at once."""
+
+    def __init__(self, on_message: Callable[[dict[str, Any]], None], lost: asyncio.Future[None]):
+        self._on_message = on_message
+        self._lost = lost
+        self._buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        header = protocol.HEADER.size
+        while len(buffer) >= header:
+            (size,) = protocol.HEADER.unpack_from(buffer)
+            if len(buffer) < header + size:
+                break
+            body = bytes(buffer[header : header + size])
+            del buffer[: header + size]
+            self._on_message(protocol.decode(body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._lost.done():
+            self._lost.set_result(None)
 
 
 def describe_exit(returncode: int | None) -> str:
