@@ -14,6 +14,7 @@ from modelyard.cogspec.errors import CogSpecError
 from modelyard.cogspec.inputs import InputValidationError
 from modelyard.cogspec.schema import predictor_schema
 from modelyard.runtime.environment import EnvironmentBuildError
+from modelyard.runtime.runner import SetupFailed
 
 from .inputs import InputOptionError
 from .predict import PredictOptions, run_predict
@@ -91,6 +92,8 @@ def _run(options: PredictOptions) -> None:
         fail(str(exc))
     except InputValidationError as exc:
         fail(describe_invalid_input(exc))
+    except SetupFailed as exc:
+        fail(f"setup failed: {exc}")
     raise typer.Exit(code)
 
 

@@ -43,6 +43,7 @@ class LocalModel:
         self.config: CogConfig = load_config(self.package_dir)
         self.schema: dict[str, Any] = predictor_schema(self.package_dir, self.config)
         self.component = "TrainingInput" if mode == "train" else "Input"
+        self.ref  # fails early, with a clear message, when cog.yaml lacks the entry
         self.builder = builder or EnvironmentBuilder()
         self.setup_timeout = setup_timeout
         self.weights = weights

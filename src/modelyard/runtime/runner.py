@@ -86,6 +86,7 @@ class Runner:
         self._setup_logs: list[str] = []
         self._start_lock = asyncio.Lock()
         self._semaphore: asyncio.Semaphore | None = None
+        self._stopping = False
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -98,6 +99,7 @@ class Runner:
 
     async def _start(self) -> SetupResult:
         await self._reap()
+        self._stopping = False
         self.state = "STARTING"
         self._setup_logs = []
         self._stderr_tail.clear()
@@ -139,6 +141,10 @@ class Runner:
             return self._setup_failed(
                 started_at, f"setup timed out after {self.spec.setup_timeout:g} seconds"
             )
+        if self._stopping:
+            await self._reap()
+            self.state = "STOPPED"
+            raise SetupFailed("the runner was stopped during setup")
         if ready["t"] != "ready":
             await self._reap()
             return self._setup_failed(started_at, ready["error"])
@@ -171,6 +177,9 @@ class Runner:
 
     async def stop(self) -> None:
         """Ask the worker to exit, and kill it if it does not within a few seconds."""
+        self._stopping = True
+        if self.state == "STARTING":
+            await self._kill()  # the worker reads no messages until setup() returns
         if self._process is not None and self._process.returncode is None:
             try:
                 self._send({"t": "shutdown"})
@@ -325,6 +334,7 @@ class Runner:
             except asyncio.TimeoutError:
                 if timed_out:  # the cancel did not stop it either: replace the worker
                     await self._kill()
+                    deadline = None  # the worker's death now ends the prediction
                     continue
                 timed_out = True
                 await self.cancel(prediction_id)
