@@ -1,0 +1,292 @@
+"""Per-prediction overhead of Modelyard's Runner, against a direct call and against coglet.
+
+A no-op Cog model (``predict(self, n: int = 0) -> str: return "ok"``), in its Modelyard
+environment, is called sequentially ``--n`` times (after ``--warmup`` calls) in three ways:
+
+(a) direct: the predictor class imported and called in-process, in the model environment's own
+    interpreter (the same Python the worker runs);
+(b) runner: Modelyard's ``Runner``, one event stream per prediction, read to ``Done``;
+(c) coglet: Cog's server (coglet 0.23.1) over HTTP, one keep-alive httpx client, sequential,
+    retrying at once on a spurious 409 (counted).
+
+Rounds alternate (a, b, c, a, b, c, ...) so that drift of the machine hits each alike; the
+figures pool all rounds. Targets (from the issue): the Runner's overhead over (a) is at most
+150 µs at the median, and (b) is at most a quarter of (c). Whether they are met is printed; the
+exit status is 0 either way (benchmarks do not gate CI).
+
+    python -m bench.runtime_overhead [--n 2000] [--warmup 100] [--rounds 3] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.coglet import CogletServer
+from modelyard.cogspec.config import load_config
+from modelyard.cogspec.schema import predictor_schema
+from modelyard.runtime.environment import EnvironmentBuilder, spec_from_config
+from modelyard.runtime.events import Done
+from modelyard.runtime.local import LocalModel
+from modelyard.runtime.runner import Runner, RunnerSpec
+
+RUNNER_OVERHEAD_TARGET_US = 150.0
+RUNNER_TO_COGLET_TARGET = 0.25
+
+COG_YAML = 'build:\n  python_version: "3.11"\npredict: "predict.py:Predictor"\n'
+PREDICT_PY = """\
+from cog import BasePredictor
+
+
+class Predictor(BasePredictor):
+    def predict(self, n: int = 0) -> str:
+        return "ok"
+"""
+
+#: Run by the model environment's interpreter: (a), the direct in-process call.
+DIRECT_SCRIPT = textwrap.dedent("""\
+    import importlib.util, json, sys, time
+    warmup, n = int(sys.argv[1]), int(sys.argv[2])
+    spec = importlib.util.spec_from_file_location("predict", "predict.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["predict"] = module
+    spec.loader.exec_module(module)
+    predictor = module.Predictor()
+    predictor.setup()
+    clock = time.perf_counter_ns
+    for _ in range(warmup):
+        predictor.predict(n=0)
+    samples = []
+    for _ in range(n):
+        start = clock()
+        predictor.predict(n=0)
+        samples.append(clock() - start)
+    json.dump(samples, sys.stdout)
+""")
+
+
+def write_model(folder: Path) -> Path:
+    (folder / "cog.yaml").write_text(COG_YAML)
+    (folder / "predict.py").write_text(PREDICT_PY)
+    return folder
+
+
+def bench_direct(package: Path, python: Path, warmup: int, n: int) -> list[int]:
+    """(a): latencies in ns of the bare method call, in the model's interpreter."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    out = subprocess.run(
+        [str(python), "-c", DIRECT_SCRIPT, str(warmup), str(n)],
+        cwd=package, env=env, capture_output=True, text=True, check=True,
+    )
+    return json.loads(out.stdout)
+
+
+async def bench_runner(runner: Runner, warmup: int, n: int, inputs: dict[str, Any]) -> list[int]:
+    """(b): one event stream per prediction, read to Done."""
+    clock = time.perf_counter_ns
+
+    async def once() -> None:
+        done = None
+        async for event in runner.predict(inputs):
+            if isinstance(event, Done):
+                done = event
+        if done is None or done.status != "succeeded" or done.output != "ok":
+            raise RuntimeError(f"runner prediction went wrong: {done}")
+
+    for _ in range(warmup):
+        await once()
+    samples = []
+    for _ in range(n):
+        start = clock()
+        await once()
+        samples.append(clock() - start)
+    return samples
+
+
+async def bench_local_model(model: LocalModel, warmup: int, n: int, payload: dict[str, Any]) -> list[int]:
+    """(b'), for reference: LocalModel.validate() + predict(), what the engine calls."""
+    clock = time.perf_counter_ns
+
+    async def once() -> None:
+        inputs = model.validate(payload)
+        async for event in model.predict(inputs):
+            if isinstance(event, Done) and event.status != "succeeded":
+                raise RuntimeError(f"prediction went wrong: {event}")
+
+    for _ in range(warmup):
+        await once()
+    samples = []
+    for _ in range(n):
+        start = clock()
+        await once()
+        samples.append(clock() - start)
+    return samples
+
+
+def bench_coglet(server: CogletServer, warmup: int, n: int, payload: dict[str, Any]) -> tuple[list[int], int]:
+    """(c): sequential POST /predictions on one keep-alive client; immediate retry on 409."""
+    clock = time.perf_counter_ns
+    conflicts = 0
+    body = {"input": payload}
+    with httpx.Client(base_url=server.url, timeout=60.0) as client:
+
+        def once() -> None:
+            nonlocal conflicts
+            while True:
+                response = client.post("/predictions", json=body)
+                if response.status_code != 409:
+                    break
+                conflicts += 1
+            if response.status_code != 200 or response.json().get("output") != "ok":
+                raise RuntimeError(f"coglet answered {response.status_code}: {response.text}")
+
+        for _ in range(warmup):
+            once()
+        conflicts = 0
+        samples = []
+        for _ in range(n):
+            start = clock()
+            once()
+            samples.append(clock() - start)
+    return samples, conflicts
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(samples_ns: list[int]) -> dict[str, float]:
+    us = [s / 1000 for s in samples_ns]
+    return {
+        "median_us": statistics.median(us),
+        "p99_us": percentile(us, 99),
+        "mean_us": statistics.fmean(us),
+        "n": len(us),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    progress = (lambda line: print(f"  {line}", file=sys.stderr)) if args.verbose else None
+    with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as tmp:
+        package = write_model(Path(tmp))
+        config = load_config(package)
+        schema = predictor_schema(package, config)
+        print("building/finding the model environment ...", file=sys.stderr)
+        env = EnvironmentBuilder().ensure(spec_from_config(config), package, progress)
+        payload = {"n": 0}
+        runner = Runner(RunnerSpec(package_dir=package, python=env.python, ref="predict.py:Predictor"))
+        model = LocalModel(package)
+        model.environment = env
+        server = CogletServer(package, schema, env.python)
+        samples: dict[str, list[int]] = {"direct": [], "runner": [], "local_model": [], "coglet": []}
+        rounds: list[dict[str, float]] = []
+        conflicts = 0
+        try:
+            await runner.start()
+            await model.start()
+            server.start()
+            per_round = max(1, args.n // args.rounds)
+            for r in range(args.rounds):
+                print(f"round {r + 1}/{args.rounds} ...", file=sys.stderr)
+                direct = bench_direct(package, env.python, args.warmup, per_round)
+                runner_s = await bench_runner(runner, args.warmup, per_round, payload)
+                local_s = await bench_local_model(model, args.warmup, per_round, payload)
+                coglet_s, c = bench_coglet(server, args.warmup, per_round, payload)
+                conflicts += c
+                for name, s in (("direct", direct), ("runner", runner_s),
+                                ("local_model", local_s), ("coglet", coglet_s)):
+                    samples[name].extend(s)
+                rounds.append({name: statistics.median(s) / 1000 for name, s in (
+                    ("direct", direct), ("runner", runner_s), ("local_model", local_s),
+                    ("coglet", coglet_s))})
+        finally:
+            await runner.stop()
+            await model.stop()
+            server.stop()
+    stats = {name: summary(s) for name, s in samples.items()}
+    overhead = stats["runner"]["median_us"] - stats["direct"]["median_us"]
+    ratio = stats["runner"]["median_us"] / stats["coglet"]["median_us"]
+    return {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average": os.getloadavg()},
+        "n": args.n, "warmup": args.warmup, "rounds": args.rounds,
+        "stats": stats, "per_round_medians_us": rounds, "coglet_409s": conflicts,
+        "runner_overhead_us": overhead, "runner_to_coglet": ratio,
+        "targets": {
+            "runner_overhead_us": RUNNER_OVERHEAD_TARGET_US,
+            "runner_overhead_met": overhead <= RUNNER_OVERHEAD_TARGET_US,
+            "runner_to_coglet": RUNNER_TO_COGLET_TARGET,
+            "runner_to_coglet_met": ratio <= RUNNER_TO_COGLET_TARGET,
+        },
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    s = result["stats"]
+    m = result["machine"]
+    lines = [
+        f"No-op prediction, sequential, {result['n']} per method after {result['warmup']} "
+        f"warm-up ({result['rounds']} alternating rounds); {m['cpus']} CPUs, Python "
+        f"{m['python']}, load average {m['load_average'][0]:.2f}",
+        "",
+        f"{'method':<44} {'median µs':>10} {'p99 µs':>10}",
+        f"{'(a) direct call (same Python, in-process)':<44} {s['direct']['median_us']:>10.1f} "
+        f"{s['direct']['p99_us']:>10.1f}",
+        f"{'(b) Modelyard Runner (events to Done)':<44} {s['runner']['median_us']:>10.1f} "
+        f"{s['runner']['p99_us']:>10.1f}",
+        f"{'    LocalModel.validate + predict (ref.)':<44} {s['local_model']['median_us']:>10.1f} "
+        f"{s['local_model']['p99_us']:>10.1f}",
+        f"{'(c) coglet 0.23.1 HTTP (keep-alive)':<44} {s['coglet']['median_us']:>10.1f} "
+        f"{s['coglet']['p99_us']:>10.1f}",
+        "",
+        f"coglet spurious 409s (retried at once): {result['coglet_409s']} "
+        f"({100 * result['coglet_409s'] / max(1, s['coglet']['n']):.1f} % of predictions)",
+        "per-round medians µs: " + "; ".join(
+            ", ".join(f"{k} {v:.0f}" for k, v in r.items()) for r in result["per_round_medians_us"]),
+        "",
+    ]
+    t = result["targets"]
+    lines.append(
+        f"Runner overhead over direct call (median): {result['runner_overhead_us']:.1f} µs "
+        f"(target ≤ {t['runner_overhead_us']:.0f} µs): {'met' if t['runner_overhead_met'] else 'NOT met'}"
+    )
+    lines.append(
+        f"Runner / coglet (median): {result['runner_to_coglet']:.3f} "
+        f"(coglet is {1 / result['runner_to_coglet']:.1f}x the Runner; target ≤ "
+        f"{t['runner_to_coglet']:.2f}): {'met' if t['runner_to_coglet_met'] else 'NOT met'}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="timed predictions per method")
+    parser.add_argument("--warmup", type=int, default=100, help="untimed predictions first, per round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds sharing --n")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show environment build output")
+    args = parser.parse_args(argv)
+    result = asyncio.run(run(args))
+    print(report(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
