@@ -24,12 +24,19 @@ current_prediction: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 
 class RoutedStream(io.TextIOBase):
-    """A text stream that sends each complete line to the sink under the current prediction."""
+    """A text stream that sends each complete line to the sink under the current prediction.
 
-    def __init__(self, source: str, sink: LogSink, fallback: io.TextIOBase) -> None:
+    Threads a predictor starts do not inherit its context; their lines go to `owner()`, the only
+    running prediction, as fd-level output does.
+    """
+
+    def __init__(
+        self, source: str, sink: LogSink, fallback: io.TextIOBase, owner: Callable[[], str | None]
+    ) -> None:
         self._source = source
         self._sink = sink
         self._fallback = fallback
+        self._owner = owner
         self._pending: dict[str | None, str] = {}
         self._lock = threading.Lock()
 
@@ -48,7 +55,7 @@ class RoutedStream(io.TextIOBase):
         return self._fallback.fileno()
 
     def write(self, text: str) -> int:
-        key = current_prediction.get()
+        key = current_prediction.get() or self._owner()
         with self._lock:
             buffered = self._pending.pop(key, "") + text
             head, sep, tail = buffered.rpartition("\n")
@@ -59,7 +66,7 @@ class RoutedStream(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        self.flush_prediction(current_prediction.get())
+        self.flush_prediction(current_prediction.get() or self._owner())
 
     def flush_prediction(self, key: str | None) -> None:
         with self._lock:

@@ -3,7 +3,9 @@
 Frames are a 4-byte big-endian length followed by a UTF-8 JSON object whose `t` key names the
 message. Both sides import this module, so it uses the standard library only.
 
-Parent to worker: `predict {id, input, context}`, `cancel {id}`, `health {id}`, `shutdown`.
+Two socket pairs: the data socket carries `predict {id, input, context}` to the worker and
+everything the worker sends; the control socket carries `cancel {id}`, `health {id}` and
+`shutdown` to it, so they reach a worker that is busy predicting.
 Worker to parent: `ready {slots, is_async}`, `setup_failed {error}`, `log {id, source, text}`,
 `output {id, index, value}`, `metric {id, name, value, mode}`,
 `done {id, status, output, error, metrics, predict_time, is_stream}`, `health {id, ok, error}`.
@@ -21,7 +23,7 @@ from typing import Any
 
 HEADER = struct.Struct(">I")
 FILE_KEY = "__modelyard_file__"
-WORKER_FD_ENV = "MODELYARD_WORKER_FD"
+WORKER_FD_ENV = "MODELYARD_WORKER_FD"  # "<data fd>,<control fd>"
 WORKER_CONFIG_ENV = "MODELYARD_WORKER_CONFIG"
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode

@@ -1,19 +1,21 @@
 """The worker process: set the predictor up once, then run the predictions the runner sends.
 
 Sync predictors run on the main thread, one at a time, so that cancelation can raise
-`CancelationException` inside them. Async predictors run as tasks on an event loop in the main
-thread, as many at once as the runner allows. A reader thread takes messages off the socket.
+`CancelationException` inside them; the main thread reads the next prediction off the data socket
+itself (no thread hop on the hot path). Async predictors run as tasks on an event loop in the main
+thread, as many at once as the runner allows, fed by a reader thread. Cancel, health and shutdown
+come on a separate control socket, read by a thread of their own, so they reach a busy worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import faulthandler
 import inspect
 import json
 import os
-import queue
 import socket
 import sys
 import tempfile
@@ -76,6 +78,7 @@ class Running:
     """One prediction in flight inside the worker."""
 
     id: str
+    message: dict[str, Any]
     thread_id: int | None = None
     task: asyncio.Task[Any] | None = None
     canceled: bool = False
@@ -91,13 +94,14 @@ class Running:
 class Worker:
     """The child side of one runner."""
 
-    def __init__(self, sock: socket.socket, config: WorkerConfig) -> None:
+    def __init__(self, sock: socket.socket, control: socket.socket, config: WorkerConfig) -> None:
         self.sock = sock
+        self.control = control
         self.config = config
         self.send_lock = threading.Lock()
         self.running: dict[str, Running] = {}
         self.running_lock = threading.Lock()
-        self.inbox: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.early_cancels: collections.deque[str] = collections.deque(maxlen=1000)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.cancel_exception = _cancel_exception()
         self.predictor: predictor.LoadedPredictor | None = None
@@ -145,52 +149,82 @@ class Worker:
         return slots
 
     def serve(self) -> None:
-        threading.Thread(target=self._read_loop, name="modelyard-reader", daemon=True).start()
         assert self.predictor is not None
         if self.predictor.is_async:
             self.loop = self.loop or asyncio.new_event_loop()
-            self.loop.run_until_complete(self._serve_async())
+            self._stopped = asyncio.Event()
+        threading.Thread(target=self._control_loop, name="modelyard-control", daemon=True).start()
+        if self.predictor.is_async:
+            threading.Thread(target=self._data_loop, name="modelyard-reader", daemon=True).start()
+            self.loop.run_until_complete(self._stopped.wait())
         else:
             self._serve_sync()
 
-    def _read_loop(self) -> None:
+    def _control_loop(self) -> None:
         try:
             while True:
-                message = protocol.recv_message(self.sock)
+                message = protocol.recv_message(self.control)
                 kind = message["t"]
                 if kind == "cancel":
                     self._cancel(message["id"])
                 elif kind == "health":
                     threading.Thread(target=self._healthcheck, args=(message["id"],)).start()
-                else:
-                    self._deliver(message)
-                    if kind == "shutdown":
-                        return
+                elif kind == "shutdown":
+                    break
         except (EOFError, OSError):
-            self._deliver({"t": "shutdown"})
+            pass
+        self._shutdown()
 
-    def _deliver(self, message: dict[str, Any]) -> None:
+    def _shutdown(self) -> None:
+        """Stop taking predictions: wake whoever waits on the data socket."""
         if self.loop is not None and self.predictor is not None and self.predictor.is_async:
-            self.loop.call_soon_threadsafe(self._dispatch_async, message)
+            self.loop.call_soon_threadsafe(self._stopped.set)
         else:
-            self.inbox.put(message)
+            try:
+                self.sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+    def _data_loop(self) -> None:
+        """Async predictors: hand each prediction to the event loop."""
+        assert self.loop is not None
+        try:
+            while True:
+                message = protocol.recv_message(self.sock)
+                self.loop.call_soon_threadsafe(self._dispatch_async, message)
+        except (EOFError, OSError):
+            self._shutdown()
 
     # --- sync predictions ---------------------------------------------------------------
 
     def _serve_sync(self) -> None:
         while True:
-            message = self.inbox.get()
-            if message["t"] == "shutdown":
+            try:
+                message = protocol.recv_message(self.sock)
+            except (EOFError, OSError):
                 return
             self._run_sync(message)
 
-    def _run_sync(self, message: dict[str, Any]) -> None:
-        run = Running(message["id"], thread_id=threading.get_ident())
+    def _register(self, run: Running) -> bool:
+        """Record a prediction as running; False when a cancel for it already arrived."""
         with self.running_lock:
             self.running[run.id] = run
+            if run.id in self.early_cancels:
+                self.early_cancels.remove(run.id)
+                run.canceled = True
+                return False
+            if run.thread_id is None and self.loop is not None:
+                run.task = self.loop.create_task(self._run_async(run))
+            return True
+
+    def _run_sync(self, message: dict[str, Any]) -> None:
+        run = Running(message["id"], message, thread_id=threading.get_ident())
+        if not self._register(run):
+            self._done(run, {"status": "canceled", "output": None}, self._scope(run), time.perf_counter())
+            return
         started = time.perf_counter()
         token = capture.current_prediction.set(run.id)
-        metric_scope = self._scope(run.id, message)
+        metric_scope = self._scope(run)
         scope_token = scope.enter(metric_scope)
         outcome: dict[str, Any]
         try:
@@ -217,7 +251,11 @@ class Worker:
     def _cancel(self, prediction_id: str) -> None:
         with self.running_lock:
             run = self.running.get(prediction_id)
-            if run is None or run.canceled:
+            if run is None:
+                # The cancel overtook its prediction (they travel on different sockets).
+                self.early_cancels.append(prediction_id)
+                return
+            if run.canceled:
                 return
             run.canceled = True
             if run.task is not None and self.loop is not None:
@@ -236,29 +274,16 @@ class Worker:
 
     # --- async predictions --------------------------------------------------------------
 
-    async def _serve_async(self) -> None:
-        self._stopped = asyncio.Event()
-        while True:
-            try:
-                message = self.inbox.get_nowait()
-            except queue.Empty:
-                break
-            self._dispatch_async(message)
-        await self._stopped.wait()
-
     def _dispatch_async(self, message: dict[str, Any]) -> None:
-        if message["t"] == "shutdown":
-            self._stopped.set()
-            return
-        run = Running(message["id"])
-        with self.running_lock:
-            self.running[run.id] = run
-        run.task = asyncio.ensure_future(self._run_async(run, message))
+        run = Running(message["id"], message)
+        if not self._register(run):
+            self._done(run, {"status": "canceled", "output": None}, self._scope(run), time.perf_counter())
 
-    async def _run_async(self, run: Running, message: dict[str, Any]) -> None:
+    async def _run_async(self, run: Running) -> None:
+        message = run.message
         started = time.perf_counter()
         capture.current_prediction.set(run.id)
-        metric_scope = self._scope(run.id, message)
+        metric_scope = self._scope(run)
         scope.enter(metric_scope)
         try:
             assert self.predictor is not None
@@ -280,11 +305,11 @@ class Worker:
 
     # --- shared -------------------------------------------------------------------------
 
-    def _scope(self, prediction_id: str, message: dict[str, Any]) -> scope.Scope:
+    def _scope(self, run: Running) -> scope.Scope:
         def sink(name: str, value: Any, mode: str) -> None:
-            self.send({"t": "metric", "id": prediction_id, "name": name, "value": value, "mode": mode})
+            self.send({"t": "metric", "id": run.id, "name": name, "value": value, "mode": mode})
 
-        return scope.Scope(sink, message.get("context"))
+        return scope.Scope(sink, run.message.get("context"))
 
     def _send_output(self, run: Running, index: int, item: Any) -> None:
         value = predictor.encode_output(item, run.output_dir)
@@ -366,19 +391,18 @@ def _flush_c_stdio() -> None:
 
 
 def main() -> None:
-    fd = int(os.environ.pop(protocol.WORKER_FD_ENV))
+    data_fd, control_fd = (int(fd) for fd in os.environ.pop(protocol.WORKER_FD_ENV).split(","))
     config = WorkerConfig(**json.loads(os.environ.pop(protocol.WORKER_CONFIG_ENV)))
-    sock = socket.socket(fileno=fd)
     # Keep the original stderr for crash reports: the runner reads it if this process dies.
     crash_log = os.fdopen(os.dup(2), "w")
     faulthandler.enable(file=crash_log)
     sys.path.insert(0, os.getcwd())
-    worker = Worker(sock, config)
+    worker = Worker(socket.socket(fileno=data_fd), socket.socket(fileno=control_fd), config)
     worker.capture = capture.FdCapture(worker.send_log, worker.sole_prediction)
     stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-    sys.stdout = capture.RoutedStream("stdout", worker.send_log, stdout)
-    sys.stderr = capture.RoutedStream("stderr", worker.send_log, stderr)
+    sys.stdout = capture.RoutedStream("stdout", worker.send_log, stdout, worker.sole_prediction)
+    sys.stderr = capture.RoutedStream("stderr", worker.send_log, stderr, worker.sole_prediction)
     _install_scope()
     if worker.setup():
         worker.serve()

@@ -76,6 +76,7 @@ class Runner:
         self.slots = 1
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.Transport | None = None
+        self._control: socket.socket | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -105,6 +106,8 @@ class Runner:
         self._stderr_tail.clear()
         started_at = time.time()
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        control_sock, child_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        child_fds = (child_sock.fileno(), child_control.fileno())
         config = {
             "ref": self.spec.ref,
             "mode": self.spec.mode,
@@ -112,22 +115,25 @@ class Runner:
             "max_concurrency": self.spec.max_concurrency,
         }
         env = self._worker_environment()
-        env[protocol.WORKER_FD_ENV] = str(child_sock.fileno())
+        env[protocol.WORKER_FD_ENV] = ",".join(map(str, child_fds))
         env[protocol.WORKER_CONFIG_ENV] = json.dumps(config)
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
         try:
             self._process = await asyncio.create_subprocess_exec(
                 str(self.spec.python), "-u", "-m", "modelyard_worker",
-                cwd=self.spec.package_dir, env=env, pass_fds=(child_sock.fileno(),),
+                cwd=self.spec.package_dir, env=env, pass_fds=child_fds,
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE, start_new_session=True,
             )
         except OSError as exc:
             parent_sock.close()
+            control_sock.close()
             return self._setup_failed(started_at, f"cannot start the worker: {exc}")
         finally:
             child_sock.close()
+            child_control.close()
+        self._control = control_sock
         connection_lost = loop.create_future()
         self._writer, _ = await loop.create_unix_connection(
             lambda: _Connection(self._handle, connection_lost), sock=parent_sock
@@ -182,7 +188,7 @@ class Runner:
             await self._kill()  # the worker reads no messages until setup() returns
         if self._process is not None and self._process.returncode is None:
             try:
-                self._send({"t": "shutdown"})
+                self._send_control({"t": "shutdown"})
                 await asyncio.wait_for(self._process.wait(), 5)
             except (asyncio.TimeoutError, ConnectionError, RuntimeError):
                 await self._kill()
@@ -209,7 +215,10 @@ class Runner:
                     pass
         if self._writer is not None:
             self._writer.close()
-        self._process = self._writer = self._reader_task = self._stderr_task = None
+        if self._control is not None:
+            self._control.close()
+        self._process = self._writer = self._control = None
+        self._reader_task = self._stderr_task = None
 
     # --- receiving ----------------------------------------------------------------------
 
@@ -288,6 +297,12 @@ class Runner:
             raise RuntimeError("the worker is not running")
         self._writer.write(protocol.encode(message))
 
+    def _send_control(self, message: dict[str, Any]) -> None:
+        """Cancel, health and shutdown: small frames on a socket the worker always reads."""
+        if self._control is None:
+            raise RuntimeError("the worker is not running")
+        self._control.sendall(protocol.encode(message))
+
     async def predict(
         self,
         inputs: dict[str, Any],
@@ -359,9 +374,12 @@ class Runner:
 
     async def cancel(self, prediction_id: str) -> bool:
         """Ask the worker to stop a prediction; False when it is not running here."""
-        if prediction_id not in self._inflight or self._writer is None:
+        if prediction_id not in self._inflight or self._control is None:
             return False
-        self._send({"t": "cancel", "id": prediction_id})
+        try:
+            self._send_control({"t": "cancel", "id": prediction_id})
+        except OSError:  # the worker just died; the prediction ends failed anyway
+            return False
         return True
 
     async def health(self) -> Health:
@@ -372,7 +390,7 @@ class Runner:
         request_id = next(self._health_ids)
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._health_waiters[request_id] = waiter
-        self._send({"t": "health", "id": request_id})
+        self._send_control({"t": "health", "id": request_id})
         try:
             reply = await asyncio.wait_for(waiter, HEALTHCHECK_TIMEOUT)
         except asyncio.TimeoutError:
