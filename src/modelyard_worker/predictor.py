@@ -164,12 +164,15 @@ def encode_output(value: Any, output_dir: Callable[[], str]) -> Any:
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     if isinstance(value, os.PathLike):
-        return {FILE_KEY: os.path.abspath(os.fspath(value))}
+        path = os.path.abspath(os.fspath(value))
+        if not os.path.isfile(path):
+            raise OutputEncodingError(f"the output file {path} does not exist")
+        return {FILE_KEY: path}
     if isinstance(value, io.IOBase):
         return {FILE_KEY: _save_file_object(value, output_dir)}
     if isinstance(value, dict):
         return {str(k): encode_output(v, output_dir) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, set, frozenset)):
         return [encode_output(v, output_dir) for v in value]
     if isinstance(value, enum.Enum):
         return encode_output(value.value, output_dir)

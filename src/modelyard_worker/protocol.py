@@ -26,7 +26,9 @@ FILE_KEY = "__modelyard_file__"
 WORKER_FD_ENV = "MODELYARD_WORKER_FD"  # "<data fd>,<control fd>"
 WORKER_CONFIG_ENV = "MODELYARD_WORKER_CONFIG"
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# NaN and Infinity are not JSON: an output holding them fails instead of reaching clients that
+# cannot parse it.
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _loads = json.loads
 
 
