@@ -143,7 +143,11 @@ class Worker:
         return True
 
     def _slots(self, loaded: predictor.LoadedPredictor) -> int:
-        slots = self.config.max_concurrency or loaded.concurrent_max or 1
+        # Cog's order: the environment variable, then cog.yaml's concurrency.max, then
+        # @cog.concurrent(max=N) on the predictor.
+        from_env = os.environ.get("COG_MAX_CONCURRENCY", "").strip()
+        slots = int(from_env) if from_env.isdigit() else None
+        slots = slots or self.config.max_concurrency or loaded.concurrent_max or 1
         if slots > 1 and not loaded.is_async:
             raise ValueError("COG_MAX_CONCURRENCY > 1 requires an async run()")
         return slots
