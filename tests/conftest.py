@@ -72,13 +72,22 @@ def load_cases(name: str) -> list[dict[str, Any]]:
     return json.loads((fixture_dir(name) / "cases.json").read_text())
 
 
-def all_cases() -> list[Any]:
-    """`pytest.param(fixture, case, id="fixture/case")` for every case of every fixture."""
-    return [
-        pytest.param(name, case, id=f"{name}/{case['name']}")
-        for name in fixture_names()
-        for case in load_cases(name)
-    ]
+def all_cases(known_bugs: dict[str, str] | None = None) -> list[Any]:
+    """`pytest.param(fixture, case, id="fixture/case")` for every case of every fixture.
+
+    `known_bugs` maps `"fixture/case"` to the reason of a strict xfail (a bug in src/ the case
+    shows; the mark comes off when the bug is fixed).
+    """
+    known_bugs = known_bugs or {}
+    params = []
+    for name in fixture_names():
+        for case in load_cases(name):
+            key = f"{name}/{case['name']}"
+            marks = [pytest.mark.xfail(reason=known_bugs[key], strict=True)] if key in known_bugs else []
+            params.append(pytest.param(name, case, id=key, marks=marks))
+    unknown = set(known_bugs) - {p.id for p in params}
+    assert not unknown, f"known_bugs names no case: {unknown}"
+    return params
 
 
 def substitute(value: Any, http_base: str | None) -> Any:

@@ -252,11 +252,6 @@ def test_interrupt_cancels_the_prediction(tmp_path: Path) -> None:
     assert "Traceback" not in errors
 
 
-@pytest.mark.xfail(
-    reason="bug: cli/main.py _run does not catch modelyard.runtime.runner.SetupFailed (raised by "
-    "LocalModel.start in cli/predict.py _predict), so a failed setup prints a traceback",
-    strict=True,
-)
 @pytest.mark.parametrize(("fixture", "options", "error"), [
     ("setup_failure", [], "weights file is corrupt"),
     ("setup_slow", ["--setup-timeout", "2"], "setup timed out after 2 seconds"),
@@ -341,12 +336,6 @@ def test_schema_of_a_bad_package(package, tmp_path: Path) -> None:
     assert_one_line_error(run("schema", tmp_path / "missing", cwd=tmp_path), "missing")
 
 
-@pytest.mark.xfail(
-    reason="bug: runtime/local.py LocalModel.__init__ calls file_fields(schema, 'TrainingInput') "
-    "before `ref` can say \"has no 'train:' entry\"; the user sees \"the schema has no component "
-    "'TrainingInput'\"",
-    strict=True,
-)
 def test_train_without_train_entry(tmp_path: Path) -> None:
     assert_one_line_error(run("train", FIXTURES / "output_str", cwd=tmp_path), "'train:'")
 
