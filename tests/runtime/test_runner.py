@@ -131,6 +131,25 @@ async def test_user_healthcheck_raising_is_unhealthy(runners: Any) -> None:
     assert health.error == "user-defined healthcheck failed: the GPU fell off"
 
 
+@pytest.mark.xfail(
+    reason="bug: modelyard_worker/worker.py Worker._healthcheck runs an async healthcheck() with "
+    "asyncio.run() on a new loop in a thread, not on the predictor's loop (coglet: READY)",
+    strict=True,
+)
+async def test_async_healthcheck_runs_on_the_predictors_loop(runners: Any) -> None:
+    runner = await runners("healthcheck_async")
+    await runner.start()
+    assert done(await predict(runner, {})).output == "same_loop=True"
+    assert await runner.health() == Health("READY")
+
+
+async def test_async_healthcheck_false_is_unhealthy(runners: Any) -> None:
+    runner = await runners("healthcheck_async")
+    await runner.start()
+    assert done(await predict(runner, {"healthy": False})).status == "succeeded"
+    assert await runner.health() == Health("UNHEALTHY", "user-defined healthcheck returned False")
+
+
 async def test_busy_while_every_slot_is_used(runners: Any) -> None:
     runner = await runners("cancel_sync")
     await runner.start()
