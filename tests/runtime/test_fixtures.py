@@ -60,7 +60,13 @@ async def test_fixture_set_is_complete() -> None:
 
 
 #: Cases that show a bug in src/ (strict xfail: they flip to failures once it is fixed).
-KNOWN_BUGS: dict[str, str] = {}
+KNOWN_BUGS: dict[str, str] = {
+    "logs_stdout_buffer/binary-write": (
+        "bug: modelyard_worker/capture.py RoutedStream (sys.stdout/sys.stderr in the worker) has no "
+        "`buffer` attribute, so sys.stdout.buffer.write(...) (click.echo, ...) raises AttributeError "
+        "and fails the prediction; coglet's writer has one"
+    ),
+}
 
 
 @pytest.mark.parametrize(("fixture", "case"), all_cases(KNOWN_BUGS))
