@@ -173,6 +173,7 @@ async def test_async_predictions_overlap(models: Any) -> None:
     for r in results:
         tag = r.output["tag"]
         assert r.logs == f"begin {tag}\nend {tag}\n"
+        assert r.metrics == {"tag": tag, "slept": 0.5}  # and its own metrics scope
 
 
 # --- cancel, timeouts -----------------------------------------------------------------------

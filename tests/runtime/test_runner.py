@@ -112,6 +112,15 @@ async def test_health_is_stopped_before_start_and_ready_after(runners: Any) -> N
     assert runner.pid == pid
 
 
+async def test_setup_logs_belong_to_setup_not_to_the_first_prediction(runners: Any) -> None:
+    runner = await runners("run_style")
+    result = await runner.start()
+    assert result.logs == "setting up the runner\n"
+    events = await predict(runner, {})
+    assert done(events).output == "hi runner"
+    assert not any(isinstance(e, Log) for e in events)
+
+
 async def test_user_healthcheck_false_is_unhealthy_and_recovers(runners: Any) -> None:
     runner = await runners("healthcheck")
     await runner.start()
