@@ -1111,12 +1111,9 @@ def test_big_integers_stay_exact(pair: Pair) -> None:
     assert mine.output == 2**70
 
 
-# --- bugs found by the comparison (strict xfail: they pass once fixed) --------------------------
+# --- bugs this comparison found, fixed in 7554514 (kept as regression tests) ---------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: a NaN/Infinity output succeeds with a value JSON cannot carry "
-    "(modelyard_worker/protocol.py encodes with allow_nan=True)"))
 @pytest.mark.parametrize("pair", inline("diff_outputs"), indirect=True)
 def test_nan_output_fails(pair: Pair) -> None:
     cog, mine = pair.both({"what": "nan"})
@@ -1125,9 +1122,6 @@ def test_nan_output_fails(pair: Pair) -> None:
     assert "JSON" in (mine.error or "")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: a set output fails; Cog (0.16 and coglet) encodes sets as lists "
-    "(modelyard_worker/predictor.py encode_output handles list/tuple only)"))
 @pytest.mark.parametrize("pair", inline("diff_outputs"), indirect=True)
 def test_set_output_is_a_list(pair: Pair) -> None:
     cog, mine = pair.both({"what": "set"})
@@ -1135,9 +1129,6 @@ def test_set_output_is_a_list(pair: Pair) -> None:
     assert (mine.status, mine.output) == ("succeeded", [1]), mine.error
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: a Path output that does not exist succeeds with a dangling OutputFile "
-    "(modelyard_worker/predictor.py encode_output does not check the file)"))
 @pytest.mark.parametrize("pair", inline("diff_outputs"), indirect=True)
 def test_missing_output_file_fails_clearly(pair: Pair) -> None:
     cog, mine = pair.both({"what": "missing_file"})
