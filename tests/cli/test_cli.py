@@ -118,6 +118,11 @@ def test_at_file_input(tmp_path: Path, fixture: str, name: str, expected: str) -
     assert result["output"] == expected
 
 
+def test_data_uri_input_is_passed_as_is(tmp_path: Path) -> None:
+    result = predict_json(FIXTURES / "input_path", "-i", "document=data:text/plain,from%20a%20URI", cwd=tmp_path)
+    assert result["output"] == "from a URI"
+
+
 def test_at_file_relative_to_the_working_directory(tmp_path: Path) -> None:
     (tmp_path / "doc.txt").write_text("relative")
     result = predict_json(FIXTURES / "input_path", "-i", "document=@doc.txt", cwd=tmp_path)

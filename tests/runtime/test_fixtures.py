@@ -162,7 +162,7 @@ async def test_async_predictions_overlap(models: Any) -> None:
     model = await models.get("async_concurrency")
     assert model.runner is not None and model.runner.slots == 4
     results = await asyncio.gather(
-        *(collect(model, {"seconds": 0.5, "tag": str(i)}) for i in range(4))
+        *(collect(model, {"seconds": 1.0, "tag": str(i)}) for i in range(4))
     )
     assert [r.status for r in results] == ["succeeded"] * 4
     assert sorted(r.output["tag"] for r in results) == ["0", "1", "2", "3"]
@@ -173,7 +173,7 @@ async def test_async_predictions_overlap(models: Any) -> None:
     for r in results:
         tag = r.output["tag"]
         assert r.logs == f"begin {tag}\nend {tag}\n"
-        assert r.metrics == {"tag": tag, "slept": 0.5}  # and its own metrics scope
+        assert r.metrics == {"tag": tag, "slept": 1.0}  # and its own metrics scope
 
 
 # --- cancel, timeouts -----------------------------------------------------------------------
