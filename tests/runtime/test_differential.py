@@ -60,7 +60,8 @@ def normalise_coglet_error(error: str | None) -> str | None:
     coglet wraps the exception as ``Prediction failed: Prediction failed: ValueError: boom``
     (the prefix doubled; ``Generator iteration error:`` for iterators, ``Async prediction failed:``
     for async ones). Modelyard reports the
-    exception's message alone, as Cog 0.16 did, or the exception's type when the message is empty.
+    exception's message alone, as Cog 0.16 did, or the exception's type when the message is empty;
+    for ``sys.exit(3)`` it says ``the model called sys.exit(3)``.
     """
     if error is None:
         return None
@@ -72,6 +73,11 @@ def normalise_coglet_error(error: str | None) -> str | None:
         if stripped == text:
             break
         text = stripped
+    exit_code = re.fullmatch(r"SystemExit: ?(.*)", text, re.S)
+    if exit_code:  # Modelyard names sys.exit() plainly: "the model called sys.exit(3)"
+        code = exit_code.group(1)
+        shown = code if re.fullmatch(r"-?\d+", code) else repr(code) if code else "None"
+        return f"the model called sys.exit({shown})"
     match = re.match(r"^([A-Z][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*): ?(.*)$", text, re.S)
     if match and re.search(r"(Error|Exception|Exit|Interrupt|Warning)$", match.group(1)):
         return match.group(2) or match.group(1).rsplit(".", 1)[-1]
