@@ -50,6 +50,11 @@ class RoutedStream(io.TextIOBase):
     def isatty(self) -> bool:
         return False
 
+    @property
+    def buffer(self) -> "_BinaryView":
+        """`sys.stdout.buffer` for code that writes bytes (click.echo, ...)."""
+        return _BinaryView(self)
+
     def fileno(self) -> int:
         # Code that hands sys.stdout to a subprocess gets the captured fd.
         return self._fallback.fileno()
@@ -73,6 +78,23 @@ class RoutedStream(io.TextIOBase):
             text = self._pending.pop(key, "")
         if text:
             self._sink(key, self._source, text)
+
+
+class _BinaryView(io.RawIOBase):
+    """Bytes written here are decoded and routed like text."""
+
+    def __init__(self, stream: RoutedStream) -> None:
+        self._stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self._stream.write(bytes(data).decode("utf-8", errors="replace"))
+        return len(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 class FdCapture:

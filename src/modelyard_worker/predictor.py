@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 from .protocol import FILE_KEY
 
+_UnionType = type(int | None)
+
 
 class PredictorLoadError(Exception):
     """The predictor reference cannot be loaded into something callable."""
@@ -103,7 +105,37 @@ def call_setup(predictor: LoadedPredictor, weights: str | None) -> Any:
     if weights is None and os.path.exists("weights"):
         weights = "weights"
     annotation = _hints(predictor.setup).get("weights")
+    if weights is not None and _is_url(weights):
+        # A URL stays a string (as coglet passes it) unless setup() asks for a Path or File:
+        # then it is downloaded first, as Cog 0.16 did.
+        if _cog_kind(_unwrap_optional(annotation)) not in ("Path", "File"):
+            return predictor.setup(weights=weights)
+        weights = _download(weights)
     return predictor.setup(weights=_convert(weights, annotation) if weights is not None else None)
+
+
+def _is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://", "data:"))
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, _UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return members[0] if len(members) == 1 else annotation
+    return annotation
+
+
+def _download(url: str) -> str:
+    """Fetch weights given as a URL into a temporary folder (standard library only)."""
+    import urllib.parse
+    import urllib.request
+
+    name = os.path.basename(urllib.parse.urlparse(url).path) or "weights"
+    target = os.path.join(tempfile.mkdtemp(prefix="modelyard-weights-"), name)
+    with urllib.request.urlopen(url) as response, open(target, "wb") as out:  # noqa: S310
+        while chunk := response.read(1 << 20):
+            out.write(chunk)
+    return target
 
 
 # --- inputs -------------------------------------------------------------------------------
@@ -121,8 +153,8 @@ def _convert(value: Any, annotation: Any) -> Any:
     if origin is typing.Annotated:
         return _convert(value, typing.get_args(annotation)[0])
     if origin in (typing.Union, _UnionType):
-        members = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _convert(value, members[0]) if len(members) == 1 else value
+        inner = _unwrap_optional(annotation)
+        return value if inner is annotation else _convert(value, inner)
     if origin in (list, typing.List) and isinstance(value, list):
         (item,) = typing.get_args(annotation) or (None,)
         return [_convert(v, item) for v in value]
@@ -135,8 +167,6 @@ def _convert(value: Any, annotation: Any) -> Any:
         return annotation(value)
     return value
 
-
-_UnionType = type(int | None)
 
 
 def _cog_kind(annotation: Any) -> str | None:

@@ -362,12 +362,20 @@ class Worker:
             try:
                 result = check()
                 if inspect.isawaitable(result):
-                    result = asyncio.run(result)
+                    result = self._await_elsewhere(result)
                 if result is False:
                     ok, error = False, "user-defined healthcheck returned False"
             except Exception as exc:  # noqa: BLE001 - reported to the runner
                 ok, error = False, f"user-defined healthcheck failed: {_describe(exc)}"
         self.send({"t": "health", "id": request_id, "ok": ok, "error": error})
+
+
+    def _await_elsewhere(self, awaitable: Any) -> Any:
+        """Run a coroutine from a helper thread: on the predictor's loop when it has one, since
+        an async healthcheck may use what setup() made there."""
+        if self.loop is not None and self.loop.is_running():
+            return asyncio.run_coroutine_threadsafe(awaitable, self.loop).result()
+        return asyncio.run(awaitable)
 
 
 def _is_plain_iterator(value: Any) -> bool:
@@ -376,6 +384,8 @@ def _is_plain_iterator(value: Any) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"the model called sys.exit({exc.code!r})"
     text = str(exc)
     return text if text else type(exc).__name__
 

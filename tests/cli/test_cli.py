@@ -156,11 +156,6 @@ def test_streamed_file_outputs_are_numbered(tmp_path: Path) -> None:
     assert (tmp_path / "output.1.txt").read_text() == "frame 1"
 
 
-@pytest.mark.xfail(
-    reason="bug: cli/outputs.py save_file copies into -o DIR without creating it; the "
-    "FileNotFoundError escapes cli/main.py _run as a traceback after the prediction ran",
-    strict=True,
-)
 def test_output_dir_that_does_not_exist(tmp_path: Path) -> None:
     out = tmp_path / "new" / "folder"
     proc = run("predict", FIXTURES / "output_path", "-i", "text=made", "-o", out, cwd=tmp_path)

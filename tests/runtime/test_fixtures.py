@@ -61,11 +61,6 @@ async def test_fixture_set_is_complete() -> None:
 
 #: Cases that show a bug in src/ (strict xfail: they flip to failures once it is fixed).
 KNOWN_BUGS: dict[str, str] = {
-    "logs_stdout_buffer/binary-write": (
-        "bug: modelyard_worker/capture.py RoutedStream (sys.stdout/sys.stderr in the worker) has no "
-        "`buffer` attribute, so sys.stdout.buffer.write(...) (click.echo, ...) raises AttributeError "
-        "and fails the prediction; coglet's writer has one"
-    ),
 }
 
 
@@ -331,11 +326,6 @@ async def test_setup_receives_weights(env_builder: Any, tmp_path: Path) -> None:
     assert result.output == f"weights=Path:{weights}"
 
 
-@pytest.mark.xfail(
-    reason="bug: modelyard_worker/predictor.py call_setup wraps a URL COG_WEIGHTS in cog.Path, "
-    "which collapses '//' ('http:/127.0.0.1/...'); Cog 0.16 downloads it, coglet passes the string",
-    strict=True,
-)
 async def test_setup_receives_url_weights_intact(env_builder: Any, http_server: str) -> None:
     url = f"{http_server}/input_path/served/hello.txt"
     result = await run_fixture(env_builder, "setup_weights", weights=url)

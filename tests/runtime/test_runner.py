@@ -140,11 +140,6 @@ async def test_user_healthcheck_raising_is_unhealthy(runners: Any) -> None:
     assert health.error == "user-defined healthcheck failed: the GPU fell off"
 
 
-@pytest.mark.xfail(
-    reason="bug: modelyard_worker/worker.py Worker._healthcheck runs an async healthcheck() with "
-    "asyncio.run() on a new loop in a thread, not on the predictor's loop (coglet: READY)",
-    strict=True,
-)
 async def test_async_healthcheck_runs_on_the_predictors_loop(runners: Any) -> None:
     runner = await runners("healthcheck_async")
     await runner.start()
@@ -306,11 +301,6 @@ async def test_predictions_queue_when_the_only_slot_is_busy(runners: Any) -> Non
         assert logs == "started\nfinished\n"  # no prediction saw another's logs
 
 
-@pytest.mark.xfail(
-    reason="bug: runner.py Runner.cancel only knows predictions in self._inflight; one waiting "
-    "for a slot (in `async with semaphore`) is refused (False) and later runs to the end",
-    strict=True,
-)
 async def test_cancel_of_a_queued_prediction(runners: Any) -> None:
     runner = await runners("cancel_sync")
     await runner.start()

@@ -46,6 +46,7 @@ def run_predict(options: PredictOptions) -> int:
     )
     payload = parse_input_options(options.inputs, model.schema, model.component)
     inputs = model.validate(payload)
+    options.output_dir.mkdir(parents=True, exist_ok=True)
     return asyncio.run(_predict(model, inputs, options))
 
 

@@ -88,6 +88,8 @@ class Runner:
         self._start_lock = asyncio.Lock()
         self._semaphore: asyncio.Semaphore | None = None
         self._stopping = False
+        self._waiting: dict[str, asyncio.Event] = {}
+        self._kill_reason: str | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -101,6 +103,8 @@ class Runner:
     async def _start(self) -> SetupResult:
         await self._reap()
         self._stopping = False
+        self._waiting: dict[str, asyncio.Event] = {}
+        self._kill_reason: str | None = None
         self.state = "STARTING"
         self._setup_logs = []
         self._stderr_tail.clear()
@@ -143,7 +147,7 @@ class Runner:
         try:
             ready = await asyncio.wait_for(asyncio.shield(self._ready), self.spec.setup_timeout)
         except asyncio.TimeoutError:
-            await self._kill()
+            await self._kill("setup timed out")
             return self._setup_failed(
                 started_at, f"setup timed out after {self.spec.setup_timeout:g} seconds"
             )
@@ -185,18 +189,19 @@ class Runner:
         """Ask the worker to exit, and kill it if it does not within a few seconds."""
         self._stopping = True
         if self.state == "STARTING":
-            await self._kill()  # the worker reads no messages until setup() returns
+            await self._kill("the runner was stopped during setup")  # no messages read until then
         if self._process is not None and self._process.returncode is None:
             try:
                 self._send_control({"t": "shutdown"})
                 await asyncio.wait_for(self._process.wait(), 5)
             except (asyncio.TimeoutError, ConnectionError, RuntimeError):
-                await self._kill()
+                await self._kill("The runner was stopped while the prediction ran")
         await self._reap()
         self.state = "STOPPED"
 
-    async def _kill(self) -> None:
+    async def _kill(self, reason: str) -> None:
         if self._process is not None and self._process.returncode is None:
+            self._kill_reason = reason
             try:
                 os.killpg(self._process.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -206,7 +211,7 @@ class Runner:
     async def _reap(self) -> None:
         """Forget a finished worker: wait for its reader tasks and close the socket."""
         if self._process is not None and self._process.returncode is None:
-            await self._kill()
+            await self._kill("The worker was replaced")
         for task in (self._reader_task, self._stderr_task):
             if task is not None:
                 try:
@@ -236,8 +241,9 @@ class Runner:
         if kind == "log":
             if queue is not None:
                 queue.put_nowait(Log(message["text"], message["source"]))
-            else:
-                self._setup_logs.append(message["text"])
+            else:  # setup output, or the worker's own output between predictions
+                if self.state == "STARTING":
+                    self._setup_logs.append(message["text"])
                 if self.on_setup_log is not None:
                     self.on_setup_log(message["text"])
         elif kind == "output":
@@ -274,6 +280,8 @@ class Runner:
     def _worker_gone(self, returncode: int | None) -> None:
         """The worker process ended: fail what it was doing and say why."""
         reason = describe_exit(returncode)
+        failure = self._kill_reason or f"The worker process died: {reason}"
+        self._kill_reason = None
         tail = "".join(self._stderr_tail).strip()
         if self._ready is not None and not self._ready.done():
             error = f"the worker exited during setup: {reason}"
@@ -285,7 +293,7 @@ class Runner:
         for queue in self._inflight.values():
             if tail:
                 queue.put_nowait(Log(tail + "\n", "stderr"))
-            queue.put_nowait(Done("failed", error=f"The worker process died: {reason}"))
+            queue.put_nowait(Done("failed", error=failure))
         for waiter in self._health_waiters.values():
             if not waiter.done():
                 waiter.set_result({"ok": False, "error": reason})
@@ -313,14 +321,21 @@ class Runner:
     ) -> AsyncIterator[Event]:
         """Run one prediction; yields Started, then Log/Output/Metric events, then Done."""
         prediction_id = prediction_id or uuid.uuid4().hex
+        canceled = asyncio.Event()
+        self._waiting[prediction_id] = canceled
         try:
             await self._ensure_ready()
+            assert self._semaphore is not None
+            semaphore = self._semaphore
+            if canceled.is_set() or not await _acquire_unless(semaphore, canceled):
+                yield Done("canceled")
+                return
         except SetupFailed as exc:
             yield Done("failed", error=f"setup failed: {exc}")
             return
-        assert self._semaphore is not None
-        semaphore = self._semaphore
-        async with semaphore:
+        finally:
+            self._waiting.pop(prediction_id, None)
+        try:
             queue: asyncio.Queue[Event] = asyncio.Queue()
             self._inflight[prediction_id] = queue
             try:
@@ -333,6 +348,8 @@ class Runner:
                 self._inflight.pop(prediction_id, None)
                 if self.state == "BUSY":
                     self.state = "READY"
+        finally:
+            semaphore.release()
 
     async def _events(
         self, prediction_id: str, queue: asyncio.Queue[Event], timeout: float | None
@@ -348,7 +365,7 @@ class Runner:
                     event = await asyncio.wait_for(queue.get(), max(deadline - time.monotonic(), 0))
             except asyncio.TimeoutError:
                 if timed_out:  # the cancel did not stop it either: replace the worker
-                    await self._kill()
+                    await self._kill(f"Prediction timed out after {timeout:g} seconds")
                     deadline = None  # the worker's death now ends the prediction
                     continue
                 timed_out = True
@@ -373,7 +390,11 @@ class Runner:
         await self.start()
 
     async def cancel(self, prediction_id: str) -> bool:
-        """Ask the worker to stop a prediction; False when it is not running here."""
+        """Stop a prediction, running or waiting for a slot; False when it is not here."""
+        waiting = self._waiting.get(prediction_id)
+        if waiting is not None:
+            waiting.set()
+            return True
         if prediction_id not in self._inflight or self._control is None:
             return False
         try:
@@ -403,6 +424,27 @@ class Runner:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
+
+
+async def _acquire_unless(semaphore: asyncio.Semaphore, canceled: asyncio.Event) -> bool:
+    """Take a slot, or give up when `canceled` is set first; True when the slot is held."""
+    if not semaphore.locked():  # the common case costs no extra tasks
+        await semaphore.acquire()
+        return True
+    acquire = asyncio.ensure_future(semaphore.acquire())
+    cancel = asyncio.ensure_future(canceled.wait())
+    try:
+        await asyncio.wait({acquire, cancel}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        cancel.cancel()
+        if not acquire.done():
+            acquire.cancel()
+    if acquire.done() and not acquire.cancelled():
+        if canceled.is_set():
+            semaphore.release()
+            return False
+        return True
+    return False
 
 
 class _Connection(asyncio.Protocol):
