@@ -155,7 +155,9 @@ class CogletServer:
         root = Path(self._tmp.name)
         self.workdir = root / "src"
         shutil.copytree(
-            self.package_dir, self.workdir, symlinks=True,
+            self.package_dir,
+            self.workdir,
+            symlinks=True,
             ignore=shutil.ignore_patterns(".cog", "__pycache__", ".git"),
         )
         (self.workdir / ".cog").mkdir()
@@ -168,8 +170,13 @@ class CogletServer:
         log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
         try:
             self.process = subprocess.Popen(
-                args, cwd=self.workdir, env=self._env(), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                args,
+                cwd=self.workdir,
+                env=self._env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         finally:
             log.close()
@@ -181,7 +188,8 @@ class CogletServer:
 
     def _env(self) -> dict[str, str]:
         env = {
-            k: v for k, v in os.environ.items()
+            k: v
+            for k, v in os.environ.items()
             if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
             and not k.startswith(("COG_", "MODELYARD_"))
         }
@@ -255,7 +263,7 @@ class CogletServer:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> CogletServer:
+    def __enter__(self) -> CogletServer:  # noqa: PYI034 - returns self, started
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -24,7 +24,9 @@ import asyncio
 import json
 import os
 import platform
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -89,7 +91,11 @@ def bench_direct(package: Path, python: Path, warmup: int, n: int) -> list[int]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     out = subprocess.run(
         [str(python), "-c", DIRECT_SCRIPT, str(warmup), str(n)],
-        cwd=package, env=env, capture_output=True, text=True, check=True,
+        cwd=package,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout)
 
@@ -116,7 +122,9 @@ async def bench_runner(runner: Runner, warmup: int, n: int, inputs: dict[str, An
     return samples
 
 
-async def bench_local_model(model: LocalModel, warmup: int, n: int, payload: dict[str, Any]) -> list[int]:
+async def bench_local_model(
+    model: LocalModel, warmup: int, n: int, payload: dict[str, Any]
+) -> list[int]:
     """(b'), for reference: LocalModel.validate() + predict(), what the engine calls."""
     clock = time.perf_counter_ns
 
@@ -136,7 +144,9 @@ async def bench_local_model(model: LocalModel, warmup: int, n: int, payload: dic
     return samples
 
 
-def bench_coglet(server: CogletServer, warmup: int, n: int, payload: dict[str, Any]) -> tuple[list[int], int]:
+def bench_coglet(
+    server: CogletServer, warmup: int, n: int, payload: dict[str, Any]
+) -> tuple[list[int], int]:
     """(c): sequential POST /predictions on one keep-alive client; immediate retry on 409."""
     clock = time.perf_counter_ns
     conflicts = 0
@@ -164,6 +174,54 @@ def bench_coglet(server: CogletServer, warmup: int, n: int, payload: dict[str, A
     return samples, conflicts
 
 
+#: (floor) A child that answers each frame at once: what a process round trip costs here.
+FLOOR_CHILD = textwrap.dedent("""\
+    import json, socket, struct, sys
+    header = struct.Struct(">I")
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    def recv(n):
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise SystemExit
+            data += chunk
+        return data
+    while True:
+        (size,) = header.unpack(recv(4))
+        message = json.loads(recv(size))
+        body = json.dumps({"t": "done", "id": message["id"], "output": "ok"}).encode()
+        sock.sendall(header.pack(len(body)) + body)
+""")
+
+
+async def bench_floor(python: Path, warmup: int, n: int) -> list[int]:
+    """(floor): a bare asyncio parent and a bare child, the Runner's framing and JSON, no more."""
+    parent, child = socket.socketpair()
+    process = await asyncio.create_subprocess_exec(
+        str(python), "-c", FLOOR_CHILD, str(child.fileno()), pass_fds=(child.fileno(),)
+    )
+    child.close()
+    clock = time.perf_counter_ns
+    header = struct.Struct(">I")
+    try:
+        reader, writer = await asyncio.open_unix_connection(sock=parent)
+        samples = []
+        for i in range(warmup + n):
+            start = clock()
+            body = json.dumps({"t": "predict", "id": str(i), "input": {"n": 0}}).encode()
+            writer.write(header.pack(len(body)) + body)
+            (size,) = header.unpack(await reader.readexactly(4))
+            json.loads(await reader.readexactly(size))
+            if i >= warmup:
+                samples.append(clock() - start)
+        writer.close()
+        return samples
+    finally:
+        process.kill()
+        await process.wait()
+
+
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
@@ -189,11 +247,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print("building/finding the model environment ...", file=sys.stderr)
         env = EnvironmentBuilder().ensure(spec_from_config(config), package, progress)
         payload = {"n": 0}
-        runner = Runner(RunnerSpec(package_dir=package, python=env.python, ref="predict.py:Predictor"))
+        runner = Runner(
+            RunnerSpec(package_dir=package, python=env.python, ref="predict.py:Predictor")
+        )
         model = LocalModel(package)
         model.environment = env
         server = CogletServer(package, schema, env.python)
-        samples: dict[str, list[int]] = {"direct": [], "runner": [], "local_model": [], "coglet": []}
+        samples: dict[str, list[int]] = {
+            "direct": [],
+            "runner": [],
+            "local_model": [],
+            "coglet": [],
+            "floor": [],
+        }
         rounds: list[dict[str, float]] = []
         conflicts = 0
         try:
@@ -207,13 +273,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 runner_s = await bench_runner(runner, args.warmup, per_round, payload)
                 local_s = await bench_local_model(model, args.warmup, per_round, payload)
                 coglet_s, c = bench_coglet(server, args.warmup, per_round, payload)
+                floor_s = await bench_floor(env.python, args.warmup, per_round)
                 conflicts += c
-                for name, s in (("direct", direct), ("runner", runner_s),
-                                ("local_model", local_s), ("coglet", coglet_s)):
-                    samples[name].extend(s)
-                rounds.append({name: statistics.median(s) / 1000 for name, s in (
-                    ("direct", direct), ("runner", runner_s), ("local_model", local_s),
-                    ("coglet", coglet_s))})
+                measured = {
+                    "direct": direct,
+                    "runner": runner_s,
+                    "local_model": local_s,
+                    "coglet": coglet_s,
+                    "floor": floor_s,
+                }
+                for name, values in measured.items():
+                    samples[name].extend(values)
+                rounds.append({k: statistics.median(v) / 1000 for k, v in measured.items()})
         finally:
             await runner.stop()
             await model.stop()
@@ -222,11 +293,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     overhead = stats["runner"]["median_us"] - stats["direct"]["median_us"]
     ratio = stats["runner"]["median_us"] / stats["coglet"]["median_us"]
     return {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average": os.getloadavg()},
-        "n": args.n, "warmup": args.warmup, "rounds": args.rounds,
-        "stats": stats, "per_round_medians_us": rounds, "coglet_409s": conflicts,
-        "runner_overhead_us": overhead, "runner_to_coglet": ratio,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average": os.getloadavg(),
+        },
+        "n": args.n,
+        "warmup": args.warmup,
+        "rounds": args.rounds,
+        "stats": stats,
+        "per_round_medians_us": rounds,
+        "coglet_409s": conflicts,
+        "runner_overhead_us": overhead,
+        "runner_to_coglet": ratio,
         "targets": {
             "runner_overhead_us": RUNNER_OVERHEAD_TARGET_US,
             "runner_overhead_met": overhead <= RUNNER_OVERHEAD_TARGET_US,
@@ -239,47 +318,66 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> str:
     s = result["stats"]
     m = result["machine"]
-    lines = [
-        f"No-op prediction, sequential, {result['n']} per method after {result['warmup']} "
-        f"warm-up ({result['rounds']} alternating rounds); {m['cpus']} CPUs, Python "
-        f"{m['python']}, load average {m['load_average'][0]:.2f}",
-        "",
-        f"{'method':<44} {'median µs':>10} {'p99 µs':>10}",
-        f"{'(a) direct call (same Python, in-process)':<44} {s['direct']['median_us']:>10.1f} "
-        f"{s['direct']['p99_us']:>10.1f}",
-        f"{'(b) Modelyard Runner (events to Done)':<44} {s['runner']['median_us']:>10.1f} "
-        f"{s['runner']['p99_us']:>10.1f}",
-        f"{'    LocalModel.validate + predict (ref.)':<44} {s['local_model']['median_us']:>10.1f} "
-        f"{s['local_model']['p99_us']:>10.1f}",
-        f"{'(c) coglet 0.23.1 HTTP (keep-alive)':<44} {s['coglet']['median_us']:>10.1f} "
-        f"{s['coglet']['p99_us']:>10.1f}",
-        "",
-        f"coglet spurious 409s (retried at once): {result['coglet_409s']} "
-        f"({100 * result['coglet_409s'] / max(1, s['coglet']['n']):.1f} % of predictions)",
-        "per-round medians µs: " + "; ".join(
-            ", ".join(f"{k} {v:.0f}" for k, v in r.items()) for r in result["per_round_medians_us"]),
-        "",
-    ]
+
+    def row(label: str, name: str) -> str:
+        return f"{label:<50} {s[name]['median_us']:>10.1f} {s[name]['p99_us']:>10.1f}"
+
     t = result["targets"]
-    lines.append(
-        f"Runner overhead over direct call (median): {result['runner_overhead_us']:.1f} µs "
-        f"(target ≤ {t['runner_overhead_us']:.0f} µs): {'met' if t['runner_overhead_met'] else 'NOT met'}"
+    rounds = "; ".join(
+        ", ".join(f"{k} {v:.0f}" for k, v in r.items()) for r in result["per_round_medians_us"]
     )
-    lines.append(
-        f"Runner / coglet (median): {result['runner_to_coglet']:.3f} "
-        f"(coglet is {1 / result['runner_to_coglet']:.1f}x the Runner; target ≤ "
-        f"{t['runner_to_coglet']:.2f}): {'met' if t['runner_to_coglet_met'] else 'NOT met'}"
-    )
+    overhead_verdict = "met" if t["runner_overhead_met"] else "NOT met"
+    ratio_verdict = "met" if t["runner_to_coglet_met"] else "NOT met"
+    conflicts = result["coglet_409s"]
+    lines = [
+        (
+            f"No-op prediction, sequential, {result['n']} per method after {result['warmup']} "
+            f"warm-up ({result['rounds']} alternating rounds); {m['cpus']} CPUs, Python "
+            f"{m['python']}, load average {m['load_average'][0]:.2f}"
+        ),
+        "",
+        f"{'method':<50} {'median µs':>10} {'p99 µs':>10}",
+        row("(a) direct call (same Python, in-process)", "direct"),
+        row("(b) Modelyard Runner (events to Done)", "runner"),
+        row("    LocalModel.validate + predict (reference)", "local_model"),
+        row("(c) coglet 0.23.1 HTTP (keep-alive httpx)", "coglet"),
+        row("floor: bare asyncio <-> bare child, same framing", "floor"),
+        "",
+        (
+            f"coglet spurious 409s (retried at once): {conflicts} "
+            f"({100 * conflicts / max(1, s['coglet']['n']):.1f} % of predictions)"
+        ),
+        f"per-round medians µs: {rounds}",
+        "",
+        (
+            f"Runner overhead over direct call (median): {result['runner_overhead_us']:.1f} µs "
+            f"(target ≤ {t['runner_overhead_us']:.0f} µs): {overhead_verdict}"
+        ),
+        (
+            f"Runner / coglet (median): {result['runner_to_coglet']:.3f} (coglet is "
+            f"{1 / result['runner_to_coglet']:.1f}x the Runner; target ≤ "
+            f"{t['runner_to_coglet']:.2f}): {ratio_verdict}"
+        ),
+        (
+            f"The floor (one process round trip with the Runner's framing, nothing else) is "
+            f"{s['floor']['median_us']:.0f} µs here; the Runner adds "
+            f"{s['runner']['median_us'] - s['floor']['median_us']:.0f} µs to it."
+        ),
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2000, help="timed predictions per method")
-    parser.add_argument("--warmup", type=int, default=100, help="untimed predictions first, per round")
+    parser.add_argument(
+        "--warmup", type=int, default=100, help="untimed predictions first, per round"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds sharing --n")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show environment build output")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show environment build output"
+    )
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
     print(report(result))

@@ -23,10 +23,11 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -34,12 +35,13 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `bench` is a top-level folder of the repository, not installed
     sys.path.insert(0, str(ROOT))
 
-from bench.coglet import CogletServer  # noqa: E402
-from modelyard.cogspec.inputs import InputValidationError  # noqa: E402
-from modelyard.runtime.environment import EnvironmentBuilder  # noqa: E402
-from modelyard.runtime.events import Done, Log, Output, OutputFile  # noqa: E402
-from modelyard.runtime.local import LocalModel  # noqa: E402
-from modelyard.runtime.runner import SetupFailed  # noqa: E402
+from bench.coglet import CogletServer
+
+from modelyard.cogspec.inputs import InputValidationError
+from modelyard.runtime.environment import EnvironmentBuilder
+from modelyard.runtime.events import Done, Log, Output, OutputFile
+from modelyard.runtime.local import LocalModel
+from modelyard.runtime.runner import SetupFailed
 
 pytestmark = pytest.mark.coglet
 
@@ -73,12 +75,12 @@ def normalise_coglet_error(error: str | None) -> str | None:
         if stripped == text:
             break
         text = stripped
-    exit_code = re.fullmatch(r"SystemExit: ?(.*)", text, re.S)
+    exit_code = re.fullmatch(r"SystemExit: ?(.*)", text, re.DOTALL)
     if exit_code:  # Modelyard names sys.exit() plainly: "the model called sys.exit(3)"
         code = exit_code.group(1)
         shown = code if re.fullmatch(r"-?\d+", code) else repr(code) if code else "None"
         return f"the model called sys.exit({shown})"
-    match = re.match(r"^([A-Z][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*): ?(.*)$", text, re.S)
+    match = re.match(r"^([A-Z][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*): ?(.*)$", text, re.DOTALL)
     if match and re.search(r"(Error|Exception|Exit|Interrupt|Warning)$", match.group(1)):
         return match.group(2) or match.group(1).rsplit(".", 1)[-1]
     return text
@@ -90,11 +92,18 @@ KNOWN_ERROR_WORDINGS: tuple[tuple[str, str], ...] = (
     # (exit code or signal, with a hint) and starts a new worker for the next prediction.
     (r"Worker crashed", r"The worker process died: (exited with code -?\d+|killed by SIG\w+.*)"),
     # An output JSON cannot hold.
-    (r"Failed to serialize output: TypeError: Object of type (?P<t>\w+) is not JSON serializable",
-     r"output of type (?P<t>\w+) cannot be encoded as JSON"),
+    (
+        r"Failed to serialize output: TypeError: Object of type (?P<t>\w+) is not JSON serializable",
+        r"output of type (?P<t>\w+) cannot be encoded as JSON",
+    ),
     # An invalid metric name: coglet says which rule it breaks, Modelyard only names it.
-    (r"metric name .*|the 'cog\.' prefix is reserved for system metrics"
-     r"|'predict_time' is reserved by the runtime", r"invalid metric name: '.+'"),
+    (
+        (
+            r"metric name .*|the 'cog\.' prefix is reserved for system metrics"
+            r"|'predict_time' is reserved by the runtime"
+        ),
+        r"invalid metric name: '.+'",
+    ),
 )
 
 
@@ -106,8 +115,8 @@ def same_error(coglet_error: str | None, modelyard_error: str | None) -> bool:
     if expected is None or modelyard_error is None:
         return False
     for cog_pattern, my_pattern in KNOWN_ERROR_WORDINGS:
-        cm = re.fullmatch(cog_pattern, expected, re.S)
-        mm = re.fullmatch(my_pattern, modelyard_error, re.S)
+        cm = re.fullmatch(cog_pattern, expected, re.DOTALL)
+        mm = re.fullmatch(my_pattern, modelyard_error, re.DOTALL)
         if cm and mm and cm.groupdict() == mm.groupdict():
             return True
     return False
@@ -188,9 +197,12 @@ def numbers_as_annotated(payload: Any, validated: dict[str, Any]) -> Any:
         k: validated[k] if k in validated and not _same_json_types(v, validated[k]) else v
         for k, v in payload.items()
     }
-    return converted if converted != payload or any(
-        not _same_json_types(payload[k], converted[k]) for k in payload
-    ) else None
+    return (
+        converted
+        if converted != payload
+        or any(not _same_json_types(payload[k], converted[k]) for k in payload)
+        else None
+    )
 
 
 def _same_json_types(a: Any, b: Any) -> bool:
@@ -241,10 +253,16 @@ def _canonical_message(msg: str) -> str:
     text = re.sub(r"(?<![\w.])(-?\d+)\.0\b", r"\1", text)
     text = re.sub(r",\s+", ",", text)
     text = re.sub(r":\s+", ":", text)
-    text = re.sub(r" is (longer|shorter) than \d+ characters?$",
-                  lambda m: " is too long" if m.group(1) == "longer" else " is too short", text)
-    text = re.sub(r" has (more|less|fewer) than \d+ items?$",
-                  lambda m: " is too long" if m.group(1) == "more" else " is too short", text)
+    text = re.sub(
+        r" is (longer|shorter) than \d+ characters?$",
+        lambda m: " is too long" if m.group(1) == "longer" else " is too short",
+        text,
+    )
+    text = re.sub(
+        r" has (more|less|fewer) than \d+ items?$",
+        lambda m: " is too long" if m.group(1) == "more" else " is too short",
+        text,
+    )
     text = text.replace(
         ' is not valid under any of the schemas listed in the "anyOf" keyword',
         " is not valid under any of the given schemas",
@@ -340,17 +358,24 @@ class Outcome:
     detail: list[dict[str, Any]] = field(default_factory=list)
     raw: Any = None
     #: coglet only: what the model wrote straight to fds 1/2 during this request.
-    fd_output: Callable[[], list[str]] = field(default=lambda: [], repr=False)
+    fd_output: Callable[[], list[str]] = field(default=list, repr=False)
 
 
-def coglet_outcome(server: CogletServer, payload: Any, context: dict[str, str] | None = None) -> Outcome:
+def coglet_outcome(
+    server: CogletServer, payload: Any, context: dict[str, str] | None = None
+) -> Outcome:
     since = server.log_size()
     response = server.post_prediction(payload, context=context)
     body = response.json()
     if response.status_code == 200:
         return Outcome(
-            "prediction", body["status"], comparable(body.get("output")), body.get("error"),
-            body.get("logs") or "", coglet_metrics(body.get("metrics")), raw=body,
+            "prediction",
+            body["status"],
+            comparable(body.get("output")),
+            body.get("error"),
+            body.get("logs") or "",
+            coglet_metrics(body.get("metrics")),
+            raw=body,
             fd_output=lambda: server.user_output(since),
         )
     if response.status_code == 422:
@@ -402,8 +427,13 @@ def modelyard_outcome(
         assert done.output == streamed, "the final output is not the list of streamed items"
     logs = "".join(e.text for e in events if isinstance(e, Log))
     return Outcome(
-        "prediction", done.status, comparable(done.output), done.error, logs,
-        dict(done.metrics), raw=events,
+        "prediction",
+        done.status,
+        comparable(done.output),
+        done.error,
+        logs,
+        dict(done.metrics),
+        raw=events,
     )
 
 
@@ -447,8 +477,11 @@ class Pair:
         Also after a prediction left an unterminated log line behind, which coglet would put in
         the next prediction's logs."""
         process_gone = self.coglet.process is None or self.coglet.process.poll() is not None
-        if (process_gone or self.restart_coglet_after
-                or self.coglet.get_health()["status"] in ("UNHEALTHY", "DEFUNCT")):
+        if (
+            process_gone
+            or self.restart_coglet_after
+            or self.coglet.get_health()["status"] in ("UNHEALTHY", "DEFUNCT")
+        ):
             self.restart_coglet_after = False
             self.coglet.restart()
 
@@ -489,8 +522,12 @@ def builder() -> EnvironmentBuilder:
 
 
 @pytest.fixture(scope="module")
-def pair(request: pytest.FixtureRequest, loop: EventLoopThread, builder: EnvironmentBuilder,
-         tmp_path_factory: pytest.TempPathFactory) -> Any:
+def pair(
+    request: pytest.FixtureRequest,
+    loop: EventLoopThread,
+    builder: EnvironmentBuilder,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Any:
     package: Package = request.param
     path = package.path
     if path is None:
@@ -557,7 +594,9 @@ def assert_same(cog: Outcome, mine: Outcome, exact_output: bool = True) -> None:
         f"status: coglet {cog.status} ({cog.error}), modelyard {mine.status} ({mine.error})"
     )
     if exact_output or cog.status != "succeeded":
-        assert mine.output == cog.output, f"output: coglet {cog.output!r}, modelyard {mine.output!r}"
+        assert mine.output == cog.output, (
+            f"output: coglet {cog.output!r}, modelyard {mine.output!r}"
+        )
     else:
         assert type(mine.output) is type(cog.output), (cog.output, mine.output)
     assert mine.metrics == cog.metrics, f"metrics: coglet {cog.metrics}, modelyard {mine.metrics}"
@@ -574,8 +613,19 @@ def assert_same(cog: Outcome, mine: Outcome, exact_output: bool = True) -> None:
 
 #: cases.json keys this comparison understands; a compared case using another key fails.
 CASE_KEYS = {
-    "name", "input", "status", "output", "error_contains", "logs_contains", "logs_excludes",
-    "metrics", "context", "mode", "files", "compare_with_coglet", "note",
+    "name",
+    "input",
+    "status",
+    "output",
+    "error_contains",
+    "logs_contains",
+    "logs_excludes",
+    "metrics",
+    "context",
+    "mode",
+    "files",
+    "compare_with_coglet",
+    "note",
 }
 
 
@@ -607,9 +657,14 @@ def assert_case_expectations(case: dict[str, Any], cog: Outcome, mine: Outcome) 
             assert needle in (text or ""), (needle, text)
     for needle in _strings(case.get("logs_contains", ())):
         assert needle in mine.logs, (needle, mine.logs)
-        if cog.kind == "prediction" and cog.status == "succeeded":  # see coglet_logs_without_fd_output
+        if (
+            cog.kind == "prediction" and cog.status == "succeeded"
+        ):  # see coglet_logs_without_fd_output
             assert needle in cog.logs or any(needle in line for line in cog.fd_output()), (
-                needle, cog.logs, cog.fd_output())
+                needle,
+                cog.logs,
+                cog.fd_output(),
+            )
     for needle in _strings(case.get("logs_excludes", ())):
         assert needle not in mine.logs, (needle, mine.logs)
         assert needle not in cog.logs, (needle, cog.logs)
@@ -645,7 +700,9 @@ def fixture_params(fixtures: Path = FIXTURES) -> list[Any]:
         package = Package(folder.name, folder)
         if not cases_file.is_file():
             reason = f"tests/fixtures/{folder.name} has no cases.json"
-            params.append(pytest.param(package, None, id=folder.name, marks=pytest.mark.skip(reason=reason)))
+            params.append(
+                pytest.param(package, None, id=folder.name, marks=pytest.mark.skip(reason=reason))
+            )
             continue
         try:
             cases = json.loads(cases_file.read_text())
@@ -658,12 +715,16 @@ def fixture_params(fixtures: Path = FIXTURES) -> list[Any]:
         compared = [c for c in cases if c.get("compare_with_coglet") or _only_files_differ(c)]
         if not compared:
             reason = f"tests/fixtures/{folder.name}: no case has compare_with_coglet: true"
-            params.append(pytest.param(package, None, id=folder.name, marks=pytest.mark.skip(reason=reason)))
+            params.append(
+                pytest.param(package, None, id=folder.name, marks=pytest.mark.skip(reason=reason))
+            )
         for case in compared:
             mode = case.get("mode", "predict")
-            params.append(pytest.param(
-                Package(folder.name, folder, mode), case, id=f"{folder.name}/{case['name']}"
-            ))
+            params.append(
+                pytest.param(
+                    Package(folder.name, folder, mode), case, id=f"{folder.name}/{case['name']}"
+                )
+            )
     return params
 
 
@@ -674,8 +735,16 @@ def _only_files_differ(case: dict[str, Any]) -> bool:
 FIXTURE_PARAMS = fixture_params()
 
 
-@pytest.mark.parametrize("pair, case", FIXTURE_PARAMS or [pytest.param(
-    None, None, marks=pytest.mark.skip(reason="no tests/fixtures/*/cases.json yet"))], indirect=["pair"])
+@pytest.mark.parametrize(
+    "pair, case",
+    FIXTURE_PARAMS
+    or [
+        pytest.param(
+            None, None, marks=pytest.mark.skip(reason="no tests/fixtures/*/cases.json yet")
+        )
+    ],
+    indirect=["pair"],
+)
 def test_fixture_case(pair: Pair, case: dict[str, Any], http_server: str) -> None:
     """Every fixture case marked compare_with_coglet: same status, output, error, logs, 422s."""
     if "broken" in case:
@@ -910,65 +979,99 @@ def inline(name: str, mode: str = "predict") -> list[Package]:
 
 
 INLINE_CASES = [
-    *[pytest.param(Package("diff_basic"), i, id=f"diff_basic/{name}") for name, i in [
-        ("defaults", {}),
-        ("null_input", None),
-        ("values", {"text": "cog", "n": 3, "scale": 0.25, "flag": True, "color": "green",
-                    "nums": [5], "token": "s3cret"}),
-        ("unknown_field_dropped", {"text": "a", "zzz": 1}),
-        ("too_long", {"text": "abcdefghijklmnop"}),
-        ("above_max_and_wrong_type", {"text": 3, "n": 11}),
-        ("below_min", {"n": 0, "scale": -1}),
-        ("not_a_choice", {"color": "blue"}),
-        ("bool_is_strict", {"flag": 1}),
-        ("int_rejects_fraction", {"n": 2.5}),
-        ("null_for_required_type", {"text": None}),
-        ("null_secret", {"token": None}),
-        ("list_item_wrong_type", {"nums": [1, "a"]}),
-        ("list_not_list", {"nums": 3}),
-        ("raise", {"mode": "raise"}),
-        ("raise_empty_message", {"mode": "empty"}),
-        ("sys_exit", {"mode": "exit"}),
-        ("after_failures", {"text": "again"}),
-    ]],
-    *[pytest.param(Package("diff_stream"), i, id=f"diff_stream/{name}") for name, i in [
-        ("three", {"n": 3}),
-        ("empty", {"n": 0}),
-        ("missing_required", {}),
-        ("fails_midway", {"n": 3, "fail_at": 1}),
-    ]],
-    *[pytest.param(Package("diff_files"), i, id=f"diff_files/{name}") for name, i in [
-        ("two_text_files", {}),
-        ("png_name", {"count": 1, "ext": ".png"}),
-        ("unknown_extension", {"count": 1, "ext": ".weird"}),
-        ("data_uri_input", {"f": "data:text/plain;base64,aGVsbG8="}),
-        ("reserved_metric", {"count": 13}),
-    ]],
-    *[pytest.param(Package("diff_outputs"), i, id=f"diff_outputs/{name}") for name, i in [
-        ("echo", {"what": "echo", "level": 2, "code": "zz", "tags": ["a", "b"], "both": "s",
-                  "maybe_n": 3, "blob": {"q": [1]}}),
-        ("none", {"what": "none"}),
-        ("tuple", {"what": "tuple"}),
-        ("bytes", {"what": "bytes"}),
-        ("partial_lines", {"what": "partial_lines"}),
-        ("unicode_error", {"what": "unicode_error"}),
-        ("exception_object", {"what": "exception_object"}),
-        ("int_not_a_choice", {"level": 4}),
-        ("string_for_int_choice", {"level": "2"}),
-        ("regex", {"code": "AB"}),
-        ("list_too_short", {"tags": []}),
-        ("union_float", {"both": 1.5}),
-        ("union_list", {"both": [1]}),
-        ("optional_wrong_type", {"maybe_n": "x"}),
-        ("dict_given_list", {"blob": [1]}),
-    ]],
+    *[
+        pytest.param(Package("diff_basic"), i, id=f"diff_basic/{name}")
+        for name, i in [
+            ("defaults", {}),
+            ("null_input", None),
+            (
+                "values",
+                {
+                    "text": "cog",
+                    "n": 3,
+                    "scale": 0.25,
+                    "flag": True,
+                    "color": "green",
+                    "nums": [5],
+                    "token": "s3cret",
+                },
+            ),
+            ("unknown_field_dropped", {"text": "a", "zzz": 1}),
+            ("too_long", {"text": "abcdefghijklmnop"}),
+            ("above_max_and_wrong_type", {"text": 3, "n": 11}),
+            ("below_min", {"n": 0, "scale": -1}),
+            ("not_a_choice", {"color": "blue"}),
+            ("bool_is_strict", {"flag": 1}),
+            ("int_rejects_fraction", {"n": 2.5}),
+            ("null_for_required_type", {"text": None}),
+            ("null_secret", {"token": None}),
+            ("list_item_wrong_type", {"nums": [1, "a"]}),
+            ("list_not_list", {"nums": 3}),
+            ("raise", {"mode": "raise"}),
+            ("raise_empty_message", {"mode": "empty"}),
+            ("sys_exit", {"mode": "exit"}),
+            ("after_failures", {"text": "again"}),
+        ]
+    ],
+    *[
+        pytest.param(Package("diff_stream"), i, id=f"diff_stream/{name}")
+        for name, i in [
+            ("three", {"n": 3}),
+            ("empty", {"n": 0}),
+            ("missing_required", {}),
+            ("fails_midway", {"n": 3, "fail_at": 1}),
+        ]
+    ],
+    *[
+        pytest.param(Package("diff_files"), i, id=f"diff_files/{name}")
+        for name, i in [
+            ("two_text_files", {}),
+            ("png_name", {"count": 1, "ext": ".png"}),
+            ("unknown_extension", {"count": 1, "ext": ".weird"}),
+            ("data_uri_input", {"f": "data:text/plain;base64,aGVsbG8="}),
+            ("reserved_metric", {"count": 13}),
+        ]
+    ],
+    *[
+        pytest.param(Package("diff_outputs"), i, id=f"diff_outputs/{name}")
+        for name, i in [
+            (
+                "echo",
+                {
+                    "what": "echo",
+                    "level": 2,
+                    "code": "zz",
+                    "tags": ["a", "b"],
+                    "both": "s",
+                    "maybe_n": 3,
+                    "blob": {"q": [1]},
+                },
+            ),
+            ("none", {"what": "none"}),
+            ("tuple", {"what": "tuple"}),
+            ("bytes", {"what": "bytes"}),
+            ("partial_lines", {"what": "partial_lines"}),
+            ("unicode_error", {"what": "unicode_error"}),
+            ("exception_object", {"what": "exception_object"}),
+            ("int_not_a_choice", {"level": 4}),
+            ("string_for_int_choice", {"level": "2"}),
+            ("regex", {"code": "AB"}),
+            ("list_too_short", {"tags": []}),
+            ("union_float", {"both": 1.5}),
+            ("union_list", {"both": [1]}),
+            ("optional_wrong_type", {"maybe_n": "x"}),
+            ("dict_given_list", {"blob": [1]}),
+        ]
+    ],
     pytest.param(Package("diff_crash"), {}, id="diff_crash/fine"),
     pytest.param(Package("diff_setup_failure"), {}, id="diff_setup_failure/predict"),
     pytest.param(Package("diff_setup_failure"), {"x": "a"}, id="diff_setup_failure/invalid"),
     pytest.param(Package("diff_busy"), {"name": "q"}, id="diff_busy/one"),
     pytest.param(Package("diff_train", mode="train"), {}, id="diff_train/defaults"),
     pytest.param(Package("diff_train", mode="train"), {"steps": 0}, id="diff_train/below_min"),
-    pytest.param(Package("diff_train", mode="train"), {"steps": 5, "name": "z"}, id="diff_train/values"),
+    pytest.param(
+        Package("diff_train", mode="train"), {"steps": 5, "name": "z"}, id="diff_train/values"
+    ),
 ]
 
 
@@ -1081,13 +1184,19 @@ def test_busy_slots_queue_instead_of_409(pair: Pair, tmp_path: Path) -> None:
         _wait_for(lambda: pair.coglet.get_health()["status"] == "BUSY")
         refused = pair.coglet.post_prediction({"name": "third"}, retry_409=0)
         assert refused.status_code == 409
-        assert refused.json() == {"error": "At capacity - all prediction slots busy", "status": "failed"}
+        assert refused.json() == {
+            "error": "At capacity - all prediction slots busy",
+            "status": "failed",
+        }
         # Modelyard: the third waits for a slot and runs.
-        mine = [asyncio.run_coroutine_threadsafe(_collect(pair.model, inputs), pair.loop.loop)
-                for _ in range(2)]
+        mine = [
+            asyncio.run_coroutine_threadsafe(_collect(pair.model, inputs), pair.loop.loop)
+            for _ in range(2)
+        ]
         _wait_for(lambda: pair.model.runner.state == "BUSY")
         third = asyncio.run_coroutine_threadsafe(
-            _collect(pair.model, pair.model.validate({"name": "third"})), pair.loop.loop)
+            _collect(pair.model, pair.model.validate({"name": "third"})), pair.loop.loop
+        )
         assert not third.done()
         gate.write_text("open")
         assert [f.result(CASE_TIMEOUT).json()["output"] for f in held] == ["held", "held"]
@@ -1149,10 +1258,15 @@ def test_missing_output_file_fails_clearly(pair: Pair) -> None:
     assert "/nonexistent/output.txt" in (mine.error or "")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: after a sync prediction the worker calls PyThreadState_SetAsyncExc(tid, NULL) "
-    "(modelyard_worker/worker.py _stop_cancelation), which on Python 3.11 leaves the eval "
-    "breaker signalled; the next profile/trace function makes the interpreter spin forever"))
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "bug: after a sync prediction the worker calls PyThreadState_SetAsyncExc(tid, NULL) "
+        "(modelyard_worker/worker.py _stop_cancelation), which on Python 3.11 leaves the eval "
+        "breaker signalled; the next profile/trace function makes the interpreter spin forever"
+    ),
+)
 @pytest.mark.parametrize("pair", inline("diff_outputs"), indirect=True)
 def test_model_may_install_a_profiler(pair: Pair) -> None:
     pair.ensure_coglet_usable()
