@@ -17,9 +17,8 @@ turns them into its own file handles.
 from __future__ import annotations
 
 import json
-import socket
 import struct
-from typing import Any
+from typing import Any, BinaryIO
 
 HEADER = struct.Struct(">I")
 FILE_KEY = "__modelyard_file__"
@@ -42,18 +41,14 @@ def decode(body: bytes) -> dict[str, Any]:
     return _loads(body)
 
 
-def recv_exactly(sock: socket.socket, size: int) -> bytes:
-    """Blocking read of exactly `size` bytes; raises EOFError when the peer has gone."""
-    chunks = []
-    while size:
-        chunk = sock.recv(size)
-        if not chunk:
-            raise EOFError("peer closed the connection")
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def recv_message(sock: socket.socket) -> dict[str, Any]:
-    (size,) = HEADER.unpack(recv_exactly(sock, HEADER.size))
-    return decode(recv_exactly(sock, size))
+def read_message(stream: BinaryIO) -> dict[str, Any]:
+    """Blocking read of one message from a buffered socket file (`sock.makefile("rb")`), which
+    usually takes a frame's header and body in one system call; EOFError when the peer has gone."""
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        raise EOFError("peer closed the connection")
+    (size,) = HEADER.unpack(header)
+    body = stream.read(size)
+    if len(body) < size:
+        raise EOFError("peer closed the connection")
+    return decode(body)

@@ -96,6 +96,7 @@ class Worker:
 
     def __init__(self, sock: socket.socket, control: socket.socket, config: WorkerConfig) -> None:
         self.sock = sock
+        self.incoming = sock.makefile("rb")
         self.control = control
         self.config = config
         self.send_lock = threading.Lock()
@@ -165,9 +166,10 @@ class Worker:
             self._serve_sync()
 
     def _control_loop(self) -> None:
+        control = self.control.makefile("rb")
         try:
             while True:
-                message = protocol.recv_message(self.control)
+                message = protocol.read_message(control)
                 kind = message["t"]
                 if kind == "cancel":
                     self._cancel(message["id"])
@@ -194,7 +196,7 @@ class Worker:
         assert self.loop is not None
         try:
             while True:
-                message = protocol.recv_message(self.sock)
+                message = protocol.read_message(self.incoming)
                 self.loop.call_soon_threadsafe(self._dispatch_async, message)
         except (EOFError, OSError):
             self._shutdown()
@@ -204,7 +206,7 @@ class Worker:
     def _serve_sync(self) -> None:
         while True:
             try:
-                message = protocol.recv_message(self.sock)
+                message = protocol.read_message(self.incoming)
             except (EOFError, OSError):
                 return
             self._run_sync(message)
@@ -270,11 +272,20 @@ class Worker:
                 )
 
     def _stop_cancelation(self, run: Running) -> None:
-        """Make sure a late cancel cannot raise inside the worker's own code."""
+        """Withdraw the right to cancel this prediction: a cancel that was sent but has not
+        fired yet fires here, harmlessly, instead of inside the worker's own code.
+
+        (Clearing it with `PyThreadState_SetAsyncExc(tid, NULL)` instead would leave CPython
+        3.11's eval breaker set, and a profiler installed later makes the interpreter spin.)
+        """
         with self.running_lock:
-            if run.thread_id is not None:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(run.thread_id), None)
-                run.thread_id = None
+            sent = run.canceled and run.thread_id is not None
+            run.thread_id = None
+        if sent:
+            try:
+                _let_pending_exceptions_fire()
+            except self.cancel_exception:
+                pass
 
     # --- async predictions --------------------------------------------------------------
 
@@ -376,6 +387,11 @@ class Worker:
         if self.loop is not None and self.loop.is_running():
             return asyncio.run_coroutine_threadsafe(awaitable, self.loop).result()
         return asyncio.run(awaitable)
+
+
+def _let_pending_exceptions_fire() -> None:
+    for _ in range(3):  # backward jumps: where the interpreter raises asynchronous exceptions
+        pass
 
 
 def _is_plain_iterator(value: Any) -> bool:

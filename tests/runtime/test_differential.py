@@ -1258,15 +1258,6 @@ def test_missing_output_file_fails_clearly(pair: Pair) -> None:
     assert "/nonexistent/output.txt" in (mine.error or "")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "bug: after a sync prediction the worker calls PyThreadState_SetAsyncExc(tid, NULL) "
-        "(modelyard_worker/worker.py _stop_cancelation), which on Python 3.11 leaves the eval "
-        "breaker signalled; the next profile/trace function makes the interpreter spin forever"
-    ),
-)
 @pytest.mark.parametrize("pair", inline("diff_outputs"), indirect=True)
 def test_model_may_install_a_profiler(pair: Pair) -> None:
     pair.ensure_coglet_usable()

@@ -90,7 +90,7 @@ class LocalModel:
             self.runner = Runner(spec, on_setup_log=progress)
         return await self.runner.start()
 
-    async def predict(
+    def predict(
         self,
         inputs: dict[str, Any],
         *,
@@ -101,23 +101,35 @@ class LocalModel:
         """Run one prediction on validated `inputs`; yields the runner's events."""
         if self.runner is None:
             raise RuntimeError("start() the model before predicting")
-        scratch = Path(tempfile.mkdtemp(prefix="modelyard-in-")) if self._file_fields else None
+        if not self._file_fields:  # nothing to fetch: the runner's stream as it is
+            return self.runner.predict(
+                inputs, prediction_id=prediction_id, context=context, timeout=timeout
+            )
+        return self._predict_with_files(inputs, prediction_id, context, timeout)
+
+    async def _predict_with_files(
+        self,
+        inputs: dict[str, Any],
+        prediction_id: str | None,
+        context: dict[str, str] | None,
+        timeout: float | None,
+    ) -> AsyncIterator[Event]:
+        assert self.runner is not None
+        scratch = Path(tempfile.mkdtemp(prefix="modelyard-in-"))
         try:
-            if scratch is not None:
-                try:
-                    inputs = await localize_files(
-                        inputs, self._file_fields, scratch, allow_local_paths=self.allow_local_paths
-                    )
-                except InputFileError as exc:
-                    yield Done("failed", error=str(exc))
-                    return
+            try:
+                inputs = await localize_files(
+                    inputs, self._file_fields, scratch, allow_local_paths=self.allow_local_paths
+                )
+            except InputFileError as exc:
+                yield Done("failed", error=str(exc))
+                return
             async for event in self.runner.predict(
                 inputs, prediction_id=prediction_id, context=context, timeout=timeout
             ):
                 yield event
         finally:
-            if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
 
     async def cancel(self, prediction_id: str) -> bool:
         return self.runner is not None and await self.runner.cancel(prediction_id)

@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Mapping
@@ -84,6 +83,7 @@ class Runner:
         self._ready: asyncio.Future[dict[str, Any]] | None = None
         self._health_waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._health_ids = itertools.count()
+        self._ids = itertools.count()
         self._setup_logs: list[str] = []
         self._start_lock = asyncio.Lock()
         self._semaphore: asyncio.Semaphore | None = None
@@ -320,7 +320,7 @@ class Runner:
         timeout: float | None = None,
     ) -> AsyncIterator[Event]:
         """Run one prediction; yields Started, then Log/Output/Metric events, then Done."""
-        prediction_id = prediction_id or uuid.uuid4().hex
+        prediction_id = prediction_id or f"local-{next(self._ids)}"
         canceled = asyncio.Event()
         self._waiting[prediction_id] = canceled
         try:
@@ -342,7 +342,15 @@ class Runner:
                 self._send({"t": "predict", "id": prediction_id, "input": inputs, "context": context or {}})
                 self.state = "BUSY" if len(self._inflight) >= self.slots else "READY"
                 yield Started(time.time())
-                async for event in self._events(prediction_id, queue, timeout):
+                watch = _Deadline(self, prediction_id, timeout)
+                items: list[Any] = []
+                while True:
+                    event = await (queue.get() if watch.deadline is None else watch.next(queue))
+                    if isinstance(event, Output):
+                        items.append(event.value)
+                    elif isinstance(event, Done):
+                        yield watch.final(event, items)
+                        return
                     yield event
             finally:
                 self._inflight.pop(prediction_id, None)
@@ -350,39 +358,6 @@ class Runner:
                     self.state = "READY"
         finally:
             semaphore.release()
-
-    async def _events(
-        self, prediction_id: str, queue: asyncio.Queue[Event], timeout: float | None
-    ) -> AsyncIterator[Event]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        timed_out = False
-        items: list[Any] = []
-        while True:
-            try:
-                if deadline is None:
-                    event = await queue.get()
-                else:
-                    event = await asyncio.wait_for(queue.get(), max(deadline - time.monotonic(), 0))
-            except asyncio.TimeoutError:
-                if timed_out:  # the cancel did not stop it either: replace the worker
-                    await self._kill(f"Prediction timed out after {timeout:g} seconds")
-                    deadline = None  # the worker's death now ends the prediction
-                    continue
-                timed_out = True
-                await self.cancel(prediction_id)
-                deadline = time.monotonic() + CANCEL_GRACE
-                continue
-            if isinstance(event, Output):
-                items.append(event.value)
-            elif isinstance(event, Done):
-                if event.is_stream:
-                    event = Done(event.status, items, event.error, event.metrics, event.predict_time, True)
-                if timed_out and event.status != "succeeded":
-                    event = Done("failed", event.output, f"Prediction timed out after {timeout:g} seconds",
-                                 event.metrics, event.predict_time, event.is_stream)
-                yield event
-                return
-            yield event
 
     async def _ensure_ready(self) -> None:
         if self.state in ("READY", "BUSY"):
@@ -424,6 +399,42 @@ class Runner:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
+
+
+class _Deadline:
+    """A prediction's timeout: at the deadline, cancel; if that does not end it within
+    CANCEL_GRACE seconds, kill the worker (its death then ends the prediction)."""
+
+    def __init__(self, runner: Runner, prediction_id: str, timeout: float | None) -> None:
+        self.runner = runner
+        self.prediction_id = prediction_id
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.timed_out = False
+
+    async def next(self, queue: asyncio.Queue[Event]) -> Event:
+        while True:
+            assert self.deadline is not None and self.timeout is not None
+            try:
+                return await asyncio.wait_for(queue.get(), max(self.deadline - time.monotonic(), 0))
+            except asyncio.TimeoutError:
+                pass
+            if self.timed_out:  # the cancel did not stop it either: replace the worker
+                self.deadline = None
+                await self.runner._kill(f"Prediction timed out after {self.timeout:g} seconds")
+                return await queue.get()
+            self.timed_out = True
+            await self.runner.cancel(self.prediction_id)
+            self.deadline = time.monotonic() + CANCEL_GRACE
+
+    def final(self, done: Done, items: list[Any]) -> Done:
+        """The Done to report: a stream's items as its output; a timeout as the reason."""
+        output = items if done.is_stream else done.output
+        error = done.error
+        status = done.status
+        if self.timed_out and status != "succeeded":
+            status, error = "failed", f"Prediction timed out after {self.timeout:g} seconds"
+        return Done(status, output, error, done.metrics, done.predict_time, done.is_stream)
 
 
 async def _acquire_unless(semaphore: asyncio.Semaphore, canceled: asyncio.Event) -> bool:
