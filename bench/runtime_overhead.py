@@ -378,8 +378,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="show environment build output"
     )
+    parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="asyncio",
+        help="the parent's event loop (uvloop is what `modelyard serve` runs under uvicorn)",
+    )
     args = parser.parse_args(argv)
-    result = asyncio.run(run(args))
+    loop_factory = None
+    if args.loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    print(f"event loop: {args.loop}")
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        result = runner.run(run(args))
     print(report(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
