@@ -44,17 +44,22 @@ PackageDir = Annotated[
 ]
 
 
+InputOptions = Annotated[
+    Optional[list[str]],
+    typer.Option("--input", "-i", help="An input as name=value; @path for a file."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+OutputDir = Annotated[
+    Path, typer.Option("--output-dir", "-o", help="Where output files are written.")
+]
+
+
 @app.command()
 def predict(
     package_dir: PackageDir = Path("."),
-    input: Annotated[
-        Optional[list[str]],
-        typer.Option("--input", "-i", help="An input as name=value; @path for a file."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    output_dir: Annotated[
-        Path, typer.Option("--output-dir", "-o", help="Where output files are written.")
-    ] = Path("."),
+    input: InputOptions = None,
+    as_json: AsJson = False,
+    output_dir: OutputDir = Path("."),
     setup_timeout: Annotated[
         Optional[float], typer.Option(help="Seconds setup() may take.")
     ] = None,
@@ -64,23 +69,23 @@ def predict(
     ] = None,
 ) -> None:
     """Run one prediction, streaming its output, and print the result."""
-    _run(PredictOptions(package_dir, input or [], as_json, output_dir, "predict", setup_timeout, timeout, weights))
+    _run(
+        PredictOptions(
+            package_dir, input or [], as_json, output_dir,
+            setup_timeout=setup_timeout, timeout=timeout, weights=weights,
+        )
+    )
 
 
 @app.command()
 def train(
     package_dir: PackageDir = Path("."),
-    input: Annotated[
-        Optional[list[str]],
-        typer.Option("--input", "-i", help="An input as name=value; @path for a file."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    output_dir: Annotated[
-        Path, typer.Option("--output-dir", "-o", help="Where output files are written.")
-    ] = Path("."),
+    input: InputOptions = None,
+    as_json: AsJson = False,
+    output_dir: OutputDir = Path("."),
 ) -> None:
     """Run the package's train: locally and write the weights it produces."""
-    _run(PredictOptions(package_dir, input or [], as_json, output_dir, "train"))
+    _run(PredictOptions(package_dir, input or [], as_json, output_dir, mode="train"))
 
 
 def _run(options: PredictOptions) -> None:
