@@ -170,6 +170,8 @@ def _convert(value: Any, annotation: Any) -> Any:
 
 
 def _cog_kind(annotation: Any) -> str | None:
+    if isinstance(annotation, type) and issubclass(annotation, pathlib.PurePath):
+        return "Path"  # cog.Path, and a plain pathlib.Path too
     module = getattr(annotation, "__module__", "") or ""
     if module == "cog" or module.startswith("cog."):
         name = getattr(annotation, "__name__", "")

@@ -11,6 +11,8 @@ import contextvars
 import re
 from typing import Any, Callable, Iterator, MutableMapping
 
+from . import protocol
+
 _SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 MODES = ("replace", "incr", "append")
 
@@ -46,6 +48,8 @@ class Metrics(MutableMapping[str, Any]):
         check_metric_name(name)
         if mode not in MODES:
             raise MetricError(f"invalid metric mode {mode!r} (use one of {', '.join(MODES)})")
+        if value is not None:
+            self._check_value(name, value)
         if value is None:
             self._values.pop(name, None)
         elif mode == "replace":
@@ -62,6 +66,16 @@ class Metrics(MutableMapping[str, Any]):
             self._values[name] = (existing if isinstance(existing, list) else []) + [value]
         if self._sink is not None:
             self._sink(name, value, mode)
+
+    def _check_value(self, name: str, value: Any) -> None:
+        """Refuse what could not be reported: non-JSON values, names that clash when nested."""
+        try:
+            protocol.encode({"value": value})
+        except (TypeError, ValueError):
+            raise MetricError(f"metric {name!r}: {value!r} is not a JSON value") from None
+        for other in self._values:
+            if other != name and (other.startswith(name + ".") or name.startswith(other + ".")):
+                raise MetricError(f"metric {name!r} clashes with metric {other!r}")
 
     def __getitem__(self, name: str) -> Any:
         return self._values[name]

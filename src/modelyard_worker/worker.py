@@ -106,6 +106,7 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.cancel_exception = _cancel_exception()
         self.predictor: predictor.LoadedPredictor | None = None
+        self._stopping = False
 
     # --- sending ------------------------------------------------------------------------
 
@@ -178,18 +179,26 @@ class Worker:
                 elif kind == "shutdown":
                     break
         except (EOFError, OSError):
-            pass
+            os._exit(0)  # the runner is gone: nobody will read what this process does
         self._shutdown()
 
     def _shutdown(self) -> None:
-        """Stop taking predictions: wake whoever waits on the data socket."""
+        """Stop taking predictions: wake whoever waits on the data socket; async predictions
+        already running finish first."""
         if self.loop is not None and self.predictor is not None and self.predictor.is_async:
-            self.loop.call_soon_threadsafe(self._stopped.set)
+            self.loop.call_soon_threadsafe(self._stop_when_idle)
         else:
             try:
                 self.sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass
+
+    def _stop_when_idle(self) -> None:
+        self._stopping = True
+        with self.running_lock:
+            idle = not self.running
+        if idle:
+            self._stopped.set()
 
     def _data_loop(self) -> None:
         """Async predictors: hand each prediction to the event loop."""
@@ -300,6 +309,7 @@ class Worker:
         capture.current_prediction.set(run.id)
         metric_scope = self._scope(run)
         scope.enter(metric_scope)
+        outcome: dict[str, Any] = {"status": "failed", "output": None, "error": "internal error"}
         try:
             assert self.predictor is not None
             inputs = predictor.convert_inputs(self.predictor, message["input"])
@@ -316,7 +326,10 @@ class Worker:
                 outcome = self._finish_sync(run, result)
         except BaseException as exc:  # noqa: BLE001 - CancelledError included
             outcome = self._failure(run, exc)
-        self._done(run, outcome, metric_scope, started)
+        finally:  # a done message always goes out, or the runner's slot would never free
+            self._done(run, outcome, metric_scope, started)
+            if self._stopping:
+                self._stop_when_idle()
 
     # --- shared -------------------------------------------------------------------------
 
@@ -355,7 +368,9 @@ class Worker:
             frame = protocol.encode(message)
         except (TypeError, ValueError) as exc:  # values that JSON cannot carry
             error = f"output cannot be encoded as JSON: {exc}"
-            frame = protocol.encode({**message, "status": "failed", "output": None, "error": error})
+            frame = protocol.encode(
+                {**message, "status": "failed", "output": None, "error": error, "metrics": {}}
+            )
         with self.send_lock:
             self.sock.sendall(frame)
 
@@ -422,6 +437,8 @@ def _flush_c_stdio() -> None:
 
 def main() -> None:
     data_fd, control_fd = (int(fd) for fd in os.environ.pop(protocol.WORKER_FD_ENV).split(","))
+    for fd in (data_fd, control_fd):  # a subprocess of the model must not hold them open
+        os.set_inheritable(fd, False)
     config = WorkerConfig(**json.loads(os.environ.pop(protocol.WORKER_CONFIG_ENV)))
     # Keep the original stderr for crash reports: the runner reads it if this process dies.
     crash_log = os.fdopen(os.dup(2), "w")

@@ -22,10 +22,11 @@ from typing import Any, AsyncIterator, Callable, Mapping
 from modelyard_worker import protocol
 
 from .events import Done, Event, Log, Metric, Output, OutputFile, Started
+from .connection import Connection
+from .waiting import Deadline, acquire_unless
 from .workerpath import worker_pythonpath
 
 HEALTHCHECK_TIMEOUT = 5.0
-CANCEL_GRACE = 5.0
 STDERR_TAIL_LINES = 30
 
 
@@ -89,12 +90,27 @@ class Runner:
         self._semaphore: asyncio.Semaphore | None = None
         self._stopping = False
         self._waiting: dict[str, asyncio.Event] = {}
-        self._kill_reason: str | None = None
+        # Why we killed the worker, and for which prediction (None: for all of them).
+        self._kill_reason: tuple[str, str | None] | None = None
+        self._generation = 0  # counts workers, so a prediction can tell its worker was replaced
+        self._start_task: asyncio.Task[SetupResult] | None = None
+        self._draining: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> SetupResult:
-        """Start the worker and run `setup()`; raises SetupFailed with the reason."""
+        """Start the worker and run `setup()`; raises SetupFailed with the reason.
+
+        Callers share one start; one that is canceled while waiting does not abort it.
+        """
+        if self.state in ("READY", "BUSY") and self.setup_result is not None:
+            return self.setup_result
+        if self._start_task is None or self._start_task.done():
+            self._start_task = asyncio.ensure_future(self._start_once())
+            self._start_task.add_done_callback(_retrieve)
+        return await asyncio.shield(self._start_task)
+
+    async def _start_once(self) -> SetupResult:
         async with self._start_lock:
             if self.state in ("READY", "BUSY") and self.setup_result is not None:
                 return self.setup_result
@@ -103,8 +119,8 @@ class Runner:
     async def _start(self) -> SetupResult:
         await self._reap()
         self._stopping = False
-        self._waiting: dict[str, asyncio.Event] = {}
-        self._kill_reason: str | None = None
+        self._kill_reason = None
+        self._generation += 1
         self.state = "STARTING"
         self._setup_logs = []
         self._stderr_tail.clear()
@@ -140,7 +156,7 @@ class Runner:
         self._control = control_sock
         connection_lost = loop.create_future()
         self._writer, _ = await loop.create_unix_connection(
-            lambda: _Connection(self._handle, connection_lost), sock=parent_sock
+            lambda: Connection(self._handle, connection_lost), sock=parent_sock
         )
         self._reader_task = asyncio.create_task(self._watch(connection_lost, self._process))
         self._stderr_task = asyncio.create_task(self._read_stderr(self._process))
@@ -186,8 +202,13 @@ class Runner:
         return env
 
     async def stop(self) -> None:
-        """Ask the worker to exit, and kill it if it does not within a few seconds."""
+        """Ask the worker to exit, and kill it if it does not within a few seconds.
+
+        Predictions waiting for a slot end `canceled`; running ones finish first (up to 5 s).
+        """
         self._stopping = True
+        for waiting in self._waiting.values():
+            waiting.set()
         if self.state == "STARTING":
             await self._kill("the runner was stopped during setup")  # no messages read until then
         if self._process is not None and self._process.returncode is None:
@@ -196,12 +217,15 @@ class Runner:
                 await asyncio.wait_for(self._process.wait(), 5)
             except (asyncio.TimeoutError, ConnectionError, RuntimeError):
                 await self._kill("The runner was stopped while the prediction ran")
+        for task in list(self._draining):
+            await task
         await self._reap()
         self.state = "STOPPED"
 
-    async def _kill(self, reason: str) -> None:
+    async def _kill(self, reason: str, prediction_id: str | None = None) -> None:
+        """Kill the worker; `reason` becomes the error of `prediction_id` (or of all in flight)."""
         if self._process is not None and self._process.returncode is None:
-            self._kill_reason = reason
+            self._kill_reason = (reason, prediction_id)
             try:
                 os.killpg(self._process.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -228,9 +252,16 @@ class Runner:
     # --- receiving ----------------------------------------------------------------------
 
     async def _watch(self, connection_lost: asyncio.Future[None], process: asyncio.subprocess.Process) -> None:
-        """Wait for the worker's connection to close, then for its exit, and report it."""
-        await connection_lost
+        """Wait for the worker to exit, then for the rest of what it sent, and report it.
+
+        The process is what is awaited: a child the model forked may hold the socket open.
+        """
         await process.wait()
+        try:
+            await asyncio.wait_for(asyncio.shield(connection_lost), 1)
+        except asyncio.TimeoutError:
+            if self._writer is not None:
+                self._writer.abort()
         if self._stderr_task is not None:
             await asyncio.wait([self._stderr_task], timeout=1)
         self._worker_gone(process.returncode)
@@ -280,7 +311,7 @@ class Runner:
     def _worker_gone(self, returncode: int | None) -> None:
         """The worker process ended: fail what it was doing and say why."""
         reason = describe_exit(returncode)
-        failure = self._kill_reason or f"The worker process died: {reason}"
+        killed_for, killed_prediction = self._kill_reason or (None, None)
         self._kill_reason = None
         tail = "".join(self._stderr_tail).strip()
         if self._ready is not None and not self._ready.done():
@@ -290,9 +321,15 @@ class Runner:
             self._ready.set_result({"t": "setup_failed", "error": error})
         if self.state in ("READY", "BUSY"):
             self.state = "DEFUNCT"
-        for queue in self._inflight.values():
+        for prediction_id, queue in self._inflight.items():
             if tail:
                 queue.put_nowait(Log(tail + "\n", "stderr"))
+            if killed_for is None:
+                failure = f"The worker process died: {reason}"
+            elif killed_prediction in (None, prediction_id):
+                failure = killed_for
+            else:
+                failure = f"The worker was restarted because prediction {killed_prediction} timed out"
             queue.put_nowait(Done("failed", error=failure))
         for waiter in self._health_waiters.values():
             if not waiter.done():
@@ -321,43 +358,71 @@ class Runner:
     ) -> AsyncIterator[Event]:
         """Run one prediction; yields Started, then Log/Output/Metric events, then Done."""
         prediction_id = prediction_id or f"local-{next(self._ids)}"
+        if prediction_id in self._inflight or prediction_id in self._waiting:
+            yield Done("failed", error=f"a prediction with id {prediction_id} is already running")
+            return
         canceled = asyncio.Event()
         self._waiting[prediction_id] = canceled
         try:
-            await self._ensure_ready()
-            assert self._semaphore is not None
-            semaphore = self._semaphore
-            if canceled.is_set() or not await _acquire_unless(semaphore, canceled):
-                yield Done("canceled")
-                return
+            semaphore = await self._take_slot(canceled)
         except SetupFailed as exc:
             yield Done("failed", error=f"setup failed: {exc}")
             return
         finally:
             self._waiting.pop(prediction_id, None)
+        if semaphore is None:
+            yield Done("canceled")
+            return
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._inflight[prediction_id] = queue
+        finished = False
         try:
-            queue: asyncio.Queue[Event] = asyncio.Queue()
-            self._inflight[prediction_id] = queue
-            try:
-                self._send({"t": "predict", "id": prediction_id, "input": inputs, "context": context or {}})
-                self.state = "BUSY" if len(self._inflight) >= self.slots else "READY"
-                yield Started(time.time())
-                watch = _Deadline(self, prediction_id, timeout)
-                items: list[Any] = []
-                while True:
-                    event = await (queue.get() if watch.deadline is None else watch.next(queue))
-                    if isinstance(event, Output):
-                        items.append(event.value)
-                    elif isinstance(event, Done):
-                        yield watch.final(event, items)
-                        return
-                    yield event
-            finally:
-                self._inflight.pop(prediction_id, None)
-                if self.state == "BUSY":
-                    self.state = "READY"
+            self._send({"t": "predict", "id": prediction_id, "input": inputs, "context": context or {}})
+            self.state = "BUSY" if len(self._inflight) >= self.slots else "READY"
+            yield Started(time.time())
+            watch = Deadline(self, prediction_id, timeout)
+            items: list[Any] = []
+            while True:
+                event = await (queue.get() if watch.deadline is None else watch.next(queue))
+                if isinstance(event, Output):
+                    items.append(event.value)
+                elif isinstance(event, Done):
+                    finished = True
+                    yield watch.final(event, items)
+                    return
+                yield event
         finally:
-            semaphore.release()
+            if finished:
+                self._release(prediction_id, semaphore)
+            else:  # the caller stopped listening: cancel, and free the slot when the worker is done
+                await self.cancel(prediction_id)
+                task = asyncio.ensure_future(self._drain(prediction_id, queue, semaphore))
+                self._draining.add(task)
+                task.add_done_callback(self._draining.discard)
+
+    async def _take_slot(self, canceled: asyncio.Event) -> asyncio.Semaphore | None:
+        """A slot on a live worker (started if needed), or None when canceled first."""
+        while True:
+            await self._ensure_ready()
+            semaphore, generation = self._semaphore, self._generation
+            assert semaphore is not None
+            if canceled.is_set() or not await acquire_unless(semaphore, canceled):
+                return None
+            alive = self._writer is not None and not self._writer.is_closing()
+            if generation == self._generation and self.state in ("READY", "BUSY") and alive:
+                return semaphore
+            semaphore.release()  # the worker died while we waited: take a slot on a fresh one
+
+    def _release(self, prediction_id: str, semaphore: asyncio.Semaphore) -> None:
+        self._inflight.pop(prediction_id, None)
+        if self.state == "BUSY":
+            self.state = "READY"
+        semaphore.release()
+
+    async def _drain(self, prediction_id: str, queue: asyncio.Queue[Event], semaphore: asyncio.Semaphore) -> None:
+        while not isinstance(await queue.get(), Done):
+            pass
+        self._release(prediction_id, semaphore)
 
     async def _ensure_ready(self) -> None:
         if self.state in ("READY", "BUSY"):
@@ -401,86 +466,10 @@ class Runner:
         return self._process.pid if self._process is not None else None
 
 
-class _Deadline:
-    """A prediction's timeout: at the deadline, cancel; if that does not end it within
-    CANCEL_GRACE seconds, kill the worker (its death then ends the prediction)."""
-
-    def __init__(self, runner: Runner, prediction_id: str, timeout: float | None) -> None:
-        self.runner = runner
-        self.prediction_id = prediction_id
-        self.timeout = timeout
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.timed_out = False
-
-    async def next(self, queue: asyncio.Queue[Event]) -> Event:
-        while True:
-            assert self.deadline is not None and self.timeout is not None
-            try:
-                return await asyncio.wait_for(queue.get(), max(self.deadline - time.monotonic(), 0))
-            except asyncio.TimeoutError:
-                pass
-            if self.timed_out:  # the cancel did not stop it either: replace the worker
-                self.deadline = None
-                await self.runner._kill(f"Prediction timed out after {self.timeout:g} seconds")
-                return await queue.get()
-            self.timed_out = True
-            await self.runner.cancel(self.prediction_id)
-            self.deadline = time.monotonic() + CANCEL_GRACE
-
-    def final(self, done: Done, items: list[Any]) -> Done:
-        """The Done to report: a stream's items as its output; a timeout as the reason."""
-        output = items if done.is_stream else done.output
-        error = done.error
-        status = done.status
-        if self.timed_out and status != "succeeded":
-            status, error = "failed", f"Prediction timed out after {self.timeout:g} seconds"
-        return Done(status, output, error, done.metrics, done.predict_time, done.is_stream)
-
-
-async def _acquire_unless(semaphore: asyncio.Semaphore, canceled: asyncio.Event) -> bool:
-    """Take a slot, or give up when `canceled` is set first; True when the slot is held."""
-    if not semaphore.locked():  # the common case costs no extra tasks
-        await semaphore.acquire()
-        return True
-    acquire = asyncio.ensure_future(semaphore.acquire())
-    cancel = asyncio.ensure_future(canceled.wait())
-    try:
-        await asyncio.wait({acquire, cancel}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        cancel.cancel()
-        if not acquire.done():
-            acquire.cancel()
-    if acquire.done() and not acquire.cancelled():
-        if canceled.is_set():
-            semaphore.release()
-            return False
-        return True
-    return False
-
-
-class _Connection(asyncio.Protocol):
-    """Splits the worker's byte stream into messages and hands each to `on_message` at once."""
-
-    def __init__(self, on_message: Callable[[dict[str, Any]], None], lost: asyncio.Future[None]):
-        self._on_message = on_message
-        self._lost = lost
-        self._buffer = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        header = protocol.HEADER.size
-        while len(buffer) >= header:
-            (size,) = protocol.HEADER.unpack_from(buffer)
-            if len(buffer) < header + size:
-                break
-            body = bytes(buffer[header : header + size])
-            del buffer[: header + size]
-            self._on_message(protocol.decode(body))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._lost.done():
-            self._lost.set_result(None)
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a background task's exception as seen (its awaiters, if any, get it too)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def describe_exit(returncode: int | None) -> str:
