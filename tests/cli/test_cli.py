@@ -376,3 +376,176 @@ def test_schema_of_a_training_package(tmp_path: Path) -> None:
     schemas = document["components"]["schemas"]
     assert "TrainingInput" in schemas and "TrainingOutput" in schemas
     assert "/trainings" in document["paths"]
+
+
+# --- file inputs that cannot be fetched: one line, exit 1, nothing started ---------------------
+
+
+@pytest.mark.parametrize(("url", "error"), [
+    ("http://127.0.0.1:99999/x", "OverflowError: connect(): port must be 0-65535."),
+    ("http://[::1/x", "ValueError: Invalid IPv6 URL"),
+])
+def test_unfetchable_url_input(tmp_path: Path, url: str, error: str) -> None:
+    proc = run("predict", FIXTURES / "input_path", "-i", f"document={url}", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == f"Error: input 'document': fetching {url} failed: {error}\n"
+    assert proc.stdout == ""
+
+
+# --- removed cog.yaml keys: a warning each --------------------------------------------------
+
+REMOVED_KEYS_YAML = (
+    'build:\n  python_version: "3.11"\n  fast: true\n  cog_runtime: true\n'
+    'predict: "predict.py:Predictor"\ntests: []\n'
+)
+REMOVED_KEYS_WARNINGS = [
+    "warning: cog.yaml: 'build.cog_runtime' is no longer used by Cog and is ignored",
+    "warning: cog.yaml: 'build.fast' is no longer used by Cog and is ignored",
+    "warning: cog.yaml: 'tests' is no longer used by Cog and is ignored",
+]
+
+
+def test_schema_warns_about_removed_keys(package, tmp_path: Path) -> None:
+    folder = package({
+        "cog.yaml": REMOVED_KEYS_YAML,
+        "predict.py": "class Predictor:\n    def predict(self) -> str:\n        return 'ok'\n",
+    })
+    proc = run("schema", folder, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == REMOVED_KEYS_WARNINGS
+    assert json.loads(proc.stdout)["components"]["schemas"]["Output"]["type"] == "string"
+
+
+def test_predict_warns_about_removed_keys(package, tmp_path: Path) -> None:
+    folder = package({
+        "cog.yaml": REMOVED_KEYS_YAML,
+        "predict.py": (
+            "from cog import BasePredictor\n\n\nclass Predictor(BasePredictor):\n"
+            "    def predict(self) -> str:\n        return 'ok'\n"
+        ),
+    })
+    proc = run("predict", folder, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ok\n"
+    assert proc.stderr.splitlines()[:3] == REMOVED_KEYS_WARNINGS
+
+
+# --- interrupts -------------------------------------------------------------------------------
+
+
+def children_of(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def worker_of(proc: subprocess.Popen[str], fixture: str) -> int:
+    """The pid of the worker `modelyard predict` started for `fixture` (its child, in the fixture)."""
+    for pid in children_of(proc.pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            cwd = Path(f"/proc/{pid}/cwd").resolve()
+        except OSError:
+            continue
+        if b"modelyard_worker" in cmdline and cwd == (FIXTURES / fixture).resolve():
+            return pid
+    raise AssertionError(f"no worker process for {fixture}: {children_of(proc.pid)}")
+
+
+def start_predict(fixture: str, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*modelyard_command(), "predict", str(FIXTURES / fixture), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )
+
+
+def wait_for_line(proc: subprocess.Popen[str], text: str) -> list[str]:
+    """Read stderr until a line equal to `text`; returns the lines read."""
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.strip() == text:
+            return lines
+    raise AssertionError(f"never printed {text!r}: {''.join(lines)}")
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=LIMIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_during_setup_stops_the_worker(tmp_path: Path, signum: int) -> None:
+    proc = start_predict("setup_slow", tmp_path)
+    try:
+        wait_for_line(proc, "setup is slow")
+        worker = worker_of(proc, "setup_slow")
+        proc.send_signal(signum)
+        out, errors = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, errors
+    assert errors.strip().splitlines()[-1] == "Error: interrupted"
+    assert "Traceback" not in errors
+    assert out == ""
+    assert not is_running(worker)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_second_interrupt_stops_a_model_that_ignores_the_cancel(
+    tmp_path: Path, signum: int
+) -> None:
+    proc = start_predict("cancel_ignored", tmp_path, "-i", "seconds=60")
+    try:
+        wait_for_line(proc, "started")
+        worker = worker_of(proc, "cancel_ignored")
+        proc.send_signal(signum)
+        wait_for_line(proc, "ignoring the cancel")
+        proc.send_signal(signum)
+        out, errors = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, errors
+    assert errors.strip().splitlines()[-1] == "Error: interrupted"
+    assert "Traceback" not in errors
+    assert out == ""
+    assert not is_running(worker)
+
+
+def test_sigterm_cancels_the_prediction(tmp_path: Path) -> None:
+    proc = start_predict("cancel_sync", tmp_path, "-i", "seconds=60")
+    try:
+        wait_for_line(proc, "started")
+        proc.send_signal(signal.SIGTERM)
+        _, errors = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1
+    assert "got CancelationException" in errors
+    assert errors.strip().splitlines()[-1] == "Error: prediction canceled"

@@ -13,11 +13,12 @@ from modelyard.cogspec.config import load_config
 from modelyard.cogspec.errors import CogSpecError
 from modelyard.cogspec.inputs import InputValidationError
 from modelyard.cogspec.schema import predictor_schema
+from modelyard.runtime.downloads import InputFileError
 from modelyard.runtime.environment import EnvironmentBuildError
 from modelyard.runtime.runner import SetupFailed
 
 from .inputs import InputOptionError
-from .predict import PredictOptions, run_predict
+from .predict import Interrupted, PredictOptions, run_predict, warn_ignored_keys
 
 app = typer.Typer(
     name="modelyard",
@@ -32,11 +33,6 @@ def fail(message: str) -> None:
     """Print `Error: message` and exit 1 (no traceback: these are the user's errors, not ours)."""
     typer.echo(f"Error: {message}", err=True)
     raise typer.Exit(1)
-
-
-def describe_invalid_input(error: InputValidationError) -> str:
-    parts = [f"{'.'.join(str(p) for p in e.loc[2:]) or 'input'}: {e.msg}" for e in error.errors]
-    return "invalid input: " + "; ".join(parts)
 
 
 PackageDir = Annotated[
@@ -93,12 +89,17 @@ def _run(options: PredictOptions) -> None:
         fail(f"{options.package_dir} is not a folder")
     try:
         code = run_predict(options)
-    except (CogSpecError, InputOptionError, EnvironmentBuildError, ValueError) as exc:
+    except (
+        CogSpecError, InputOptionError, InputFileError, EnvironmentBuildError, ValueError
+    ) as exc:
         fail(str(exc))
     except InputValidationError as exc:
-        fail(describe_invalid_input(exc))
+        fail(f"invalid input: {exc}")
     except SetupFailed as exc:
         fail(f"setup failed: {exc}")
+    except (Interrupted, KeyboardInterrupt):
+        typer.echo("Error: interrupted", err=True)
+        raise typer.Exit(130) from None
     raise typer.Exit(code)
 
 
@@ -106,7 +107,9 @@ def _run(options: PredictOptions) -> None:
 def schema(package_dir: PackageDir = Path(".")) -> None:
     """Print the package's OpenAPI schema (read from source; nothing is installed)."""
     try:
-        document = predictor_schema(package_dir.resolve(), load_config(package_dir.resolve()))
+        config = load_config(package_dir.resolve())
+        warn_ignored_keys(config)
+        document = predictor_schema(package_dir.resolve(), config)
     except CogSpecError as exc:
         fail(str(exc))
     json.dump(document, sys.stdout, indent=2)

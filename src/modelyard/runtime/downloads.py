@@ -12,6 +12,7 @@ import binascii
 import mimetypes
 import os
 import urllib.parse
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ def filename_for(url: str) -> str:
         mime = parsed.path.split(",", 1)[0].split(";", 1)[0] or "text/plain"
         return "file" + (mimetypes.guess_extension(mime) or "")
     name = urllib.parse.unquote_plus(os.path.basename(parsed.path)).replace("\0", "_")
-    name = name.replace("/", "_") or "file"
+    name = name.replace("/", "_")
+    if name in ("", ".", ".."):  # not a file name: `http://h/`, `http://h/%2e%2e`
+        name = "file"
     while len(name.encode()) > MAX_FILENAME_BYTES:
         stem, ext = os.path.splitext(name)
         name = stem[: len(stem) // 2] + "~" + ext
@@ -74,11 +77,11 @@ async def localize_files(
     owns_client = client is None
     client = client or httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT, follow_redirects=True)
     try:
-        paths = await asyncio.gather(
-            *(
+        paths = await _fetch_all(
+            [
                 _fetch(client, value, directory / str(n), name, allow_local_paths)
                 for n, (name, _, value) in enumerate(jobs)
-            )
+            ]
         )
     finally:
         if owns_client:
@@ -92,7 +95,41 @@ async def localize_files(
     return result
 
 
+async def _fetch_all(fetches: list[Coroutine[Any, Any, Path]]) -> list[Path]:
+    """Run the fetches in parallel; the first failure cancels the others and is raised.
+
+    None of them is left running once this returns or raises (the client is closed next).
+    """
+    tasks = [asyncio.ensure_future(f) for f in fetches]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:  # in input order, so the error named is the first input's
+            if task in done and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return [task.result() for task in tasks]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _fetch(
+    client: httpx.AsyncClient, value: str, folder: Path, name: str, allow_local: bool
+) -> Path:
+    """Fetch one file input; every failure is an InputFileError naming the input."""
+    try:
+        return await _fetch_one(client, value, folder, name, allow_local)
+    except InputFileError:
+        raise
+    except httpx.HTTPStatusError as exc:
+        raise InputFileError(
+            f"input {name!r}: downloading {_short(value)} failed with HTTP {exc.response.status_code}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any failure of a user's URL is the user's error
+        raise InputFileError(f"input {name!r}: fetching {_short(value)} failed: {_describe(exc)}") from None
+
+
+async def _fetch_one(
     client: httpx.AsyncClient, value: str, folder: Path, name: str, allow_local: bool
 ) -> Path:
     scheme = urllib.parse.urlparse(value).scheme
@@ -106,18 +143,11 @@ async def _fetch(
         return target
     if scheme in ("http", "https"):
         target = folder / filename_for(value)
-        try:
-            async with client.stream("GET", value) as response:
-                response.raise_for_status()
-                with target.open("wb") as out:
-                    async for chunk in response.aiter_bytes():
-                        out.write(chunk)
-        except httpx.HTTPStatusError as exc:
-            raise InputFileError(
-                f"input {name!r}: downloading {value} failed with HTTP {exc.response.status_code}"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise InputFileError(f"input {name!r}: downloading {value} failed: {exc}") from None
+        async with client.stream("GET", value) as response:
+            response.raise_for_status()
+            with target.open("wb") as out:
+                async for chunk in response.aiter_bytes():
+                    out.write(chunk)
         return target
     if allow_local and (scheme in ("", "file")):
         path = Path(urllib.parse.urlparse(value).path if scheme == "file" else value)
@@ -125,3 +155,16 @@ async def _fetch(
             raise InputFileError(f"input {name!r}: no such file: {path}")
         return path.resolve()
     raise InputFileError(f"input {name!r}: {value[:80]!r} is not an http(s) URL or a data: URI")
+
+
+def _short(value: str) -> str:
+    """A URL as quoted in an error: data: URIs and very long URLs are cut."""
+    return value if len(value) <= 200 else value[:200] + "..."
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an exception: the innermost of an exception group, message folded."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
