@@ -13,7 +13,7 @@ import io
 import os
 import select
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 # (prediction id or None, source, text) -> None
 LogSink = Callable[[str | None, str, str], None]
@@ -51,7 +51,7 @@ class RoutedStream(io.TextIOBase):
         return False
 
     @property
-    def buffer(self) -> "_BinaryView":
+    def buffer(self) -> _BinaryView:
         """`sys.stdout.buffer` for code that writes bytes (click.echo, ...)."""
         return _BinaryView(self)
 

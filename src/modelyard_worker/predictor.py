@@ -18,7 +18,8 @@ import pathlib
 import sys
 import tempfile
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .protocol import FILE_KEY
 
@@ -91,7 +92,7 @@ def _defined_by_user(cls: type, name: str) -> bool:
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
     try:
         return typing.get_type_hints(fn)
-    except Exception:  # forward references we cannot resolve: fall back to raw annotations
+    except Exception:  # noqa: BLE001 - unresolvable forward references: use the raw annotations
         return dict(getattr(fn, "__annotations__", {}))
 
 
@@ -132,7 +133,7 @@ def _download(url: str) -> str:
 
     name = os.path.basename(urllib.parse.urlparse(url).path) or "weights"
     target = os.path.join(tempfile.mkdtemp(prefix="modelyard-weights-"), name)
-    with urllib.request.urlopen(url) as response, open(target, "wb") as out:  # noqa: S310
+    with urllib.request.urlopen(url) as response, open(target, "wb") as out:
         while chunk := response.read(1 << 20):
             out.write(chunk)
     return target
@@ -155,18 +156,17 @@ def _convert(value: Any, annotation: Any) -> Any:
     if origin in (typing.Union, _UnionType):
         inner = _unwrap_optional(annotation)
         return value if inner is annotation else _convert(value, inner)
-    if origin in (list, typing.List) and isinstance(value, list):
+    if origin in (list, list) and isinstance(value, list):
         (item,) = typing.get_args(annotation) or (None,)
         return [_convert(v, item) for v in value]
     kind = _cog_kind(annotation)
     if kind == "Path":
         return annotation(value)
     if kind == "File":
-        return open(value, "rb")  # noqa: SIM115 - the user's predictor owns the handle
+        return open(value, "rb")
     if kind == "Secret":
         return annotation(value)
     return value
-
 
 
 def _cog_kind(annotation: Any) -> str | None:

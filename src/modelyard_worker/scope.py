@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextvars
 import re
-from typing import Any, Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any
 
 from . import protocol
 
@@ -32,7 +33,9 @@ def check_metric_name(name: str) -> None:
         or len(segments) > 4
         or name == "predict_time"
         or segments[0] == "cog"
-        or not all(_SEGMENT.fullmatch(s) and not s.endswith("_") and "__" not in s for s in segments)
+        or not all(
+            _SEGMENT.fullmatch(s) and not s.endswith("_") and "__" not in s for s in segments
+        )
     ):
         raise MetricError(f"invalid metric name: {name!r}")
 
@@ -120,7 +123,9 @@ class Scope:
 
 
 _NO_SCOPE = Scope()
-_current: contextvars.ContextVar[Scope] = contextvars.ContextVar("modelyard_scope", default=_NO_SCOPE)
+_current: contextvars.ContextVar[Scope] = contextvars.ContextVar(
+    "modelyard_scope", default=_NO_SCOPE
+)
 
 
 def current_scope() -> Scope:

@@ -235,7 +235,9 @@ class Worker:
     def _run_sync(self, message: dict[str, Any]) -> None:
         run = Running(message["id"], message, thread_id=threading.get_ident())
         if not self._register(run):
-            self._done(run, {"status": "canceled", "output": None}, self._scope(run), time.perf_counter())
+            self._done(
+                run, {"status": "canceled", "output": None}, self._scope(run), time.perf_counter()
+            )
             return
         started = time.perf_counter()
         token = capture.current_prediction.set(run.id)
@@ -301,7 +303,9 @@ class Worker:
     def _dispatch_async(self, message: dict[str, Any]) -> None:
         run = Running(message["id"], message)
         if not self._register(run):
-            self._done(run, {"status": "canceled", "output": None}, self._scope(run), time.perf_counter())
+            self._done(
+                run, {"status": "canceled", "output": None}, self._scope(run), time.perf_counter()
+            )
 
     async def _run_async(self, run: Running) -> None:
         message = run.message
@@ -394,7 +398,6 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - reported to the runner
                 ok, error = False, f"user-defined healthcheck failed: {_describe(exc)}"
         self.send({"t": "health", "id": request_id, "ok": ok, "error": error})
-
 
     def _await_elsewhere(self, awaitable: Any) -> Any:
         """Run a coroutine from a helper thread: on the predictor's loop when it has one, since

@@ -22,7 +22,9 @@ async def test_a_prediction_queued_behind_a_crash_runs_on_a_fresh_worker(env_bui
     model = await started_model(env_builder)
     try:
         first_pid = (await collect(model, {"action": "pid"})).output
-        crashing = asyncio.ensure_future(collect(model, {"action": "sleep_then_exit", "seconds": 1}))
+        crashing = asyncio.ensure_future(
+            collect(model, {"action": "sleep_then_exit", "seconds": 1})
+        )
         await asyncio.sleep(0.2)  # let it take the only slot
         queued = await collect(model, {"action": "pid"})
         crashed = await crashing
@@ -60,7 +62,9 @@ async def test_an_abandoned_stream_cancels_its_prediction(env_builder: Any) -> N
     model = await started_model(env_builder)
     try:
         pid = (await collect(model, {"action": "pid"})).output
-        stream = model.predict(model.validate({"action": "sleep", "seconds": 600}), prediction_id="gone")
+        stream = model.predict(
+            model.validate({"action": "sleep", "seconds": 600}), prediction_id="gone"
+        )
         async for event in stream:
             if isinstance(event, Log) and "action sleep" in event.text:
                 break
@@ -110,7 +114,9 @@ async def test_a_caller_canceled_during_setup_does_not_restart_it(env_builder: A
 async def test_ids_of_running_predictions_are_not_reused(env_builder: Any) -> None:
     model = await started_model(env_builder)
     try:
-        running = model.predict(model.validate({"action": "sleep", "seconds": 1}), prediction_id="same")
+        running = model.predict(
+            model.validate({"action": "sleep", "seconds": 1}), prediction_id="same"
+        )
         assert isinstance(await running.__anext__(), Started)
         twin = [e async for e in model.predict(model.validate({}), prediction_id="same")]
         assert twin == [Done("failed", error="a prediction with id same is already running")]

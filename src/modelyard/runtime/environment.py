@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import shutil
 import subprocess
 import tempfile
@@ -63,6 +62,7 @@ from .envspec import (
     sdk_requirement,
     spec_from_config,
 )
+from .home import modelyard_home
 from .reqlines import install_lines, local_requirement_files
 from .torchpin import gpu_available, local_torch_cpu_wheels
 from .uvrun import LOG_TAIL_LINES
@@ -89,9 +89,7 @@ __all__ = [
 
 def default_cache_dir() -> Path:
     """``$MODELYARD_HOME/envs``, by default ``~/.cache/modelyard/envs``."""
-    home = os.environ.get("MODELYARD_HOME")
-    base = Path(home).expanduser() if home else Path.home() / ".cache" / "modelyard"
-    return base / "envs"
+    return modelyard_home() / "envs"
 
 
 def _quiet(line: str) -> None:

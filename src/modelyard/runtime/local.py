@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from modelyard.cogspec.config import CogConfig, load_config
 from modelyard.cogspec.inputs import file_fields, validate_input
@@ -43,7 +44,7 @@ class LocalModel:
         self.config: CogConfig = load_config(self.package_dir)
         self.schema: dict[str, Any] = predictor_schema(self.package_dir, self.config)
         self.component = "TrainingInput" if mode == "train" else "Input"
-        self.ref  # fails early, with a clear message, when cog.yaml lacks the entry
+        _ = self.ref  # fails early, with a clear message, when cog.yaml lacks the entry
         self.builder = builder or EnvironmentBuilder()
         self.setup_timeout = setup_timeout
         self.weights = weights
@@ -83,7 +84,9 @@ class LocalModel:
                 ref=self.ref,
                 mode=self.mode,
                 environment=self.config.environment,
-                max_concurrency=self.config.concurrency_max if self.config.concurrency_max > 1 else None,
+                max_concurrency=self.config.concurrency_max
+                if self.config.concurrency_max > 1
+                else None,
                 weights=self.weights,
                 setup_timeout=self.setup_timeout,
             )

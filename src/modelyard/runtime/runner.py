@@ -15,14 +15,15 @@ import os
 import signal
 import socket
 import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any
 
 from modelyard_worker import protocol
 
-from .events import Done, Event, Log, Metric, Output, OutputFile, Started
 from .connection import Connection
+from .events import Done, Event, Log, Metric, Output, OutputFile, Started
 from .waiting import Deadline, acquire_unless
 from .workerpath import worker_pythonpath
 
@@ -141,10 +142,17 @@ class Runner:
         self._ready = loop.create_future()
         try:
             self._process = await asyncio.create_subprocess_exec(
-                str(self.spec.python), "-u", "-m", "modelyard_worker",
-                cwd=self.spec.package_dir, env=env, pass_fds=child_fds,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True,
+                str(self.spec.python),
+                "-u",
+                "-m",
+                "modelyard_worker",
+                cwd=self.spec.package_dir,
+                env=env,
+                pass_fds=child_fds,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
             )
         except OSError as exc:
             parent_sock.close()
@@ -162,7 +170,7 @@ class Runner:
         self._stderr_task = asyncio.create_task(self._read_stderr(self._process))
         try:
             ready = await asyncio.wait_for(asyncio.shield(self._ready), self.spec.setup_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._kill("setup timed out")
             return self._setup_failed(
                 started_at, f"setup timed out after {self.spec.setup_timeout:g} seconds"
@@ -190,7 +198,11 @@ class Runner:
         raise SetupFailed(error)
 
     def _worker_environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+        }
         env.update(self.spec.environment)
         bin_dir = str(Path(self.spec.python).parent)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
@@ -215,7 +227,7 @@ class Runner:
             try:
                 self._send_control({"t": "shutdown"})
                 await asyncio.wait_for(self._process.wait(), 5)
-            except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            except (TimeoutError, ConnectionError, RuntimeError):
                 await self._kill("The runner was stopped while the prediction ran")
         for task in list(self._draining):
             await task
@@ -251,7 +263,9 @@ class Runner:
 
     # --- receiving ----------------------------------------------------------------------
 
-    async def _watch(self, connection_lost: asyncio.Future[None], process: asyncio.subprocess.Process) -> None:
+    async def _watch(
+        self, connection_lost: asyncio.Future[None], process: asyncio.subprocess.Process
+    ) -> None:
         """Wait for the worker to exit, then for the rest of what it sent, and report it.
 
         The process is what is awaited: a child the model forked may hold the socket open.
@@ -259,7 +273,7 @@ class Runner:
         await process.wait()
         try:
             await asyncio.wait_for(asyncio.shield(connection_lost), 1)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if self._writer is not None:
                 self._writer.abort()
         if self._stderr_task is not None:
@@ -329,7 +343,9 @@ class Runner:
             elif killed_prediction in (None, prediction_id):
                 failure = killed_for
             else:
-                failure = f"The worker was restarted because prediction {killed_prediction} timed out"
+                failure = (
+                    f"The worker was restarted because prediction {killed_prediction} timed out"
+                )
             queue.put_nowait(Done("failed", error=failure))
         for waiter in self._health_waiters.values():
             if not waiter.done():
@@ -377,7 +393,9 @@ class Runner:
         self._inflight[prediction_id] = queue
         finished = False
         try:
-            self._send({"t": "predict", "id": prediction_id, "input": inputs, "context": context or {}})
+            self._send(
+                {"t": "predict", "id": prediction_id, "input": inputs, "context": context or {}}
+            )
             self.state = "BUSY" if len(self._inflight) >= self.slots else "READY"
             yield Started(time.time())
             watch = Deadline(self, prediction_id, timeout)
@@ -419,7 +437,9 @@ class Runner:
             self.state = "READY"
         semaphore.release()
 
-    async def _drain(self, prediction_id: str, queue: asyncio.Queue[Event], semaphore: asyncio.Semaphore) -> None:
+    async def _drain(
+        self, prediction_id: str, queue: asyncio.Queue[Event], semaphore: asyncio.Semaphore
+    ) -> None:
         while not isinstance(await queue.get(), Done):
             pass
         self._release(prediction_id, semaphore)
@@ -446,7 +466,11 @@ class Runner:
     async def health(self) -> Health:
         """Cog's health status, running the user's `healthcheck()` when the worker is idle or busy."""
         if self.state not in ("READY", "BUSY"):
-            error = self.setup_result.error if self.setup_result and self.state == "SETUP_FAILED" else None
+            error = (
+                self.setup_result.error
+                if self.setup_result and self.state == "SETUP_FAILED"
+                else None
+            )
             return Health(self.state, error)
         request_id = next(self._health_ids)
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -454,11 +478,16 @@ class Runner:
         self._send_control({"t": "health", "id": request_id})
         try:
             reply = await asyncio.wait_for(waiter, HEALTHCHECK_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._health_waiters.pop(request_id, None)
-            return Health("UNHEALTHY", f"user-defined healthcheck timed out after {HEALTHCHECK_TIMEOUT} seconds")
+            return Health(
+                "UNHEALTHY",
+                f"user-defined healthcheck timed out after {HEALTHCHECK_TIMEOUT} seconds",
+            )
         if not reply["ok"]:
-            return Health("UNHEALTHY" if self.state in ("READY", "BUSY") else self.state, reply["error"])
+            return Health(
+                "UNHEALTHY" if self.state in ("READY", "BUSY") else self.state, reply["error"]
+            )
         return Health(self.state)
 
     @property
@@ -500,5 +529,3 @@ def _decode_files(value: Any) -> Any:
     if isinstance(value, list):
         return [_decode_files(v) for v in value]
     return value
-
-

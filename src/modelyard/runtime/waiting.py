@@ -30,7 +30,7 @@ class Deadline:
             assert self.deadline is not None and self.timeout is not None
             try:
                 return await asyncio.wait_for(queue.get(), max(self.deadline - time.monotonic(), 0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if self.timed_out:  # the cancel did not stop it either: replace the worker
                 self.deadline = None

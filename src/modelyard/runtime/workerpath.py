@@ -13,9 +13,7 @@ from pathlib import Path
 
 import modelyard_worker
 
-
-def _home() -> Path:
-    return Path(os.environ.get("MODELYARD_HOME", Path.home() / ".cache" / "modelyard"))
+from .home import modelyard_home
 
 
 @cache
@@ -23,7 +21,7 @@ def worker_pythonpath() -> Path:
     """The directory to put on the worker's `PYTHONPATH` (created on first use)."""
     package = Path(modelyard_worker.__file__).resolve().parent
     digest = hashlib.sha256(str(package).encode()).hexdigest()[:16]
-    directory = _home() / "worker-path" / digest
+    directory = modelyard_home() / "worker-path" / digest
     link = directory / "modelyard_worker"
     if not link.exists():
         directory.mkdir(parents=True, exist_ok=True)
