@@ -1,6 +1,6 @@
 """Cog's own server (coglet 0.23.1, from PyPI) run without Docker, for side-by-side comparisons.
 
-Used by the differential tests (``tests/runtime/test_differential.py``) and the benchmarks::
+Used by the differential tests (``tests/differential/``) and the benchmarks::
 
     with CogletServer(package_dir, schema, env_python) as server:
         server.predict({"text": "hi"})          # -> the prediction JSON (status 200)
