@@ -407,3 +407,29 @@ def test_removed_cog_keys_are_ignored_and_reported(write_package: Writer) -> Non
     config = load_config(package)
     assert config.ignored_keys == ("build.cog_runtime", "build.fast", "tests")
     assert config.python_version == "3.11"
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            "build:\n  gpu: !!python/object:os.system {}\n",
+            (
+                "cog.yaml:2: invalid value: could not determine a constructor for the tag "
+                "'tag:yaml.org,2002:python/object:os.system'"
+            ),
+        ),
+        ("concurrency:\n  max: !!int x\n", "cog.yaml:2: invalid value: 'x' is not a valid !!int"),
+        ("build:\n  gpu: !!bool maybe\n", "cog.yaml:2: invalid value: 'maybe' is not a valid !!bool"),
+        ("!!float x: 1\n", "cog.yaml:1: invalid value: 'x' is not a valid !!float"),
+        (
+            "weights:\n  - name: a\n    target: /w\n    source: !!python/name:os.system\n",
+            (
+                "cog.yaml:4: invalid value: could not determine a constructor for the tag "
+                "'tag:yaml.org,2002:python/name:os.system'"
+            ),
+        ),
+    ],
+)
+def test_values_yaml_cannot_build(write_package: Writer, text: str, error: str) -> None:
+    assert error_of(write_package({"cog.yaml": text, "predict.py": PREDICTOR})) == error

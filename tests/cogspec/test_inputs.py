@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -281,3 +282,47 @@ def test_list_lengths() -> None:
         FieldError(loc("tags"), "['a', 'b', 'c', 'd'] is too long", "value_error"),
         FieldError(loc("sizes"), "[1] is too short", "value_error"),
     ]
+
+
+@pytest.mark.parametrize(("text", "spelled"), [
+    ("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"),
+])
+@pytest.mark.parametrize("field", ["temperature", "count", "prompt"])
+def test_non_finite_numbers_are_refused(field: str, text: str, spelled: str) -> None:
+    # Python's json reads NaN and Infinity; they could not be written back as JSON.
+    payload = json.loads(f'{{"{field}": {text}}}')
+    assert errors_of({**REQUIRED, **payload}) == [
+        FieldError(loc(field), f"{spelled} is not a finite number", "value_error")
+    ]
+
+
+def test_non_finite_numbers_inside_lists_and_objects() -> None:
+    schema = {
+        "components": {
+            "schemas": {
+                "Input": {
+                    "properties": {"options": {"type": "object"}, "anything": {"title": "Anything"}},
+                    "type": "object",
+                }
+            }
+        }
+    }
+    payload = json.loads('{"options": {"a": [1, NaN]}, "anything": [Infinity]}')
+    assert errors_of(payload, schema) == [
+        FieldError(("body", "input", "options", "a", 1), "NaN is not a finite number", "value_error"),
+        FieldError(("body", "input", "anything", 0), "Infinity is not a finite number", "value_error"),
+    ]
+
+
+def test_numbers_too_large_for_a_float() -> None:
+    payload = json.loads('{"temperature": 1' + "0" * 400 + ', "top_p": -' + "9" * 30 + "}")
+    assert errors_of({**REQUIRED, **payload}) == [
+        FieldError(
+            loc("temperature"),
+            "10000000000000000000...00000000 (401 digits) is too large for a number",
+            "value_error",
+        ),
+        FieldError(loc("top_p"), f"-{'9' * 30} is less than the minimum of 0", "value_error"),
+    ]
+    # an integer input holds any integer
+    assert validate_input(SCALARS, {**REQUIRED, "count": 10**400})["count"] == 10**400

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from modelyard.cogspec.inputs import resolve_schema
+
 
 class InputOptionError(ValueError):
     """An `-i` option that cannot be read; the message names it."""
@@ -25,24 +27,15 @@ def parse_input_options(options: list[str], schema: dict[str, Any], component: s
         name, sep, raw = option.partition("=")
         if not sep or not name:
             raise InputOptionError(f"-i {option!r}: expected name=value")
-        prop = _resolve(properties.get(name, {}), schemas)
+        prop = resolve_schema(properties.get(name, {}), schemas)
         if prop.get("type") == "array":
-            item = _resolve(prop.get("items", {}), schemas)
+            item = resolve_schema(prop.get("items", {}), schemas)
             result.setdefault(name, []).append(_convert(name, raw, item))
         else:
             if name in result:
                 raise InputOptionError(f"-i {name}: given more than once but it is not a list")
             result[name] = _convert(name, raw, prop)
     return result
-
-
-def _resolve(prop: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
-    """Follow `allOf: [{$ref}]` (how choices are written) to the enum component."""
-    for part in prop.get("allOf", ()):
-        ref = part.get("$ref", "")
-        if ref.startswith("#/components/schemas/"):
-            return {**schemas[ref.rsplit("/", 1)[1]], **{k: v for k, v in prop.items() if k != "allOf"}}
-    return prop
 
 
 def _convert(name: str, raw: str, prop: dict[str, Any]) -> Any:

@@ -16,6 +16,7 @@ signature. Unknown fields are dropped, as Cog does.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +93,11 @@ def validate_input(
             else:
                 result[name] = copy.deepcopy(prop["default"]) if "default" in prop else None
             continue
+        bad = _non_finite(payload[name], loc)
+        if bad is not None:  # NaN/Infinity (Python's json reads them) cannot be encoded back
+            errors.append(_error(bad[0], f"{_json_float(bad[1])} is not a finite number"))
+            result[name] = payload[name]
+            continue
         value, problems = _check(payload[name], prop, schemas, loc)
         errors.extend(problems)
         result[name] = value
@@ -114,8 +120,11 @@ def file_fields(schema: dict[str, Any], component: str = "Input") -> dict[str, b
     return fields
 
 
-def _resolve(prop: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``allOf``/``$ref`` parts into one flat schema (Cog uses them only for enums)."""
+def resolve_schema(prop: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``allOf``/``$ref`` parts into one flat schema (Cog uses them only for enums).
+
+    Keys of ``prop`` itself win over those of the parts; parts' titles and descriptions are dropped.
+    """
     merged = {k: v for k, v in prop.items() if k not in ("allOf", "$ref")}
     parts = list(prop.get("allOf", ()))
     if "$ref" in prop:
@@ -123,7 +132,7 @@ def _resolve(prop: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
     for part in parts:
         ref = part.get("$ref", "")
         target = schemas.get(ref[len(_REF_PREFIX) :], {}) if ref.startswith(_REF_PREFIX) else part
-        for key, value in _resolve(target, schemas).items():
+        for key, value in resolve_schema(target, schemas).items():
             if key not in ("title", "description"):
                 merged.setdefault(key, value)
     return merged
@@ -133,7 +142,7 @@ def _check(
     value: Any, prop: dict[str, Any], schemas: dict[str, Any], loc: tuple[str | int, ...]
 ) -> tuple[Any, list[FieldError]]:
     """Validate one value; return it coerced (ints for integral floats, floats for numbers)."""
-    spec = _resolve(prop, schemas)
+    spec = resolve_schema(prop, schemas)
     if value is None:
         if spec.get("nullable"):
             return None, []
@@ -156,6 +165,8 @@ def _check(
         return value, [_error(loc, f"{_repr(value)} is not valid under any of the given schemas")]
     given = _repr(value)  # messages quote the value as sent, before coercion
     expected = spec.get("type")
+    if expected == "number" and isinstance(value, int) and not _fits_float(value):
+        return value, [_error(loc, f"{_abbreviate(given)} is too large for a number")]
     if expected is not None:
         ok, value = _coerce(value, expected)
         if not ok:
@@ -209,6 +220,37 @@ def _coerce(value: Any, expected: str) -> tuple[bool, Any]:
     if expected == "object":
         return isinstance(value, dict), value
     return True, value
+
+
+def _non_finite(value: Any, loc: tuple[str | int, ...]) -> tuple[tuple[str | int, ...], float] | None:
+    """Where a NaN or infinite float is inside ``value`` (lists and objects searched), and it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return loc, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, (*loc, key))
+        if found is not None:
+            return found
+    return None
+
+
+def _json_float(value: float) -> str:
+    """A non-finite float as JSON extensions spell it: NaN, Infinity, -Infinity."""
+    return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+
+
+def _fits_float(value: int) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _abbreviate(digits: str) -> str:
+    """A huge integer's text, shortened: ``10000000000000000000...00000000 (401 digits)``."""
+    count = len(digits.lstrip("-"))
+    return digits if len(digits) <= 40 else f"{digits[:20]}...{digits[-8:]} ({count} digits)"
 
 
 def _is_number(value: Any) -> bool:

@@ -39,8 +39,20 @@ def node_error(node: yaml.Node, message: str) -> CogSpecError:
 
 
 def construct(node: yaml.Node) -> Any:
-    # A fresh constructor per call: SafeConstructor keeps per-document state.
-    return yaml.constructor.SafeConstructor().construct_document(node)
+    """The Python value of a node; a value YAML cannot build (``!!int x``, a ``!!python/...``
+    tag) is a CogSpecError at the node's line."""
+    try:
+        # A fresh constructor per call: SafeConstructor keeps per-document state.
+        return yaml.constructor.SafeConstructor().construct_document(node)
+    except yaml.MarkedYAMLError as exc:  # located at the inner node that failed
+        problem = exc.problem or exc.context or "cannot be read"
+        mark = exc.problem_mark or node.start_mark
+        raise CogSpecError(f"invalid value: {problem}", CONFIG_FILE, mark.line + 1) from None
+    except (yaml.YAMLError, ValueError, TypeError, LookupError, ArithmeticError) as exc:
+        if isinstance(node, yaml.ScalarNode):  # `!!int x`, `!!bool maybe`
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise node_error(node, f"invalid value: {node.value!r} is not a valid {tag}") from None
+        raise node_error(node, f"invalid value: {exc}") from None
 
 
 def is_null(node: yaml.Node) -> bool:
