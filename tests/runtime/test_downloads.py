@@ -43,8 +43,10 @@ def test_a_dot_dot_url_is_saved_as_file(http_server: str, tmp_path: Path, path: 
 @pytest.mark.parametrize(("url", "message"), [
     (
         "http://127.0.0.1:99999/x",
-        "input 'doc': fetching http://127.0.0.1:99999/x failed: "
-        "OverflowError: connect(): port must be 0-65535.",
+        (
+            "input 'doc': fetching http://127.0.0.1:99999/x failed: "
+            "OverflowError: connect(): port must be 0-65535."
+        ),
     ),
     (
         "http://[::1/x",
@@ -99,7 +101,7 @@ def stalling_server() -> Iterator[tuple[str, list[socket.socket]]]:
 def test_first_failure_cancels_the_other_downloads(
     stalling_server: tuple[str, list[socket.socket]], tmp_path: Path
 ) -> None:
-    base, accepted = stalling_server
+    base, _ = stalling_server
 
     async def scenario() -> None:
         client = httpx.AsyncClient(timeout=30)
