@@ -111,6 +111,14 @@ class CogConfig:
     ignored_keys: tuple[str, ...] = ()
 
 
+_COMMENT = re.compile(r"(^|\s+)#.*$")
+
+
+def strip_comment(line: str) -> str:
+    """A requirements line without its comment (a '#' at the start or after whitespace, as pip)."""
+    return _COMMENT.sub("", line)
+
+
 def load_config(package_dir: Path) -> CogConfig:
     """Read and validate ``package_dir/cog.yaml``; every problem is a one-line CogSpecError."""
     package_dir = Path(package_dir)
@@ -299,7 +307,7 @@ def _read_requirements(package_dir: Path, name: str, node: yaml.Node) -> tuple[s
     pending = ""
     for raw in text.splitlines():
         # pip joins lines ending in a backslash, and a '#' after whitespace starts a comment.
-        line = re.sub(r"(^|\s)#.*$", "", raw).rstrip()
+        line = strip_comment(raw).rstrip()
         if line.endswith("\\"):
             pending += line[:-1].strip() + " "
             continue

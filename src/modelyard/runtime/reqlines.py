@@ -19,11 +19,12 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from modelyard.cogspec.config import strip_comment
+
 #: Projects the builder installs itself (the Cog SDK), never from a model's requirements.
 MANAGED = frozenset({"cog", "coglet"})
 
 _ARCHIVES = (".whl", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tar")
-_COMMENT = re.compile(r"(^|\s+)#.*$")
 _PATH_OPTION = re.compile(
     r"^(?P<opt>-e|--editable|-r|--requirement|-c|--constraint|-f|--find-links)"
     r"(?P<sep>\s+|=)(?P<path>\S+)(?P<rest>.*)$"
@@ -46,7 +47,7 @@ _HASH_MAX_BYTES = 4 << 20
 
 def clean(line: str) -> str:
     """``line`` without its comment and surrounding whitespace."""
-    return _COMMENT.sub("", line).strip()
+    return strip_comment(line).strip()
 
 
 def requirement_parts(line: str) -> tuple[str, str] | None:
