@@ -44,6 +44,8 @@ class Deadline:
 
     def final(self, done: Done, items: list[Any]) -> Done:
         """The Done to report: a stream's items as its output; a timeout as the reason."""
+        if not done.is_stream and not self.timed_out:
+            return done  # the common case: nothing to change
         output = items if done.is_stream else done.output
         error = done.error
         status = done.status
