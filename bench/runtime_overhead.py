@@ -32,6 +32,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +101,20 @@ def bench_direct(package: Path, python: Path, warmup: int, n: int) -> list[int]:
     return json.loads(out.stdout)
 
 
+async def time_calls(once: Callable[[], Awaitable[None]], warmup: int, n: int) -> list[int]:
+    """Nanoseconds of each of `n` sequential calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        await once()
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter_ns()
+        await once()
+        samples.append(time.perf_counter_ns() - start)
+    return samples
+
+
 async def bench_runner(runner: Runner, warmup: int, n: int, inputs: dict[str, Any]) -> list[int]:
     """(b): one event stream per prediction, read to Done."""
-    clock = time.perf_counter_ns
 
     async def once() -> None:
         done = None
@@ -112,21 +124,13 @@ async def bench_runner(runner: Runner, warmup: int, n: int, inputs: dict[str, An
         if done is None or done.status != "succeeded" or done.output != "ok":
             raise RuntimeError(f"runner prediction went wrong: {done}")
 
-    for _ in range(warmup):
-        await once()
-    samples = []
-    for _ in range(n):
-        start = clock()
-        await once()
-        samples.append(clock() - start)
-    return samples
+    return await time_calls(once, warmup, n)
 
 
 async def bench_local_model(
     model: LocalModel, warmup: int, n: int, payload: dict[str, Any]
 ) -> list[int]:
     """(b'), for reference: LocalModel.validate() + predict(), what the engine calls."""
-    clock = time.perf_counter_ns
 
     async def once() -> None:
         inputs = model.validate(payload)
@@ -134,14 +138,7 @@ async def bench_local_model(
             if isinstance(event, Done) and event.status != "succeeded":
                 raise RuntimeError(f"prediction went wrong: {event}")
 
-    for _ in range(warmup):
-        await once()
-    samples = []
-    for _ in range(n):
-        start = clock()
-        await once()
-        samples.append(clock() - start)
-    return samples
+    return await time_calls(once, warmup, n)
 
 
 def bench_coglet(
