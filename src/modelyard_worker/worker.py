@@ -128,7 +128,9 @@ class Worker:
         try:
             self.predictor = predictor.load(self.config.ref, self.config.method_names)
             slots = self._slots(self.predictor)
-            result = predictor.call_setup(self.predictor, self.config.weights)
+            # COG_WEIGHTS may also come from cog.yaml's environment, as in Cog.
+            weights = self.config.weights or os.environ.get("COG_WEIGHTS") or None
+            result = predictor.call_setup(self.predictor, weights)
             if inspect.isawaitable(result):
                 self.loop = asyncio.new_event_loop()
                 self.loop.run_until_complete(result)

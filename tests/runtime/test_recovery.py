@@ -123,3 +123,12 @@ async def test_ids_of_running_predictions_are_not_reused(env_builder: Any) -> No
         assert [e async for e in running][-1].status == "succeeded"
     finally:
         await model.stop()
+
+
+async def test_cog_setup_timeout_from_cog_yaml_bounds_setup(env_builder: Any) -> None:
+    model = LocalModel(fixture_dir("cog_environment"), builder=env_builder)
+    try:
+        await model.start()
+        assert model.runner is not None and model.runner.spec.setup_timeout == 30.0
+    finally:
+        await model.stop()

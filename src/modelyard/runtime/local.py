@@ -88,7 +88,7 @@ class LocalModel:
                 if self.config.concurrency_max > 1
                 else None,
                 weights=self.weights,
-                setup_timeout=self.setup_timeout,
+                setup_timeout=self.setup_timeout or _setup_timeout_from(self.config),
             )
             self.runner = Runner(spec, on_setup_log=progress)
         return await self.runner.start()
@@ -140,3 +140,11 @@ class LocalModel:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.stop()
+
+
+def _setup_timeout_from(config: CogConfig) -> float | None:
+    """`COG_SETUP_TIMEOUT` from cog.yaml's `environment`, which Cog honours too."""
+    try:
+        return float(config.environment["COG_SETUP_TIMEOUT"])
+    except (KeyError, ValueError):
+        return None
