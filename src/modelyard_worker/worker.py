@@ -223,23 +223,24 @@ class Worker:
             self._run_sync(message)
 
     def _register(self, run: Running) -> bool:
-        """Record a prediction as running; False when a cancel for it already arrived."""
+        """Record a prediction as running; when a cancel for it already arrived, report it
+        canceled instead and return False."""
         with self.running_lock:
             self.running[run.id] = run
-            if run.id in self.early_cancels:
+            canceled = run.id in self.early_cancels
+            if canceled:
                 self.early_cancels.remove(run.id)
                 run.canceled = True
-                return False
-            if run.thread_id is None and self.loop is not None:
+            elif run.thread_id is None and self.loop is not None:
                 run.task = self.loop.create_task(self._run_async(run))
-            return True
+        if canceled:
+            outcome = {"status": "canceled", "output": None}
+            self._done(run, outcome, self._scope(run), time.perf_counter())
+        return not canceled
 
     def _run_sync(self, message: dict[str, Any]) -> None:
         run = Running(message["id"], message, thread_id=threading.get_ident())
         if not self._register(run):
-            self._done(
-                run, {"status": "canceled", "output": None}, self._scope(run), time.perf_counter()
-            )
             return
         started = time.perf_counter()
         token = capture.current_prediction.set(run.id)
@@ -303,11 +304,7 @@ class Worker:
     # --- async predictions --------------------------------------------------------------
 
     def _dispatch_async(self, message: dict[str, Any]) -> None:
-        run = Running(message["id"], message)
-        if not self._register(run):
-            self._done(
-                run, {"status": "canceled", "output": None}, self._scope(run), time.perf_counter()
-            )
+        self._register(Running(message["id"], message))
 
     async def _run_async(self, run: Running) -> None:
         message = run.message
