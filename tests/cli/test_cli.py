@@ -494,6 +494,17 @@ def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
             proc.wait()
 
 
+def assert_stopped_by_interrupt(
+    proc: subprocess.Popen[str], out: str, errors: str, worker: int
+) -> None:
+    """Exit 130 with one `Error: interrupted` line, nothing printed, and no worker left behind."""
+    assert proc.returncode == 130, errors
+    assert errors.strip().splitlines()[-1] == "Error: interrupted"
+    assert "Traceback" not in errors
+    assert out == ""
+    assert not is_running(worker)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_during_setup_stops_the_worker(tmp_path: Path, signum: int) -> None:
     proc = start_predict("setup_slow", tmp_path)
@@ -506,11 +517,7 @@ def test_interrupt_during_setup_stops_the_worker(tmp_path: Path, signum: int) ->
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, errors
-    assert errors.strip().splitlines()[-1] == "Error: interrupted"
-    assert "Traceback" not in errors
-    assert out == ""
-    assert not is_running(worker)
+    assert_stopped_by_interrupt(proc, out, errors, worker)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -529,11 +536,7 @@ def test_second_interrupt_stops_a_model_that_ignores_the_cancel(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, errors
-    assert errors.strip().splitlines()[-1] == "Error: interrupted"
-    assert "Traceback" not in errors
-    assert out == ""
-    assert not is_running(worker)
+    assert_stopped_by_interrupt(proc, out, errors, worker)
 
 
 def test_sigterm_cancels_the_prediction(tmp_path: Path) -> None:
