@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from conftest import PREDICTION_LIMIT, collect, fixture_dir
@@ -12,15 +14,19 @@ from modelyard.runtime.local import LocalModel
 from modelyard.runtime.runner import Runner, RunnerSpec
 
 
-async def started_model(env_builder: Any, name: str = "recovery") -> LocalModel:
+@contextlib.asynccontextmanager
+async def started_model(env_builder: Any, name: str = "recovery") -> AsyncIterator[LocalModel]:
+    """A started model of fixture `name`, stopped afterwards."""
     model = LocalModel(fixture_dir(name), builder=env_builder)
     await model.start()
-    return model
+    try:
+        yield model
+    finally:
+        await model.stop()
 
 
 async def test_a_prediction_queued_behind_a_crash_runs_on_a_fresh_worker(env_builder: Any) -> None:
-    model = await started_model(env_builder)
-    try:
+    async with started_model(env_builder) as model:
         first_pid = (await collect(model, {"action": "pid"})).output
         crashing = asyncio.ensure_future(
             collect(model, {"action": "sleep_then_exit", "seconds": 1})
@@ -32,35 +38,26 @@ async def test_a_prediction_queued_behind_a_crash_runs_on_a_fresh_worker(env_bui
         assert crashed.error == "The worker process died: exited with code 5"
         assert queued.status == "succeeded" and queued.output != first_pid
         assert (await collect(model, {"action": "pid"})).output == queued.output
-    finally:
-        await model.stop()
 
 
 async def test_a_child_that_outlives_the_worker_does_not_hide_its_death(env_builder: Any) -> None:
-    model = await started_model(env_builder)
-    try:
+    async with started_model(env_builder) as model:
         result = await collect(model, {"action": "orphan_then_exit"})
         assert result.status == "failed"
         assert result.error == "The worker process died: exited with code 4"
         assert (await collect(model, {"action": "pid"})).status == "succeeded"
-    finally:
-        await model.stop()
 
 
 async def test_a_bad_metric_fails_the_prediction_and_the_worker_lives_on(env_builder: Any) -> None:
-    model = await started_model(env_builder)
-    try:
+    async with started_model(env_builder) as model:
         before = (await collect(model, {"action": "pid"})).output
         for action in ("bad_metric", "clashing_metrics"):
             assert (await collect(model, {"action": action})).status == "failed"
         assert (await collect(model, {"action": "pid"})).output == before
-    finally:
-        await model.stop()
 
 
 async def test_an_abandoned_stream_cancels_its_prediction(env_builder: Any) -> None:
-    model = await started_model(env_builder)
-    try:
+    async with started_model(env_builder) as model:
         pid = (await collect(model, {"action": "pid"})).output
         stream = model.predict(
             model.validate({"action": "sleep", "seconds": 600}), prediction_id="gone"
@@ -72,8 +69,6 @@ async def test_an_abandoned_stream_cancels_its_prediction(env_builder: Any) -> N
         # Without the cancel, this would wait ten minutes for the slot (collect gives up first).
         after = await collect(model, {"action": "pid"})
         assert after.status == "succeeded" and after.output == pid
-    finally:
-        await model.stop()
 
 
 async def test_a_cancel_during_the_cold_boot_is_not_lost(env_builder: Any) -> None:
@@ -112,8 +107,7 @@ async def test_a_caller_canceled_during_setup_does_not_restart_it(env_builder: A
 
 
 async def test_ids_of_running_predictions_are_not_reused(env_builder: Any) -> None:
-    model = await started_model(env_builder)
-    try:
+    async with started_model(env_builder) as model:
         running = model.predict(
             model.validate({"action": "sleep", "seconds": 1}), prediction_id="same"
         )
@@ -121,14 +115,8 @@ async def test_ids_of_running_predictions_are_not_reused(env_builder: Any) -> No
         twin = [e async for e in model.predict(model.validate({}), prediction_id="same")]
         assert twin == [Done("failed", error="a prediction with id same is already running")]
         assert [e async for e in running][-1].status == "succeeded"
-    finally:
-        await model.stop()
 
 
 async def test_cog_setup_timeout_from_cog_yaml_bounds_setup(env_builder: Any) -> None:
-    model = LocalModel(fixture_dir("cog_environment"), builder=env_builder)
-    try:
-        await model.start()
+    async with started_model(env_builder, "cog_environment") as model:
         assert model.runner is not None and model.runner.spec.setup_timeout == 30.0
-    finally:
-        await model.stop()
