@@ -87,7 +87,6 @@ class Runner:
         self._health_ids = itertools.count()
         self._ids = itertools.count()
         self._setup_logs: list[str] = []
-        self._start_lock = asyncio.Lock()
         self._semaphore: asyncio.Semaphore | None = None
         self._stopping = False
         self._waiting: dict[str, asyncio.Event] = {}
@@ -106,16 +105,11 @@ class Runner:
         """
         if self.state in ("READY", "BUSY") and self.setup_result is not None:
             return self.setup_result
+        # One start at a time: a new task only when the last one has ended.
         if self._start_task is None or self._start_task.done():
-            self._start_task = asyncio.ensure_future(self._start_once())
+            self._start_task = asyncio.ensure_future(self._start())
             self._start_task.add_done_callback(_retrieve)
         return await asyncio.shield(self._start_task)
-
-    async def _start_once(self) -> SetupResult:
-        async with self._start_lock:
-            if self.state in ("READY", "BUSY") and self.setup_result is not None:
-                return self.setup_result
-            return await self._start()
 
     async def _start(self) -> SetupResult:
         await self._reap()
