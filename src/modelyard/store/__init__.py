@@ -1,0 +1,1 @@
+"""Persistence: SQL tables through SQLAlchemy 2 (SQLite by default) and blobs on disk."""

@@ -1,0 +1,35 @@
+"""Identifiers and secrets: prediction ids shaped like Replicate's, tokens, webhook secrets."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+
+_BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's alphabet, lower case, as Replicate's ids
+
+
+def new_id() -> str:
+    """26 lowercase base32 characters (130 random bits), like `azaq55dbukgxg6kubr4k6g3pby`."""
+    number = secrets.randbits(130)
+    return "".join(_BASE32[(number >> (5 * i)) & 31] for i in range(26))
+
+
+def new_token() -> str:
+    """An API token: `r8_` and 40 URL-safe characters, as Replicate's tokens look."""
+    return "r8_" + secrets.token_urlsafe(30)
+
+
+def token_hash(token: str) -> str:
+    """Tokens are stored hashed: a leaked database does not leak working tokens."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_webhook_secret() -> str:
+    """`whsec_` + standard base64 (no `_`: the Python client splits the secret on it)."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def new_access_key() -> str:
+    """An unguessable path segment for URLs that work without auth (streams, output files)."""
+    return secrets.token_urlsafe(24)
