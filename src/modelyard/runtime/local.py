@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from modelyard.cogspec.config import CogConfig, load_config
 from modelyard.cogspec.inputs import file_fields, validate_input
 from modelyard.cogspec.schema import predictor_schema
@@ -38,6 +40,7 @@ class LocalModel:
         setup_timeout: float | None = None,
         weights: str | None = None,
         allow_local_paths: bool = False,
+        http_client: httpx.AsyncClient | None = None,
     ) -> None:
         self.package_dir = Path(package_dir).resolve()
         self.mode = mode
@@ -49,6 +52,7 @@ class LocalModel:
         self.setup_timeout = setup_timeout
         self.weights = weights
         self.allow_local_paths = allow_local_paths
+        self.http_client = http_client  # fetches URL inputs; the engine serves its own files
         self.environment: Environment | None = None
         self.runner: Runner | None = None
         self._file_fields = file_fields(self.schema, self.component)
@@ -60,6 +64,11 @@ class LocalModel:
             key = "train" if self.mode == "train" else "run"
             raise ValueError(f"cog.yaml in {self.package_dir} has no '{key}:' entry")
         return ref
+
+    @property
+    def file_fields(self) -> dict[str, bool]:
+        """Inputs that hold files -> whether each is a list."""
+        return self._file_fields
 
     def validate(self, payload: object) -> dict[str, Any]:
         """The input with defaults applied; raises `InputValidationError` listing every problem."""
@@ -122,7 +131,11 @@ class LocalModel:
         try:
             try:
                 inputs = await localize_files(
-                    inputs, self._file_fields, scratch, allow_local_paths=self.allow_local_paths
+                    inputs,
+                    self._file_fields,
+                    scratch,
+                    allow_local_paths=self.allow_local_paths,
+                    client=self.http_client,
                 )
             except InputFileError as exc:
                 yield Done("failed", error=str(exc))

@@ -137,6 +137,11 @@ class Prediction(Base):
     destination_model_id: Mapped[int | None] = mapped_column(
         ForeignKey("models.id", ondelete="SET NULL")
     )
+    # Denormalised for rendering without joins (models are never renamed).
+    model_ref: Mapped[str] = mapped_column(String(200))  # owner/name
+    version_id: Mapped[str] = mapped_column(String(64))
+    deployment_ref: Mapped[str | None] = mapped_column(String(200))
+    destination_ref: Mapped[str | None] = mapped_column(String(200))
     input: Mapped[dict[str, Any]]
     output: Mapped[Any | None] = mapped_column(JSON, nullable=True)
     logs: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,1 @@
+"""Replicate's HTTP API (FastAPI): validate, call the engine and store, render Replicate's JSON."""

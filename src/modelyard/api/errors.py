@@ -1,0 +1,91 @@
+"""Errors as RFC 7807 problem+json, with Replicate's wording where the clients show it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM = "application/problem+json"
+log = logging.getLogger("modelyard.api")
+
+
+class Problem(Exception):
+    """Raise anywhere in a route: becomes `{title?, detail, status, ...extra}`."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.title = title
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_response(problem: Problem) -> JSONResponse:
+    body: dict[str, Any] = {"detail": problem.detail, "status": problem.status}
+    if problem.title:
+        body["title"] = problem.title
+    body.update(problem.extra)
+    return JSONResponse(body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM)
+
+
+def not_found(what: str = "Not found.") -> Problem:
+    return Problem(404, what, title="Not found")
+
+
+def invalid_fields_problem(fields: list[dict[str, str]], title: str) -> Problem:
+    """Replicate's 422: `detail` lists each problem on its own `- field: message` line."""
+    detail = "".join(f"- {f['field']}: {f['description']}\n" for f in fields)
+    return Problem(422, detail, title=title, invalid_fields=fields)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [_field(error) for error in exc.errors()]
+        return problem_response(invalid_fields_problem(fields, "Invalid request"))
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return problem_response(
+            Problem(500, "Internal server error; the server log has the details.", title="Error")
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = "Not found."
+        if exc.status_code == 405:
+            detail = "Method not allowed."
+        return problem_response(Problem(exc.status_code, detail, headers=dict(exc.headers or {})))
+
+
+def _field(error: dict[str, Any]) -> dict[str, str]:
+    loc = [str(part) for part in error.get("loc", ()) if part != "body"]
+    field = ".".join(loc) or "body"
+    kind = error.get("type", "invalid")
+    message = error.get("msg", "is invalid")
+    if kind == "missing":
+        return {"type": "required", "field": field, "description": f"{field} is required"}
+    if kind == "json_invalid":
+        return {"type": "json", "field": "body", "description": "the body is not valid JSON"}
+    return {"type": kind, "field": field, "description": message}

@@ -1,0 +1,240 @@
+"""Creating predictions and trainings: resolve the version, validate the input, store, queue,
+and answer at once or (with `Prefer: wait`) once done. Shared by every create route.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import update
+
+from modelyard.cogspec.inputs import InputValidationError, file_fields, validate_input
+from modelyard.engine.views import prediction_json
+from modelyard.store.ids import new_access_key
+from modelyard.store.models import (
+    ModelRow,
+    get_model,
+    get_version,
+    latest_version,
+    versions_by_id,
+)
+from modelyard.store.predictions import TERMINAL, NewPrediction, create_prediction
+from modelyard.store.tables import Account, Model, Prediction, Version, utcnow
+
+from .auth import can_see
+from .errors import Problem, invalid_fields_problem
+from .platform import Platform
+
+WebhookEvent = Literal["start", "output", "logs", "completed"]
+_PREFER_WAIT = re.compile(r"(?:^|[,;]\s*)wait(?:=(\d+))?(?:\s*(?:[,;]|$))")
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+INVALID_VERSION = Problem(
+    422,
+    "The specified version does not exist (or perhaps you don't have permission to use it?)",
+    title="Invalid version or not permitted",
+)
+
+
+class JobRequest(BaseModel):
+    """The body of every create: unknown keys are ignored (the JS client passes extras)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: dict[str, Any]
+    webhook: str | None = None
+    webhook_events_filter: list[WebhookEvent] | None = None
+    webhook_completed: str | None = None  # the legacy name of `webhook`
+    stream: bool | None = None
+
+
+class VersionedRequest(JobRequest):
+    version: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """The version a job runs, and the model it belongs to."""
+
+    version: Version
+    model: ModelRow
+
+
+def resolve_version(platform: Platform, account: Account, ref: str) -> Target:
+    """`ref` is a 64-hex id, `owner/name:id` or `owner/name` (its latest version)."""
+    with platform.db.session() as session:
+        if _HEX64.match(ref):
+            for version, model in versions_by_id(session, ref):
+                if can_see(model.model, account):
+                    return Target(version, model)
+            raise INVALID_VERSION
+        owner_name, _, version_id = ref.partition(":")
+        owner, _, name = owner_name.partition("/")
+        model = get_model(session, owner, name) if owner and name else None
+        if model is None or not can_see(model.model, account):
+            raise INVALID_VERSION
+        return latest_target(session, model, version_id or None)
+
+
+def latest_target(session: Any, model: ModelRow, version_id: str | None = None) -> Target:
+    if version_id:
+        version = get_version(session, model.model, version_id)
+    else:
+        version = latest_version(session, model.model)
+    if version is None:
+        raise INVALID_VERSION
+    return Target(version, model)
+
+
+def validated_input(
+    platform: Platform, account: Account, target: Target, payload: dict[str, Any], component: str
+) -> None:
+    """422 with Replicate's `invalid_fields` when the input does not match the schema."""
+    schema = target.version.openapi_schema
+    try:
+        validate_input(schema, payload, component)
+    except InputValidationError as exc:
+        fields = [
+            {
+                "type": error.type,
+                "field": ".".join(["input", *map(str, error.loc)]) if error.loc else "input",
+                "description": error.msg,
+            }
+            for error in exc.errors
+        ]
+        raise invalid_fields_problem(fields, "Input validation failed") from None
+    problems = []
+    for name, is_list in file_fields(schema, component).items():
+        values = payload.get(name)
+        for value in (values if is_list and isinstance(values, list) else [values]):
+            if value is not None and not _file_input_ok(platform, account, value):
+                problems.append(
+                    {
+                        "type": "file",
+                        "field": f"input.{name}",
+                        "description": "must be an http(s) URL, a data: URI or a file of yours "
+                        "uploaded to /v1/files",
+                    }
+                )
+    if problems:
+        raise invalid_fields_problem(problems, "Input validation failed")
+
+
+def _file_input_ok(platform: Platform, account: Account, value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    file_id = platform.engine.files.own_file_id(value)
+    if file_id is not None:
+        file = platform.engine.files.own_file(value)
+        return file is not None and file.account_id == account.id
+    return value.startswith(("http://", "https://", "data:"))
+
+
+def streams(target: Target, component: str = "Output") -> bool:
+    output = target.version.openapi_schema.get("components", {}).get("schemas", {}).get(component)
+    return isinstance(output, dict) and output.get("x-cog-array-type") == "iterator"
+
+
+def cancel_after(request: Request) -> timedelta | None:
+    """`Cancel-After: 30s | 5m | 1h30m45s | 30` (seconds without a unit; at least 5 s)."""
+    value = request.headers.get("cancel-after")
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text.isdigit():
+        seconds = int(text)
+    else:
+        match = _DURATION.match(text)
+        if not text or match is None:
+            raise Problem(400, f"Cancel-After {value!r} is not a duration such as 30s, 5m or 1h30m")
+        hours, minutes, secs = (int(g or 0) for g in match.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    return timedelta(seconds=max(5, seconds))
+
+
+def prefer_wait(request: Request, maximum: float) -> float | None:
+    """Seconds to hold the request for `Prefer: wait[=N]`, capped at `maximum`."""
+    match = _PREFER_WAIT.search(request.headers.get("prefer", ""))
+    if match is None:
+        return None
+    seconds = int(match.group(1)) if match.group(1) else maximum
+    return float(min(max(seconds, 1), maximum))
+
+
+def create_job(
+    platform: Platform,
+    request: Request,
+    account: Account,
+    target: Target,
+    body: JobRequest,
+    *,
+    kind: str = "prediction",
+    deployment: tuple[int, str] | None = None,
+    destination: ModelRow | None = None,
+) -> Prediction:
+    component = "TrainingInput" if kind == "training" else "Input"
+    validated_input(platform, account, target, body.input, component)
+    webhook = body.webhook or body.webhook_completed
+    if webhook is not None and not webhook.startswith(("http://", "https://")):
+        raise invalid_fields_problem(
+            [{"type": "url", "field": "webhook", "description": "must be an http(s) URL"}],
+            "Invalid request",
+        )
+    deadline = cancel_after(request)
+    wants_stream = kind == "prediction" and (streams(target) or bool(body.stream))
+    new = NewPrediction(
+        account_id=account.id,
+        model_id=target.model.model.id,
+        model_ref=target.model.ref,
+        version_pk=target.version.pk,
+        version_id=target.version.id,
+        input=body.input,
+        kind=kind,
+        source="api",
+        webhook=webhook,
+        webhook_events_filter=list(body.webhook_events_filter)
+        if body.webhook_events_filter is not None
+        else None,
+        deadline=utcnow() + deadline if deadline else None,
+        deployment_id=deployment[0] if deployment else None,
+        deployment_ref=deployment[1] if deployment else None,
+        destination_model_id=destination.model.id if destination else None,
+        destination_ref=destination.ref if destination else None,
+        stream_key=new_access_key() if wants_stream else None,
+    )
+    with platform.db.session() as session:
+        prediction = create_prediction(session, new)
+        session.execute(
+            update(Model)
+            .where(Model.id == target.model.model.id)
+            .values(run_count=Model.run_count + 1)
+        )
+    platform.engine.submit(prediction)
+    return prediction
+
+
+async def respond(
+    platform: Platform, request: Request, prediction: Prediction
+) -> JSONResponse:
+    """201 right away, or after waiting for `Prefer: wait`; a non-terminal wait says starting."""
+    wait = prefer_wait(request, platform.settings.sync_wait_max)
+    headers = {"Location": platform.urls.prediction(prediction.id, prediction.kind)}
+    if wait is None:
+        return JSONResponse(prediction_json(prediction, platform.urls), 201, headers=headers)
+    # Answer a little before N seconds: the Python client's read timeout is N + 0.5 s.
+    latest = await platform.engine.log.wait_until(
+        prediction.id, lambda p: p.status in TERMINAL, timeout=max(0.5, wait - 0.25)
+    )
+    body = prediction_json(latest or prediction, platform.urls)
+    headers["Preference-Applied"] = f"wait={int(wait)}"
+    if body["status"] not in TERMINAL:
+        body["status"] = "starting"  # the clients treat anything else as finished
+        return JSONResponse(body, 202, headers=headers)
+    return JSONResponse(body, 201, headers=headers)

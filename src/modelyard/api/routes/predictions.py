@@ -1,0 +1,132 @@
+"""Predictions: create (by version, by model, by deployment elsewhere), get, list, cancel."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from modelyard.engine.views import prediction_json
+from modelyard.store.models import get_model
+from modelyard.store.predictions import PredictionFilter, get_prediction, list_predictions
+from modelyard.store.tables import Account, Prediction
+
+from ..auth import AccountDep, can_see
+from ..errors import Problem, not_found
+from ..jobs import INVALID_VERSION, JobRequest, VersionedRequest, create_job, latest_target
+from ..jobs import resolve_version, respond
+from ..pages import decode_cursor, page
+from ..platform import Platform, PlatformDep
+
+router = APIRouter(tags=["predictions"])
+PAGE_SIZE = 100
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@router.post("/predictions", status_code=201)
+async def create(
+    body: VersionedRequest, request: Request, platform: PlatformDep, account: AccountDep
+) -> JSONResponse:
+    target = resolve_version(platform, account, body.version)
+    prediction = create_job(platform, request, account, target, body)
+    return await respond(platform, request, prediction)
+
+
+@router.post("/models/{owner}/{name}/predictions", status_code=201)
+async def create_for_model(
+    owner: str,
+    name: str,
+    body: JobRequest,
+    request: Request,
+    platform: PlatformDep,
+    account: AccountDep,
+) -> JSONResponse:
+    """Every model, not only "official" ones: it runs the latest version."""
+    with platform.db.session() as session:
+        model = get_model(session, owner, name)
+        if model is None or not can_see(model.model, account):
+            raise not_found("The requested model does not exist.")
+        if model.model.latest_version_id is None:
+            raise INVALID_VERSION
+        target = latest_target(session, model)
+    prediction = create_job(platform, request, account, target, body)
+    return await respond(platform, request, prediction)
+
+
+def owned(platform: Platform, account: Account, prediction_id: str, kind: str) -> Prediction:
+    with platform.db.session() as session:
+        prediction = get_prediction(session, prediction_id)
+    if prediction is None or prediction.kind != kind or prediction.account_id != account.id:
+        raise not_found(f"The requested {kind} does not exist.")
+    return prediction
+
+
+@router.get("/predictions/{prediction_id}")
+async def get(prediction_id: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
+    prediction = owned(platform, account, prediction_id, "prediction")
+    return JSONResponse(prediction_json(prediction, platform.urls), headers=NO_STORE)
+
+
+@router.post("/predictions/{prediction_id}/cancel")
+async def cancel(prediction_id: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
+    owned(platform, account, prediction_id, "prediction")
+    prediction = await platform.engine.cancel(prediction_id)
+    assert prediction is not None
+    return JSONResponse(prediction_json(prediction, platform.urls))
+
+
+@router.get("/predictions")
+async def list_(
+    request: Request,
+    platform: PlatformDep,
+    account: AccountDep,
+    cursor: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    model: Annotated[str | None, Query(description="owner/name")] = None,
+    version: str | None = None,
+    status: str | None = None,
+    source: str | None = None,
+    deployment: str | None = None,
+) -> JSONResponse:
+    """Newest first, 100 a page; `model`, `version`, `status` filters are ours (py#192)."""
+    return list_jobs(platform, account, "prediction", locals())
+
+
+def list_jobs(platform: Platform, account: Account, kind: str, args: dict) -> JSONResponse:
+    params = {
+        k: (v.isoformat() if isinstance(v, datetime) else v)
+        for k, v in args.items()
+        if k in ("created_after", "created_before", "model", "version", "status", "source")
+    }
+    if args.get("status") and args["status"] not in _STATUSES:
+        raise Problem(400, f"status must be one of {', '.join(sorted(_STATUSES))}")
+    where = PredictionFilter(
+        account_id=account.id,
+        kind=kind,
+        created_after=args.get("created_after"),
+        created_before=args.get("created_before"),
+        model_ref=args.get("model"),
+        version_id=args.get("version"),
+        status=args.get("status"),
+        source=args.get("source"),
+    )
+    with platform.db.session() as session:
+        rows = list_predictions(
+            session, where, before=decode_cursor(args.get("cursor")), limit=PAGE_SIZE + 1
+        )
+    collection = "trainings" if kind == "training" else "predictions"
+    body = page(
+        rows,
+        PAGE_SIZE,
+        platform.urls.api(f"/{collection}"),
+        params,
+        key=lambda p: (p.created_at, p.id),
+        render=lambda p: prediction_json(p, platform.urls),
+    )
+    return JSONResponse(body, headers=NO_STORE)
+
+
+_STATUSES = {"starting", "processing", "succeeded", "failed", "canceled"}

@@ -1,0 +1,159 @@
+"""Versions: push a Cog package (our stand-in for pushing an OCI image), list, get, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
+
+from modelyard.cogspec.config import load_config
+from modelyard.cogspec.errors import CogSpecError
+from modelyard.cogspec.schema import predictor_schema
+from modelyard.engine.views import timestamp
+from modelyard.runtime.envspec import sdk_requirement
+from modelyard.runtime.package import PackageError
+from modelyard.store.blobs import Blob
+from modelyard.store.models import ModelRow, add_version, create_model, get_model, get_version
+from modelyard.store.tables import Account, Model, Prediction, Release, Version
+
+from ..auth import AccountDep, can_edit, can_see
+from ..errors import Problem, not_found
+from ..pages import page
+from ..platform import Platform, PlatformDep
+
+router = APIRouter(tags=["versions"])
+
+
+def version_json(version: Version) -> dict[str, Any]:
+    return {
+        "id": version.id,
+        "created_at": timestamp(version.created_at),
+        "cog_version": version.cog_version,
+        "openapi_schema": version.openapi_schema,
+    }
+
+
+def visible_model(platform: Platform, account: Account, owner: str, name: str) -> ModelRow:
+    with platform.db.session() as session:
+        model = get_model(session, owner, name)
+    if model is None or not can_see(model.model, account):
+        raise not_found("The requested model does not exist.")
+    return model
+
+
+@router.post("/models/{owner}/{name}/versions", status_code=201)
+async def push(
+    owner: str, name: str, request: Request, platform: PlatformDep, account: AccountDep
+) -> JSONResponse:
+    """The body is a package archive made by `modelyard push`; the id is its sha256."""
+    if owner != account.username and not account.is_admin:
+        raise Problem(403, f"You cannot push to {owner}/{name}: it is not your account.")
+    blob = await _receive(platform, request)
+    try:
+        directory = platform.engine.package_dir(blob.key)
+        config = load_config(directory)
+        schema = predictor_schema(directory, config)
+    except (PackageError, CogSpecError) as exc:
+        raise Problem(422, f"The package is not a valid Cog package: {exc}") from None
+    with platform.db.session() as session:
+        model = get_model(session, owner, name)
+        if model is None:
+            owner_account = session.get(Account, account.id)
+            if owner != account.username:
+                raise not_found(f"The model {owner}/{name} does not exist.")
+            model = create_model(session, owner_account, name, visibility="private")
+        elif not can_edit(model.model, account):
+            raise not_found(f"The model {owner}/{name} does not exist.")
+        version, created = add_version(
+            session,
+            session.get(Model, model.model.id),
+            version_id=blob.key,
+            package_key=blob.key,
+            cog_version=sdk_requirement(config.sdk_version).removeprefix("cog==").lstrip("<>=!~"),
+            openapi_schema=schema,
+        )
+    return JSONResponse(version_json(version), status_code=201 if created else 200)
+
+
+async def _receive(platform: Platform, request: Request) -> Blob:
+    limit = platform.settings.package_limit
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Problem(413, f"The package is larger than the limit of {limit} bytes.")
+    received = 0
+    chunks: list[bytes] = []
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise Problem(413, f"The package is larger than the limit of {limit} bytes.")
+        chunks.append(chunk)
+    if not received:
+        raise Problem(400, "The request body is empty; send the package archive made by "
+                      "`modelyard push`.")
+    return platform.blobs.put_chunks(chunks)
+
+
+@router.get("/models/{owner}/{name}/versions")
+async def list_versions(
+    owner: str, name: str, platform: PlatformDep, account: AccountDep
+) -> JSONResponse:
+    model = visible_model(platform, account, owner, name)
+    with platform.db.session() as session:
+        rows = list(
+            session.scalars(
+                select(Version)
+                .where(Version.model_id == model.model.id)
+                .order_by(Version.created_at.desc(), Version.pk.desc())
+            )
+        )
+    base = platform.urls.api(f"/models/{owner}/{name}/versions")
+    body = page(rows, len(rows), base, {}, key=lambda v: (v.created_at, v.id), render=version_json)
+    return JSONResponse(body)
+
+
+@router.get("/models/{owner}/{name}/versions/{version_id}")
+async def get_version_route(
+    owner: str, name: str, version_id: str, platform: PlatformDep, account: AccountDep
+) -> JSONResponse:
+    model = visible_model(platform, account, owner, name)
+    with platform.db.session() as session:
+        version = get_version(session, model.model, version_id)
+    if version is None:
+        raise not_found("The requested version does not exist.")
+    return JSONResponse(version_json(version))
+
+
+@router.delete("/models/{owner}/{name}/versions/{version_id}", status_code=202)
+async def delete_version(
+    owner: str, name: str, version_id: str, platform: PlatformDep, account: AccountDep
+) -> Response:
+    model = visible_model(platform, account, owner, name)
+    if not can_edit(model.model, account):
+        raise Problem(403, "Only the model's owner can delete its versions.")
+    if model.model.visibility != "private":
+        raise Problem(409, "Only versions of private models can be deleted (as on Replicate).")
+    with platform.db.session() as session:
+        version = get_version(session, model.model, version_id)
+        if version is None:
+            raise not_found("The requested version does not exist.")
+        if session.scalar(select(Release.id).where(Release.version_pk == version.pk).limit(1)):
+            raise Problem(409, "This version is used by a deployment; change the deployment first.")
+        others = select(Prediction.id).where(
+            Prediction.version_pk == version.pk, Prediction.account_id != account.id
+        )
+        if session.scalar(others.limit(1)):
+            raise Problem(409, "Someone else has run predictions with this version.")
+        session.delete(version)  # with the owner's own predictions of it, as Replicate does
+        row = session.get(Model, model.model.id)
+        if row is not None and row.latest_version_id == version_id:
+            newest = session.scalar(
+                select(Version)
+                .where(Version.model_id == row.id, Version.id != version_id)
+                .order_by(Version.created_at.desc())
+                .limit(1)
+            )
+            row.latest_version_id = newest.id if newest else None
+            row.latest_version_created_at = newest.created_at if newest else None
+    return Response(status_code=202)

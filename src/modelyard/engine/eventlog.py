@@ -1,0 +1,124 @@
+"""The event log's live side: append (persisted first), then wake everyone who follows it.
+
+Followers re-read the database after every wake-up and at least once a second, so a follower in
+another process (an API replica on the same database) sees the same events, only later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from modelyard.store.database import Database
+from modelyard.store.predictions import (
+    TERMINAL,
+    NewEvent,
+    append_events,
+    events_after,
+    get_prediction,
+)
+from modelyard.store.tables import Prediction
+
+POLL_INTERVAL = 1.0
+
+Listener = Callable[[Prediction, list[NewEvent]], None]
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    seq: int
+    type: str
+    data: Any
+    created_at: datetime
+
+
+class EventLog:
+    """Appends to the persisted log and fans out to waiters and listeners (webhooks)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._listeners: list[Listener] = []
+
+    def add_listener(self, listener: Listener) -> None:
+        """Called after each committed append with the prediction's new state."""
+        self._listeners.append(listener)
+
+    def append(self, prediction_id: str, *events: NewEvent) -> Prediction:
+        with self.db.session() as session:
+            prediction = append_events(session, prediction_id, list(events))
+        self.wake(prediction_id)
+        for listener in self._listeners:
+            listener(prediction, list(events))
+        return prediction
+
+    def wake(self, prediction_id: str) -> None:
+        wakeup = self._wakeups.pop(prediction_id, None)
+        if wakeup is not None:
+            wakeup.set()
+
+    def _wakeup(self, prediction_id: str) -> asyncio.Event:
+        """Taken before reading, so an append between the read and the wait is not missed."""
+        return self._wakeups.setdefault(prediction_id, asyncio.Event())
+
+    @staticmethod
+    async def _changed(wakeup: asyncio.Event, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(wakeup.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def snapshot(self, prediction_id: str) -> Prediction | None:
+        with self.db.session() as session:
+            return get_prediction(session, prediction_id)
+
+    async def wait_until(
+        self, prediction_id: str, done: Callable[[Prediction], bool], timeout: float
+    ) -> Prediction | None:
+        """The prediction once `done(prediction)` holds or `timeout` seconds have passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            wakeup = self._wakeup(prediction_id)
+            prediction = self.snapshot(prediction_id)
+            remaining = deadline - loop.time()
+            if prediction is None or done(prediction) or remaining <= 0:
+                return prediction
+            await self._changed(wakeup, min(remaining, POLL_INTERVAL))
+
+    async def follow(
+        self, prediction_id: str, after: int = -1, heartbeat: float = 15.0
+    ) -> AsyncIterator[LoggedEvent | None]:
+        """Every event after `after`, then new ones as they come, until `done`.
+
+        Yields None when `heartbeat` seconds pass without an event (time for an SSE comment).
+        """
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
+        while True:
+            wakeup = self._wakeup(prediction_id)
+            with self.db.session() as session:
+                rows = events_after(session, prediction_id, after)
+                status = None if rows else _status(session, prediction_id)
+            for row in rows:
+                after = row.seq
+                yield LoggedEvent(row.seq, row.type, row.data, row.created_at)
+                if row.type == "done":
+                    return
+            if rows:
+                quiet_since = loop.time()
+                continue
+            if status is None or status in TERMINAL:  # gone, or ended without a done event
+                return
+            if loop.time() - quiet_since >= heartbeat:
+                quiet_since = loop.time()
+                yield None
+            await self._changed(wakeup, min(POLL_INTERVAL, heartbeat))
+
+
+def _status(session: Any, prediction_id: str) -> str | None:
+    prediction = get_prediction(session, prediction_id)
+    return None if prediction is None else prediction.status

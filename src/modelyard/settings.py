@@ -1,0 +1,51 @@
+"""How one `modelyard serve` is configured: where data lives, its public URL, limits and policies.
+
+Every layer reads what it needs from one `Settings`; nothing here imports the rest of Modelyard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Requests per minute per account (Replicate's defaults); 0 turns a limit off."""
+
+    creates_per_minute: int = 600
+    other_per_minute: int = 3000
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    public_url: str = "http://127.0.0.1:8000"
+    database_url: str | None = None  # default: SQLite in data_dir
+    max_instances: int = 1  # per version, when no deployment says otherwise
+    idle_timeout: float = 300.0  # seconds an idle instance lives (scale to zero)
+    upload_limit: int = 100 * 1024 * 1024  # Files API, bytes
+    package_limit: int = 2 * 1024 * 1024 * 1024  # pushed packages, bytes
+    file_expiry: float = 24 * 3600.0  # uploaded files, seconds
+    output_expiry: float | None = None  # output files, seconds; None keeps them
+    sync_wait_max: float = 60.0  # `Prefer: wait` holds at most this long
+    webhook_retry_delays: tuple[float, ...] = (1, 2, 4, 8, 16, 30)  # after the first try
+    webhook_timeout: float = 10.0
+    heartbeat_interval: float = 15.0  # SSE comments
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    allow_private_webhooks: bool = True  # loopback/private webhook targets (self-hosting)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'modelyard.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def package_dir(self) -> Path:
+        return self.data_dir / "packages"

@@ -1,0 +1,209 @@
+"""Predictions (and trainings) and their event logs.
+
+Every change to a prediction is an event appended with the next sequence number; the row's
+status, output, logs, error and metrics are the projection of those events, updated in the same
+transaction, so a GET never disagrees with the stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .ids import new_id
+from .tables import Event, Prediction, utcnow
+
+TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+EventType = Literal["status", "logs", "output", "metric", "done"]
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """`status` {status}, `logs` text, `output` one item of an iterator, `metric`
+    {name, value, mode}, `done` {status, output?, error?, metrics?}."""
+
+    type: EventType
+    data: Any = None
+
+
+@dataclass(frozen=True)
+class NewPrediction:
+    account_id: int
+    model_id: int
+    model_ref: str
+    version_pk: int
+    version_id: str
+    input: dict[str, Any]
+    kind: str = "prediction"
+    source: str = "api"
+    streams: bool = False
+    webhook: str | None = None
+    webhook_events_filter: list[str] | None = None
+    deadline: datetime | None = None
+    deployment_id: int | None = None
+    deployment_ref: str | None = None
+    destination_model_id: int | None = None
+    destination_ref: str | None = None
+    stream_key: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def create_prediction(session: Session, new: NewPrediction) -> Prediction:
+    """The prediction, stored as `starting` with its first event."""
+    now = utcnow()
+    prediction = Prediction(
+        id=new_id(),
+        kind=new.kind,
+        account_id=new.account_id,
+        model_id=new.model_id,
+        model_ref=new.model_ref,
+        version_pk=new.version_pk,
+        version_id=new.version_id,
+        deployment_id=new.deployment_id,
+        deployment_ref=new.deployment_ref,
+        destination_model_id=new.destination_model_id,
+        destination_ref=new.destination_ref,
+        input=new.input,
+        output=None,
+        logs="",
+        status="starting",
+        metrics={},
+        source=new.source,
+        stream_key=new.stream_key,
+        webhook=new.webhook,
+        webhook_events_filter=new.webhook_events_filter,
+        deadline=new.deadline,
+        last_seq=0,
+        created_at=now,
+    )
+    session.add(prediction)
+    session.flush()  # the event's foreign key needs the row first
+    session.add(
+        Event(prediction_id=prediction.id, seq=0, type="status", data={"status": "starting"})
+    )
+    session.flush()
+    return prediction
+
+
+def append_events(session: Session, prediction_id: str, events: list[NewEvent]) -> Prediction:
+    """Append events in order and update the projection; events after `done` are dropped."""
+    prediction = session.get(Prediction, prediction_id, with_for_update=True)
+    if prediction is None:
+        raise LookupError(f"no prediction {prediction_id}")
+    for event in events:
+        if prediction.status in TERMINAL:
+            break
+        prediction.last_seq += 1
+        session.add(
+            Event(prediction_id=prediction_id, seq=prediction.last_seq, type=event.type,
+                  data=event.data)
+        )
+        _project(prediction, event)
+    return prediction
+
+
+def _project(prediction: Prediction, event: NewEvent) -> None:
+    data = event.data
+    if event.type == "status":
+        prediction.status = data["status"]
+        if data["status"] == "processing" and prediction.started_at is None:
+            prediction.started_at = utcnow()
+    elif event.type == "logs":
+        prediction.logs = (prediction.logs or "") + data
+    elif event.type == "output":
+        prediction.output = [*(prediction.output or []), data]
+    elif event.type == "metric":
+        prediction.metrics = _apply_metric(dict(prediction.metrics or {}), data)
+    elif event.type == "done":
+        prediction.status = data["status"]
+        if "output" in data:
+            prediction.output = data["output"]
+        prediction.error = data.get("error")
+        prediction.completed_at = utcnow()
+        metrics = dict(prediction.metrics or {})
+        metrics.update(data.get("metrics") or {})
+        metrics["total_time"] = (prediction.completed_at - prediction.created_at).total_seconds()
+        prediction.metrics = metrics
+
+
+def _apply_metric(metrics: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    name, value, mode = data["name"], data["value"], data.get("mode", "replace")
+    if mode == "incr" and isinstance(metrics.get(name), int | float):
+        metrics[name] = metrics[name] + value
+    elif mode == "append":
+        metrics[name] = [*(metrics.get(name) or []), value]
+    else:
+        metrics[name] = value
+    return metrics
+
+
+def get_prediction(session: Session, prediction_id: str) -> Prediction | None:
+    return session.get(Prediction, prediction_id)
+
+
+def events_after(session: Session, prediction_id: str, seq: int, limit: int = 500) -> list[Event]:
+    return list(
+        session.scalars(
+            select(Event)
+            .where(Event.prediction_id == prediction_id, Event.seq > seq)
+            .order_by(Event.seq)
+            .limit(limit)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class PredictionFilter:
+    account_id: int
+    kind: str = "prediction"
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    model_ref: str | None = None
+    version_id: str | None = None
+    status: str | None = None
+    source: str | None = None
+    deployment_id: int | None = None
+
+
+def list_predictions(
+    session: Session, where: PredictionFilter, *, before: tuple[datetime, str] | None, limit: int
+) -> list[Prediction]:
+    """Newest first; `before` is the (created_at, id) of the last row of the previous page."""
+    query = select(Prediction).where(
+        Prediction.account_id == where.account_id, Prediction.kind == where.kind
+    )
+    if where.created_after is not None:
+        query = query.where(Prediction.created_at > where.created_after)
+    if where.created_before is not None:
+        query = query.where(Prediction.created_at < where.created_before)
+    for column, value in (
+        (Prediction.model_ref, where.model_ref),
+        (Prediction.version_id, where.version_id),
+        (Prediction.status, where.status),
+        (Prediction.source, where.source),
+        (Prediction.deployment_id, where.deployment_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if before is not None:
+        at, last_id = before
+        query = query.where(
+            (Prediction.created_at < at) | ((Prediction.created_at == at) & (Prediction.id < last_id))
+        )
+    query = query.order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def unfinished(session: Session) -> list[Prediction]:
+    """Predictions and trainings not yet terminal, oldest first (for recovery after a restart)."""
+    return list(
+        session.scalars(
+            select(Prediction)
+            .where(Prediction.status.in_(("starting", "processing")))
+            .order_by(Prediction.created_at, Prediction.id)
+        )
+    )
