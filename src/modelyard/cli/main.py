@@ -16,14 +16,12 @@ from modelyard.cogspec.schema import predictor_schema
 from modelyard.runtime.downloads import InputFileError
 from modelyard.runtime.environment import EnvironmentBuildError
 from modelyard.runtime.package import PackageError
-from modelyard.runtime.package import PackageError
 from modelyard.runtime.runner import SetupFailed
 
 from .inputs import InputOptionError
 from .serve import serve as serve_command
 from .serve import token_app
 from .predict import Interrupted, PredictOptions, run_predict, warn_ignored_keys
-from .push import PushError, PushOptions, run_push
 from .push import PushError, PushOptions, run_push
 
 app = typer.Typer(
@@ -156,38 +154,6 @@ def push(
 
 app.command()(serve_command)
 app.add_typer(token_app, name="token")
-
-
-@app.command()
-def push(
-    package_dir: Annotated[
-        Path, typer.Argument(help="The Cog package: a folder with cog.yaml.", show_default=False)
-    ],
-    model: Annotated[str, typer.Argument(help="The model to push to: owner/name.")],
-    api: Annotated[
-        Optional[str],
-        typer.Option(
-            help="The API base URL (default: $MODELYARD_API_URL, $REPLICATE_BASE_URL or "
-            "http://127.0.0.1:8000).",
-            show_default=False,
-        ),
-    ] = None,
-    token: Annotated[
-        Optional[str],
-        typer.Option(
-            help="The API token (default: $MODELYARD_API_TOKEN or $REPLICATE_API_TOKEN).",
-            show_default=False,
-        ),
-    ] = None,
-    verify: Annotated[
-        bool, typer.Option("--verify/--no-verify", help="Check the server's TLS certificate.")
-    ] = True,
-) -> None:
-    """Check and pack the package, then upload it as a version of owner/name."""
-    try:
-        run_push(PushOptions(package_dir, model, api=api, token=token, verify=verify))
-    except (CogSpecError, PackageError, PushError) as exc:
-        fail(str(exc))
 
 
 if __name__ == "__main__":
