@@ -1,0 +1,197 @@
+"""A live `modelyard serve` for end-to-end tests: a real process on loopback, over https.
+
+The server runs as a subprocess (so restart tests can kill it with SIGKILL and start it again on
+the same data folder). TLS uses a throwaway CA from `trustme`: the official clients wrap only
+`https:` output URLs in `FileOutput`, so the FileOutput experience needs https.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import replicate
+import trustme
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+PACKAGES = Path(__file__).parent / "packages"
+START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Tls:
+    """A CA the tests trust and a certificate for 127.0.0.1 signed by it."""
+
+    folder: Path
+    ca: trustme.CA = field(default_factory=trustme.CA)
+
+    def __post_init__(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        cert = self.ca.issue_cert("127.0.0.1", "localhost")
+        cert.private_key_pem.write_to_path(str(self.key))
+        cert.cert_chain_pems[0].write_to_path(str(self.cert))
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+
+    @property
+    def cert(self) -> Path:
+        return self.folder / "server.pem"
+
+    @property
+    def key(self) -> Path:
+        return self.folder / "server.key"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.folder / "ca.pem"
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
+
+
+@dataclass
+class LiveServer:
+    """`modelyard serve` on a free port with its own data folder; `token` is the admin's."""
+
+    data_dir: Path
+    tls: Tls
+    extra_args: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    token: str = ""
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self) -> LiveServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.token:
+            self.token = self.cli("token", "create", "--username", "admin").strip()
+        self.log_path = self.data_dir / f"server-{int(time.time() * 1000)}.log"
+        args = [
+            "serve",
+            "--port", str(self.port),
+            "--data-dir", str(self.data_dir),
+            "--ssl-certfile", str(self.tls.cert),
+            "--ssl-keyfile", str(self.tls.key),
+            *self.extra_args,
+        ]  # fmt: skip
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [_modelyard(), *args], stdout=log, stderr=subprocess.STDOUT, env=_env()
+            )
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        with self.http() as client:
+            while time.monotonic() < deadline:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"modelyard serve exited:\n{self.logs()}")
+                try:
+                    if client.get("/v1/predictions").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+        raise RuntimeError(f"modelyard serve did not answer in {START_TIMEOUT} s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as when the machine loses power."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def restart(self) -> LiveServer:
+        self.kill()
+        return self.start()
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run(
+            [_modelyard(), *args, "--data-dir", str(self.data_dir)],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"modelyard {' '.join(args)} failed: {result.stderr}")
+        return result.stdout
+
+    def push(self, package: Path, ref: str, token: str | None = None) -> str:
+        """Push a package folder as a version of `ref`; returns the version id."""
+        result = subprocess.run(
+            [_modelyard(), "push", str(package), ref, "--api", self.url],
+            capture_output=True,
+            text=True,
+            env={**_env(), "MODELYARD_API_TOKEN": token or self.token,
+                 "SSL_CERT_FILE": str(self.tls.ca_file)},
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"push failed: {result.stderr}")
+        return result.stdout.split(ref + ":", 1)[1].split()[0]
+
+    def http(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        """An httpx client on the server with the admin's (or `token`'s) bearer token."""
+        headers = {"Authorization": f"Bearer {token or self.token}"}
+        headers.update(kwargs.pop("headers", {}))
+        return httpx.Client(
+            base_url=self.url, headers=headers, verify=self.tls.context(), timeout=90, **kwargs
+        )
+
+    def replicate(self, token: str | None = None, **kwargs: Any) -> replicate.Client:
+        """The official Python client, changed only in its base URL (and trusting our test CA:
+        the client builds its own transport, so the CA goes in through `transport`)."""
+        return replicate.Client(
+            api_token=token or self.token,
+            base_url=self.url,
+            transport=httpx.HTTPTransport(verify=self.tls.context()),
+            **kwargs,
+        )
+
+
+def _modelyard() -> str:
+    found = shutil.which("modelyard") or str(Path(sys.executable).parent / "modelyard")
+    return found
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("REPLICATE_API_TOKEN", None)
+    return env
+
