@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from modelyard.runtime.home import modelyard_home
-from modelyard.settings import Settings
+from modelyard.settings import RateLimits, Settings
 from modelyard.store.accounts import (
     account_by_username,
     create_account,
@@ -52,6 +52,23 @@ def serve(
     max_instances: Annotated[int, typer.Option(help="Instances per version at most.")] = 1,
     idle_timeout: Annotated[float, typer.Option(help="Seconds before an idle instance stops.")] = 300.0,
     admin: Annotated[str, typer.Option(help="The first account's username.")] = "admin",
+    upload_limit: Annotated[int, typer.Option(help="Largest Files API upload, bytes.")] = (
+        100 * 1024 * 1024
+    ),
+    file_expiry: Annotated[float, typer.Option(help="Seconds an uploaded file lives.")] = 86400.0,
+    output_expiry: Annotated[
+        Optional[float], typer.Option(help="Seconds output files live (default: kept).")
+    ] = None,
+    creates_per_minute: Annotated[
+        int, typer.Option(help="Prediction creates per account a minute (0: no limit).")
+    ] = 600,
+    requests_per_minute: Annotated[
+        int, typer.Option(help="Other requests per account a minute (0: no limit).")
+    ] = 3000,
+    webhook_retry_delays: Annotated[
+        str, typer.Option(help="Seconds between tries of a final webhook, comma-separated.")
+    ] = "1,2,4,8,16,30",
+    heartbeat_interval: Annotated[float, typer.Option(help="Seconds between SSE heartbeats.")] = 15.0,
 ) -> None:
     """Run the API, the engine and the web pages on one port."""
     import uvicorn
@@ -66,6 +83,12 @@ def serve(
         database_url=database_url,
         max_instances=max_instances,
         idle_timeout=idle_timeout,
+        upload_limit=upload_limit,
+        file_expiry=file_expiry,
+        output_expiry=output_expiry,
+        rate_limits=RateLimits(creates_per_minute, requests_per_minute),
+        webhook_retry_delays=_delays(webhook_retry_delays),
+        heartbeat_interval=heartbeat_interval,
     )
     db = open_database(folder, database_url)
     with db.session() as session:
@@ -138,6 +161,13 @@ def token_revoke(
         if account is None or not revoke_token(session, account, token_id):
             raise _fail(f"{username!r} has no active token with id {token_id}")
     typer.echo(f"Revoked token {token_id}.")
+
+
+def _delays(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of seconds") from None
 
 
 def _fail(message: str) -> typer.Exit:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ RESTART_ERROR = (
     "The server stopped while this prediction was running, so it did not finish. "
     "Run it again."
 )
+
+
+Finisher = Callable[[Prediction, NewEvent], Awaitable[NewEvent]]
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class Engine:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._http = self.files.http_client()
         self.policies: dict[int, PoolPolicy] = {}  # deployment id -> its policy
+        # kind -> turns a successful Done into the final event (trainings make a version there)
+        self.finishers: dict[str, Finisher] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -212,7 +218,11 @@ class Engine:
                     data = {"name": event.name, "value": event.value, "mode": event.mode}
                     self.log.append(prediction_id, NewEvent("metric", data))
                 elif isinstance(event, Done):
-                    self._finish(prediction_id, self._done_event(prediction, event))
+                    final = self._done_event(prediction, event)
+                    finisher = self.finishers.get(prediction.kind)
+                    if finisher is not None and event.status == "succeeded":
+                        final = await finisher(prediction, final)
+                    self._finish(prediction_id, final)
         finally:
             self._running.pop(prediction_id, None)
             if self.log.snapshot(prediction_id).status not in TERMINAL:  # type: ignore[union-attr]
