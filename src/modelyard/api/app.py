@@ -15,6 +15,7 @@ from modelyard.store.database import Database
 
 from . import errors
 from .platform import Platform
+from .ratelimit import RateLimiter, RateLimitMiddleware
 from .routes import delivery, predictions, streams, versions
 
 API_ROUTERS: list[APIRouter] = [predictions.router, streams.router, versions.router]
@@ -46,6 +47,7 @@ def create_app(settings: Settings, builder: EnvironmentBuilder | None = None) ->
     )
     app.state.platform = platform
     errors.install(app)
+    app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_limits))
     for router in API_ROUTERS:
         app.include_router(router, prefix="/v1")
     for router in API_ROUTERS:  # the v2 client's base URL has /v1 in it; ours may not
