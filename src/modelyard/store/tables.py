@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -124,6 +125,7 @@ class Prediction(Base):
     __table_args__ = (
         Index("ix_predictions_account_created", "account_id", "created_at"),
         Index("ix_predictions_status", "status"),
+        Index("ix_predictions_model_examples", "model_id", "is_example", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -155,6 +157,8 @@ class Prediction(Base):
     deadline: Mapped[datetime | None]
     data_removed: Mapped[bool] = mapped_column(Boolean, default=False)
     is_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Shown by `GET /models/{o}/{n}/examples`; chosen by the platform or the owner, never by default.
+    is_example: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
