@@ -155,12 +155,6 @@ def test_create_rejects_malformed_input(http: httpx.Client, bob_http: httpx.Clie
     problem(http.post("/v1/models", headers={"Authorization": "Bearer nope"}, json=good), 401)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/serve.py: `modelyard token create --username admin` on a fresh data folder makes "
-    "an ordinary account, and `serve` then skips creating the admin (accounts exist), so the "
-    "first account is not an admin and cannot create models for others",
-)
 def test_first_account_is_admin(http: httpx.Client, bob: str) -> None:
     body = {"owner": "bob", "name": "made-by-admin", "visibility": "public", "hardware": "cpu"}
     assert http.post("/v1/models", json=body).status_code == 201

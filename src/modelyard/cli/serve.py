@@ -11,7 +11,7 @@ from modelyard.runtime.home import modelyard_home
 from modelyard.settings import RateLimits, Settings
 from modelyard.store.accounts import (
     account_by_username,
-    create_account,
+    account_for_token,
     ensure_admin,
     issue_token,
     list_tokens,
@@ -119,14 +119,16 @@ token_app = typer.Typer(help="Create, list and revoke API tokens (on this machin
 
 @token_app.command("create")
 def token_create(
-    username: Annotated[str, typer.Option(help="The account; created if missing.")] = "admin",
+    username: Annotated[
+        str, typer.Option(help="The account; created if missing (the first one is the admin).")
+    ] = "admin",
     name: Annotated[str, typer.Option(help="A label for the token.")] = "",
     data_dir: DataDir = None,
 ) -> None:
     """Print a new token for an account."""
     db = open_database(data_dir_or_default(data_dir))
     with db.session() as session:
-        account = account_by_username(session, username) or create_account(session, username)
+        account = account_for_token(session, username)
         issued = issue_token(session, account, name)
     typer.echo(issued.token)
 

@@ -70,6 +70,15 @@ def revoke_token(session: Session, account: Account, token_id: int) -> bool:
     return True
 
 
+def account_for_token(session: Session, username: str) -> Account:
+    """The account, created if missing; the first account of a new server is its admin."""
+    account = account_by_username(session, username)
+    if account is not None:
+        return account
+    first = session.scalar(select(Account.id).limit(1)) is None
+    return create_account(session, username, is_admin=first)
+
+
 def ensure_admin(session: Session, username: str = "admin") -> IssuedToken | None:
     """On first start: an admin account and a token for it; None when accounts already exist."""
     if session.scalar(select(Account.id).limit(1)) is not None:
