@@ -16,9 +16,11 @@ from modelyard.store.database import Database
 from . import errors
 from .platform import Platform
 from .ratelimit import RateLimiter, RateLimitMiddleware
+from .routes import deployments, trainings
 from .routes import account, collections, delivery, models, predictions, streams, versions
 
 API_ROUTERS: list[APIRouter] = [predictions.router, streams.router, versions.router]
+API_ROUTERS += [trainings.router, deployments.router]
 API_ROUTERS += [models.router, collections.router, account.router]
 
 

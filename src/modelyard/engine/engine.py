@@ -23,12 +23,14 @@ from modelyard.runtime.package import unpack_package
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore
 from modelyard.store.database import Database
+from modelyard.store.deployments import deployment_limits
 from modelyard.store.predictions import TERMINAL, NewEvent, unfinished
 from modelyard.store.tables import Prediction, Version, utcnow
 
 from .eventlog import EventLog
 from .files import FileService
 from .pools import Pool, PoolPolicy
+from .trainings import training_finisher
 from .urls import Urls
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ class Engine:
         self._http = self.files.http_client()
         self.policies: dict[int, PoolPolicy] = {}  # deployment id -> its policy
         # kind -> turns a successful Done into the final event (trainings make a version there)
-        self.finishers: dict[str, Finisher] = {}
+        self.finishers: dict[str, Finisher] = {"training": training_finisher(db, self.files)}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -83,6 +85,9 @@ class Engine:
         self._loop_thread = threading.get_ident()
         with self.db.session() as session:
             leftovers = unfinished(session)
+            limits = deployment_limits(session)
+        for deployment_id, (low, high) in limits.items():
+            self.set_policy(deployment_id, low, high)
         for prediction in leftovers:
             if prediction.status == "processing":
                 self.log.append(prediction.id, _done("failed", error=RESTART_ERROR))
@@ -136,6 +141,25 @@ class Engine:
         )
 
     # -- pools -----------------------------------------------------------------------------
+
+    def set_policy(self, deployment_id: int, min_instances: int, max_instances: int) -> None:
+        """A deployment's scaling limits, for the pools it has and those it will get."""
+        policy = PoolPolicy(
+            max_instances=max_instances,
+            min_instances=min_instances,
+            idle_timeout=self.settings.idle_timeout,
+        )
+        self.policies[deployment_id] = policy
+        for key, pool in self.pools.items():
+            if key.deployment_id == deployment_id:
+                pool.policy = policy  # read on every dispatch round
+
+    async def forget_deployment(self, deployment_id: int) -> None:
+        """A deleted deployment (with nothing queued or running): its pools stop, its policy goes.
+        Its id may be given to a new deployment, which must not inherit warm instances."""
+        self.policies.pop(deployment_id, None)
+        for key in [k for k in self.pools if k.deployment_id == deployment_id]:
+            await self.pools.pop(key).close()
 
     def _new_pool(self, key: PoolKey) -> Pool:
         policy = self.policies.get(key.deployment_id or -1) or PoolPolicy(

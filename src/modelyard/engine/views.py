@@ -51,8 +51,13 @@ def prediction_json(prediction: Prediction, urls: Urls) -> dict[str, Any]:
     if prediction.webhook:
         body["webhook"] = prediction.webhook
         body["webhook_events_filter"] = prediction.webhook_events_filter or []
-    if kind == "training" and prediction.destination_ref:
-        body["destination"] = prediction.destination_ref
+    if kind == "training":
+        if prediction.destination_ref:
+            body["destination"] = prediction.destination_ref
+        # Replicate's training schema has no nulls here: an unfinished training leaves them out.
+        for key in ("output", "started_at", "completed_at"):
+            if body[key] is None:
+                del body[key]
     return body
 
 

@@ -1,0 +1,260 @@
+"""Deployments: a named pool for one version with its own scaling limits, changed by releases.
+
+Each create or update adds a release (numbered from 1); predictions made through the deployment
+run its current release's version on pools of their own, sized by the release's
+`min_instances`/`max_instances` (the engine's per-deployment policy).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+from sqlalchemy.orm import Session
+
+from modelyard.engine.views import timestamp
+from modelyard.store import deployments as store
+from modelyard.store.deployments import DeploymentRow, ReleaseConfig
+from modelyard.store.models import ModelRow, get_model, get_version, model_by_id
+from modelyard.store.tables import Account, Deployment, Version
+
+from ..auth import AccountDep, can_see
+from ..errors import Problem, invalid_fields_problem, not_found
+from ..jobs import JobRequest, Target, create_job, respond
+from ..pages import decode_cursor, page
+from ..platform import Platform, PlatformDep
+from .account import hardware_skus
+
+router = APIRouter(tags=["deployments"])
+PAGE_SIZE = 100
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+
+
+class CreateDeployment(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: StrictStr
+    model: StrictStr
+    version: StrictStr
+    hardware: StrictStr
+    min_instances: StrictInt
+    max_instances: StrictInt
+
+
+class UpdateDeployment(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    version: StrictStr | None = None
+    hardware: StrictStr | None = None
+    min_instances: StrictInt | None = None
+    max_instances: StrictInt | None = None
+
+
+def account_json(account: Account) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": account.type,
+        "username": account.username,
+        "name": account.name,
+    }
+    for key in ("github_url", "avatar_url"):
+        if getattr(account, key):
+            body[key] = getattr(account, key)
+    return body
+
+
+def deployment_json(row: DeploymentRow) -> dict[str, Any]:
+    body: dict[str, Any] = {"owner": row.owner, "name": row.deployment.name}
+    if row.current is not None:
+        release = row.current.release
+        body["current_release"] = {
+            "number": release.number,
+            "model": row.current.model_ref,
+            "version": row.current.version_id,
+            "created_at": timestamp(release.created_at),
+            "created_by": account_json(row.current.created_by),
+            "configuration": {
+                "hardware": release.hardware,
+                "min_instances": release.min_instances,
+                "max_instances": release.max_instances,
+            },
+        }
+    return body
+
+
+def _invalid(field: str, description: str, kind: str = "invalid") -> Problem:
+    return invalid_fields_problem(
+        [{"type": kind, "field": field, "description": description}], "Invalid deployment"
+    )
+
+
+def _check_limits(min_instances: int, max_instances: int) -> None:
+    if min_instances < 0:
+        raise _invalid("min_instances", "must be 0 or more", "number_gte")
+    if max_instances < 0:
+        raise _invalid("max_instances", "must be 0 or more", "number_gte")
+    if min_instances > max_instances:
+        raise _invalid("min_instances", "must not be more than max_instances", "number_lte")
+
+
+def _check_hardware(sku: str) -> None:
+    """One of the SKUs `/v1/hardware` lists (`cpu` and this machine's GPUs)."""
+    skus = hardware_skus()
+    if sku not in skus:
+        raise _invalid(
+            "hardware", f"must be one of {', '.join(sorted(skus))} (see GET /v1/hardware)", "enum"
+        )
+
+
+def _version_of(session: Session, model: ModelRow, version_id: str) -> Version:
+    version = get_version(session, model.model, version_id)
+    if version is None:
+        raise _invalid("version", f"{model.ref} has no version {version_id!r} you can use")
+    return version
+
+
+def _owned(session: Session, account: Account, owner: str, name: str) -> DeploymentRow:
+    """The caller's own deployment; anyone else's answers 404 like a missing one."""
+    found = store.get_deployment(session, owner, name) if owner == account.username else None
+    if found is None:
+        raise not_found("The requested deployment does not exist.")
+    return found
+
+
+@router.post("/deployments")
+async def create(
+    body: CreateDeployment, platform: PlatformDep, account: AccountDep
+) -> JSONResponse:
+    if not _NAME.match(body.name):
+        raise _invalid("name", "must be lowercase letters, digits, '-', '_' or '.', at most 100")
+    _check_limits(body.min_instances, body.max_instances)
+    _check_hardware(body.hardware)
+    owner, _, model_name = body.model.partition("/")
+    with platform.db.session() as session:
+        model = get_model(session, owner, model_name) if owner and model_name else None
+        if model is None or not can_see(model.model, account):
+            raise _invalid("model", f"there is no model {body.model!r} you can use (owner/name)")
+        version = _version_of(session, model, body.version)
+        if store.get_deployment(session, account.username, body.name) is not None:
+            raise Problem(
+                409, f"You already have a deployment named {body.name}.", title="Conflict"
+            )
+        config = ReleaseConfig(
+            model.model.id, version.pk, body.hardware, body.min_instances, body.max_instances
+        )
+        row = store.create_deployment(session, session.get(Account, account.id), body.name, config)
+        result = deployment_json(row)
+    platform.engine.set_policy(row.deployment.id, body.min_instances, body.max_instances)
+    return JSONResponse(result)
+
+
+@router.get("/deployments")
+async def list_(
+    platform: PlatformDep, account: AccountDep, cursor: str | None = None
+) -> JSONResponse:
+    with platform.db.session() as session:
+        rows = store.list_deployments(
+            session, account, before=decode_cursor(cursor), limit=PAGE_SIZE + 1
+        )
+        body = page(
+            rows,
+            PAGE_SIZE,
+            platform.urls.api("/deployments"),
+            {},
+            key=lambda r: (r.deployment.created_at, r.deployment.name),
+            render=deployment_json,
+        )
+    return JSONResponse(body)
+
+
+@router.get("/deployments/{owner}/{name}")
+async def get(owner: str, name: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
+    with platform.db.session() as session:
+        return JSONResponse(deployment_json(_owned(session, account, owner, name)))
+
+
+@router.patch("/deployments/{owner}/{name}")
+async def update(
+    owner: str, name: str, body: UpdateDeployment, platform: PlatformDep, account: AccountDep
+) -> JSONResponse:
+    changes = body.model_dump(exclude_none=True)
+    if not changes:
+        raise _invalid(
+            "body", "send at least one of version, hardware, min_instances, max_instances"
+        )
+    with platform.db.session() as session:
+        row = _owned(session, account, owner, name)
+        if row.current is None:
+            raise Problem(409, "This deployment's model was deleted; create a new deployment.")
+        current = row.current.release
+        low = changes.get("min_instances", current.min_instances)
+        high = changes.get("max_instances", current.max_instances)
+        _check_limits(low, high)
+        hardware = changes.get("hardware", current.hardware)
+        _check_hardware(hardware)
+        version_pk = current.version_pk
+        if "version" in changes:
+            model = model_by_id(session, current.model_id)
+            assert model is not None
+            version_pk = _version_of(session, model, changes["version"]).pk
+        config = ReleaseConfig(current.model_id, version_pk, hardware, low, high)
+        store.add_release(
+            session,
+            session.get(Deployment, row.deployment.id),
+            config,
+            created_by=session.get(Account, account.id),
+        )
+        result = deployment_json(_owned(session, account, owner, name))
+    platform.engine.set_policy(row.deployment.id, low, high)
+    return JSONResponse(result)
+
+
+@router.delete("/deployments/{owner}/{name}", status_code=204)
+async def delete(owner: str, name: str, platform: PlatformDep, account: AccountDep) -> Response:
+    """Refused while its predictions are queued or running (Replicate wants it idle, too)."""
+    with platform.db.session() as session:
+        row = _owned(session, account, owner, name)
+        if store.busy(session, row.deployment.id):
+            raise Problem(
+                409,
+                "This deployment still has predictions queued or running; "
+                "cancel them or let them finish, then delete it.",
+                title="Conflict",
+            )
+        store.delete_deployment(session, row.deployment.id)
+    await platform.engine.forget_deployment(row.deployment.id)
+    return Response(status_code=204)
+
+
+@router.post("/deployments/{owner}/{name}/predictions", status_code=201)
+async def create_prediction(
+    owner: str,
+    name: str,
+    body: JobRequest,
+    request: Request,
+    platform: PlatformDep,
+    account: AccountDep,
+) -> JSONResponse:
+    target, row = _release_target(platform, account, owner, name)
+    release = row.current.release  # type: ignore[union-attr]
+    if row.deployment.id not in platform.engine.policies:  # e.g. made by another API replica
+        platform.engine.set_policy(row.deployment.id, release.min_instances, release.max_instances)
+    prediction = create_job(
+        platform, request, account, target, body, deployment=(row.deployment.id, row.ref)
+    )
+    return await respond(platform, request, prediction)
+
+
+def _release_target(
+    platform: Platform, account: Account, owner: str, name: str
+) -> tuple[Target, DeploymentRow]:
+    with platform.db.session() as session:
+        row = _owned(session, account, owner, name)
+        if row.current is None:
+            raise Problem(409, "This deployment's model was deleted; it has nothing to run.")
+        version = session.get(Version, row.current.release.version_pk)
+        model = model_by_id(session, row.current.release.model_id)
+        assert version is not None and model is not None
+        return Target(version, model), row
