@@ -201,15 +201,10 @@ def test_malformed_requests_name_the_field(
     assert answer.headers["content-type"] == "application/problem+json"
     assert problem["status"] == 422
     fields = [f["field"] for f in problem["invalid_fields"]]
-    assert any(field in f for f in fields), problem  # exact paths: see the xfail below
+    assert any(field in f for f in fields), problem  # exact paths: see the test below
     assert http.get("/v1/trainings").json()["results"] == before  # nothing was stored
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/jobs.py validated_input prefixes 'input.' to cogspec's whole loc, which already "
-    "starts with ('body', 'input'): the field comes out as 'input.body.input.times'",
-)
 def test_input_errors_name_the_field_as_replicate_does(http: httpx.Client, trainer: str) -> None:
     answer = http.post(
         f"/v1/models/admin/trainer/versions/{trainer}/trainings",
@@ -253,7 +248,7 @@ def test_unknown_model_version_and_training(http: httpx.Client, trainer: str) ->
 
 
 def test_a_prediction_is_not_a_training(server: LiveServer, http: httpx.Client, hello: str) -> None:
-    with server.http() as unrecorded:  # a starting prediction breaks the contract: see xfail
+    with server.http() as unrecorded:  # this test is about trainings only
         prediction = unrecorded.post(
             "/v1/predictions", json={"version": hello, "input": {"name": "x"}}
         )
@@ -290,11 +285,6 @@ def test_other_accounts(server: LiveServer, http: httpx.Client, trainer: str) ->
         assert bob.get("/v1/trainings").json()["results"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/views.py sends started_at/completed_at as null on an unfinished prediction; "
-    "Replicate's schema types them as strings (trainings leave them out instead)",
-)
 def test_a_starting_prediction_meets_the_contract(server: LiveServer, hello: str) -> None:
     recorder = Recorder()
     with recorder.attach(server.http()) as http:

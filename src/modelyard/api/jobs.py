@@ -104,7 +104,7 @@ def validated_input(
         fields = [
             {
                 "type": error.type,
-                "field": ".".join(["input", *map(str, error.loc)]) if error.loc else "input",
+                "field": _field_name(error.loc),
                 "description": error.msg,
             }
             for error in exc.errors
@@ -125,6 +125,14 @@ def validated_input(
                 )
     if problems:
         raise invalid_fields_problem(problems, "Input validation failed")
+
+
+def _field_name(loc: tuple[str | int, ...]) -> str:
+    """`input.steps` from cogspec's `("body", "input", "steps")`; `input` for the whole object."""
+    parts = [str(part) for part in loc if part != "body"]
+    if parts[:1] != ["input"]:
+        parts.insert(0, "input")
+    return ".".join(parts)
 
 
 def _file_input_ok(platform: Platform, account: Account, value: Any) -> bool:

@@ -39,11 +39,14 @@ def prediction_json(prediction: Prediction, urls: Urls) -> dict[str, Any]:
         "status": prediction.status,
         "source": prediction.source,
         "created_at": timestamp(prediction.created_at),
-        "started_at": timestamp(prediction.started_at),
-        "completed_at": timestamp(prediction.completed_at),
         "urls": links,
         "metrics": _metrics(prediction),
     }
+    # Absent until set: the spec types both as strings (no null), like Replicate's own answers.
+    if prediction.started_at is not None:
+        body["started_at"] = timestamp(prediction.started_at)
+    if prediction.completed_at is not None:
+        body["completed_at"] = timestamp(prediction.completed_at)
     if prediction.deployment_ref:
         body["deployment"] = prediction.deployment_ref
     if prediction.deadline is not None:
@@ -54,10 +57,8 @@ def prediction_json(prediction: Prediction, urls: Urls) -> dict[str, Any]:
     if kind == "training":
         if prediction.destination_ref:
             body["destination"] = prediction.destination_ref
-        # Replicate's training schema has no nulls here: an unfinished training leaves them out.
-        for key in ("output", "started_at", "completed_at"):
-            if body[key] is None:
-                del body[key]
+        if body["output"] is None:  # the training schema types it as an object, not null
+            del body["output"]
     return body
 
 
