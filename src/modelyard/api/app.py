@@ -17,10 +17,12 @@ from . import errors
 from .platform import Platform
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .routes import deployments, trainings
+from .routes import files as files_routes
 from .routes import account, collections, delivery, models, predictions, streams, versions
 
 API_ROUTERS: list[APIRouter] = [predictions.router, streams.router, versions.router]
 API_ROUTERS += [trainings.router, deployments.router]
+API_ROUTERS += [files_routes.router]
 API_ROUTERS += [models.router, collections.router, account.router]
 
 

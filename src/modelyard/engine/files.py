@@ -1,20 +1,37 @@
-"""Files in and out of predictions.
+"""Files: uploads through the Files API, and files in and out of predictions.
 
+Uploads: a File record (`purpose` upload) per `POST /v1/files`, expiring `settings.file_expiry`
+seconds later. Their JSON carries `urls.get` (what the clients put into prediction inputs) and
+`urls.download`, a signed download URL that works without auth until the file expires.
 Outputs: every file a model returns becomes a blob and a File record, served at an unguessable
-`/delivery/{key}/{name}` URL (no auth needed: the JS client downloads without a token).
+`/delivery/{key}/{name}` URL (no auth needed: the JS client downloads without a token), expiring
+after `settings.output_expiry` seconds when that is set.
 Inputs: this server's own `/v1/files/{id}` URLs are rewritten to their delivery URLs and fetched
 through an in-process transport, so a model reads them without a network hop or a token.
+Signed download URLs of this server are read the same way (anyone holding one may use it).
+
+Signing: `signature` = standard base64 of HMAC-SHA256 over `"{owner} {id} {expiry}"` (the
+string Replicate's spec names), keyed by a key derived from the server secret in
+`data_dir/secret.key` (32 random bytes, hex, made on first use; replicas must share it).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import mimetypes
+import os
 import re
+import secrets
+import time
+import unicodedata
 from collections.abc import AsyncIterator, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlencode, urlparse
 
 import httpx
 
@@ -22,38 +39,181 @@ from modelyard.runtime.events import OutputFile
 from modelyard.settings import Settings
 from modelyard.store.blobs import Blob, BlobStore
 from modelyard.store.database import Database
-from modelyard.store.files import NewFile, add_file, file_by_access_key, get_file
+from modelyard.store.files import (
+    NewFile,
+    account_upload,
+    add_file,
+    delete_file,
+    expired_files,
+    file_by_access_key,
+    get_file,
+    list_files,
+    owner_username,
+)
 from modelyard.store.tables import File, utcnow
 
 from .urls import Urls
+from .views import timestamp
 
 _OWN_FILE = re.compile(r"^/(?:v1/)?files/([0-9a-z]{26})(?:/download)?$")
+_DOWNLOAD = re.compile(r"^/(?:v1/)?files/([0-9a-z]{26})/download$")
 _DELIVERY = re.compile(r"^/delivery/([A-Za-z0-9_-]+)/[^/]+$")
+SECRET_FILE = "secret.key"
+PURGE_EVERY = 60.0  # seconds between sweeps of expired files
+PURGE_BATCH = 500
+MAX_NAME_BYTES = 255
 
 
 class FileService:
-    """Stores files as blobs with a record, and renders their URLs."""
+    """Stores files as blobs with a record, renders their JSON and URLs, signs downloads."""
 
     def __init__(self, settings: Settings, db: Database, blobs: BlobStore, urls: Urls) -> None:
         self.settings = settings
         self.db = db
         self.blobs = blobs
         self.urls = urls
+        self._signing_key: bytes | None = None
+        self._last_purge = 0.0
 
     def save(self, new: NewFile, blob: Blob) -> File:
         with self.db.session() as session:
             return add_file(session, new, blob)
 
+    # -- the Files API ----------------------------------------------------------------------
+
+    def save_upload(
+        self, account_id: int, name: str, content_type: str, metadata: dict[str, Any], blob: Blob
+    ) -> File:
+        now = utcnow()
+        new = NewFile(
+            account_id=account_id,
+            name=name,
+            content_type=content_type,
+            metadata=metadata,
+            created_at=now,
+            expires_at=now + timedelta(seconds=self.settings.file_expiry),
+        )
+        return self.save(new, blob)
+
+    def upload(self, account_id: int, file_id: str) -> File | None:
+        """The account's uploaded file, unless it expired (another account's is None too)."""
+        with self.db.session() as session:
+            return account_upload(session, file_id, account_id)
+
+    def uploads(
+        self, account_id: int, before: tuple[datetime, str] | None, limit: int
+    ) -> list[File]:
+        with self.db.session() as session:
+            return list_files(session, account_id, before=before, limit=limit)
+
+    def file_json(self, file: File, owner: str) -> dict[str, Any]:
+        """Replicate's File shape, with `name` and `etag` (replicate 1.0.7 requires both)."""
+        urls = {"get": self.urls.file(file.id)}
+        if file.expires_at is not None:
+            urls["download"] = self.signed_download_url(file, owner)
+        return {
+            "id": file.id,
+            "name": file.name,
+            "content_type": file.content_type,
+            "size": file.size,
+            "etag": file.md5,
+            "checksums": {"sha256": file.sha256, "md5": file.md5},
+            "metadata": file.file_metadata,
+            "created_at": timestamp(file.created_at),
+            "expires_at": timestamp(file.expires_at),
+            "urls": urls,
+        }
+
+    def delete(self, file: File) -> None:
+        """Delete the record, and its blob when nothing else refers to the same bytes."""
+        with self.db.session() as session:
+            unused = delete_file(session, file)
+        if unused:
+            # A concurrent upload of the very same bytes could be between writing the blob
+            # and adding its record here; the window is a few milliseconds and accepted.
+            self.blobs.delete(file.blob_key)
+
+    def purge_expired(self) -> int:
+        """Delete expired records (uploads and outputs) and their unused blobs; how many."""
+        with self.db.session() as session:
+            files = expired_files(session, PURGE_BATCH)
+        for file in files:
+            self.delete(file)
+        self._last_purge = time.monotonic()
+        return len(files)
+
+    def purge_if_due(self) -> None:
+        """Sweep at most once a minute: cheap enough to call on every upload."""
+        if time.monotonic() - self._last_purge >= PURGE_EVERY:
+            self.purge_expired()
+
+    # -- signed download URLs ---------------------------------------------------------------
+
+    def signature(self, file_id: str, owner: str, expiry: int) -> str:
+        if self._signing_key is None:
+            self._signing_key = signing_key(self.settings.data_dir)
+        return download_signature(self._signing_key, file_id, owner, expiry)
+
+    def signed_download_url(self, file: File, owner: str, expiry: int | None = None) -> str:
+        if expiry is None:
+            assert file.expires_at is not None
+            expiry = int(file.expires_at.timestamp())
+        query = {
+            "owner": owner,
+            "expiry": expiry,
+            "signature": self.signature(file.id, owner, expiry),
+        }
+        return f"{self.urls.file(file.id)}/download?{urlencode(query)}"
+
+    def check_signature(self, file_id: str, owner: str, expiry: int, signature: str) -> str | None:
+        """Why the signature does not grant access, or None when it does."""
+        try:
+            # `+` arrives as a space when a URL was copied without encoding it
+            given = base64.b64decode(signature.replace(" ", "+"), validate=True)
+        except (binascii.Error, ValueError):
+            return "The download URL's signature is not valid."
+        expected = base64.b64decode(self.signature(file_id, owner, expiry))
+        if not hmac.compare_digest(given, expected):
+            return "The download URL's signature is not valid."
+        if expiry <= time.time():
+            return "The download URL has expired."
+        return None
+
+    def signed_file(self, file_id: str, owner: str) -> File | None:
+        """The live upload `file_id` if it belongs to `owner` (after the signature checked out)."""
+        with self.db.session() as session:
+            file = get_file(session, file_id)
+            if file is None or file.purpose != "upload" or owner_username(session, file) != owner:
+                return None
+            return file
+
+    def _signed_url_file(self, url: str) -> File | None:
+        """The file a valid signed download URL of this server points at."""
+        parsed = urlparse(url)
+        match = _DOWNLOAD.match(parsed.path)
+        query = {k: v[-1] for k, v in parse_qs(parsed.query, keep_blank_values=True).items()}
+        if match is None or not {"owner", "expiry", "signature"} <= query.keys():
+            return None
+        if not query["expiry"].isdigit():
+            return None
+        file_id, owner, expiry = match.group(1), query["owner"], int(query["expiry"])
+        if self.check_signature(file_id, owner, expiry, query["signature"]) is not None:
+            return None
+        return self.signed_file(file_id, owner)
+
+    # -- outputs ----------------------------------------------------------------------------
+
     def save_output(self, account_id: int, prediction_id: str, path: Path) -> str:
         blob = self.blobs.put_file(path)
-        expiry = self.settings.output_expiry
+        expiry, now = self.settings.output_expiry, utcnow()
         new = NewFile(
             account_id=account_id,
             name=path.name,
             content_type=guess_type(path.name),
             purpose="output",
             prediction_id=prediction_id,
-            expires_at=None if expiry is None else utcnow() + timedelta(seconds=expiry),
+            created_at=now,
+            expires_at=None if expiry is None else now + timedelta(seconds=expiry),
         )
         return self.delivery_url(self.save(new, blob))
 
@@ -70,12 +230,29 @@ class FileService:
             return {k: self.outputs_to_urls(account_id, prediction_id, v) for k, v in value.items()}
         return value
 
+    def delivered(self, access_key: str) -> tuple[File, Path] | None:
+        with self.db.session() as session:
+            file = file_by_access_key(session, access_key)
+        return self.on_disk(file)
+
+    def on_disk(self, file: File | None) -> tuple[File, Path] | None:
+        if file is None or not self.blobs.exists(file.blob_key):
+            return None
+        return file, self.blobs.path(file.blob_key)
+
+    # -- inputs -----------------------------------------------------------------------------
+
     def own_file_id(self, url: str) -> str | None:
-        """The id when `url` is this server's `/v1/files/{id}` URL."""
+        """The id when `url` is this server's `/v1/files/{id}` URL (which needs its owner).
+
+        A validly signed download URL is not counted: whoever holds one may use it.
+        """
         if not isinstance(url, str) or not url.startswith(self.settings.public_url + "/"):
             return None
         match = _OWN_FILE.match(urlparse(url).path)
-        return match.group(1) if match else None
+        if match is None or self._signed_url_file(url) is not None:
+            return None
+        return match.group(1)
 
     def own_file(self, url: str) -> File | None:
         file_id = self.own_file_id(url)
@@ -99,13 +276,6 @@ class FileService:
         file = self.own_file(url) if isinstance(url, str) else None
         return url if file is None else self.delivery_url(file)
 
-    def delivered(self, access_key: str) -> tuple[File, Path] | None:
-        with self.db.session() as session:
-            file = file_by_access_key(session, access_key)
-        if file is None or not self.blobs.exists(file.blob_key):
-            return None
-        return file, self.blobs.path(file.blob_key)
-
     def http_client(self) -> httpx.AsyncClient:
         """Fetches URL inputs; this server's delivery URLs are read straight from disk."""
         origin = self.settings.public_url
@@ -115,14 +285,20 @@ class FileService:
             mounts={origin: _DeliveryTransport(self)},
         )
 
+    def local_file(self, url: httpx.URL) -> tuple[File, Path] | None:
+        """What the in-process transport serves: a delivery URL or a signed download URL."""
+        match = _DELIVERY.match(unquote(url.path))
+        if match is not None:
+            return self.delivered(match.group(1))
+        return self.on_disk(self._signed_url_file(str(url)))
+
 
 class _DeliveryTransport(httpx.AsyncBaseTransport):
     def __init__(self, files: FileService) -> None:
         self.files = files
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        match = _DELIVERY.match(unquote(request.url.path))
-        found = self.files.delivered(match.group(1)) if match else None
+        found = self.files.local_file(request.url)
         if found is None:
             return httpx.Response(404, request=request)
         file, path = found
@@ -146,3 +322,51 @@ class _FileStream(httpx.AsyncByteStream):
 
 def guess_type(name: str) -> str:
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def clean_name(name: str | None) -> str:
+    """A file name safe in a URL path segment and on disk: the last path component, no control
+    characters, at most 255 bytes of UTF-8 (the extension kept); `file` when nothing is left."""
+    text = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    text = "".join(c for c in text if unicodedata.category(c)[0] != "C").strip()
+    if text in ("", ".", ".."):
+        return "file"
+    if len(text.encode()) > MAX_NAME_BYTES:
+        stem, ext = os.path.splitext(text)
+        budget = MAX_NAME_BYTES - len(ext.encode())
+        if budget < 1:
+            stem, ext, budget = text, "", MAX_NAME_BYTES
+        text = stem.encode()[:budget].decode(errors="ignore") + ext
+    return text
+
+
+def signing_key(data_dir: Path) -> bytes:
+    """The key of download signatures, derived from the server secret (made on first use)."""
+    secret = _server_secret(data_dir / SECRET_FILE)
+    return hmac.new(secret, b"modelyard files.download", "sha256").digest()
+
+
+def download_signature(key: bytes, file_id: str, owner: str, expiry: int) -> str:
+    """Standard base64 of HMAC-SHA256 over `"{owner} {id} {expiry}"`, as Replicate's spec says."""
+    message = f"{owner} {file_id} {expiry}".encode()
+    return base64.b64encode(hmac.new(key, message, "sha256").digest()).decode()
+
+
+def _server_secret(path: Path) -> bytes:
+    """The server secret, made once: written to a temporary file and linked into place, so
+    processes starting together agree on one secret and never read a half-written file."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        tmp.write_text(secrets.token_hex(32) + "\n")
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    secret = path.read_bytes().strip()
+    if not secret:
+        raise RuntimeError(f"{path} is empty; delete it to make a new server secret")
+    return hashlib.sha256(secret).digest()

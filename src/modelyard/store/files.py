@@ -1,4 +1,8 @@
-"""File records: uploads, prediction outputs and training weights, each pointing at a blob."""
+"""File records: uploads, prediction outputs and training weights, each pointing at a blob.
+
+Blobs are content-addressed, so one blob may back several records (and version packages or
+weights): a blob is deleted only when nothing refers to it any more (`blob_in_use`).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from .blobs import Blob
 from .ids import new_access_key, new_id
-from .tables import File, utcnow
+from .tables import Account, File, Version, utcnow
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class NewFile:
     prediction_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     expires_at: datetime | None = None
+    created_at: datetime | None = None  # default: now
 
 
 def add_file(session: Session, new: NewFile, blob: Blob) -> File:
@@ -39,7 +44,7 @@ def add_file(session: Session, new: NewFile, blob: Blob) -> File:
         sha256=blob.key,
         md5=blob.md5,
         file_metadata=new.metadata,
-        created_at=utcnow(),
+        created_at=new.created_at or utcnow(),
         expires_at=new.expires_at,
     )
     session.add(row)
@@ -72,9 +77,51 @@ def list_files(
     )
     if before is not None:
         at, last_id = before
-        query = query.where((File.created_at < at) | ((File.created_at == at) & (File.id < last_id)))
-    return list(session.scalars(query.order_by(File.created_at.desc(), File.id.desc()).limit(limit)))
+        query = query.where(
+            (File.created_at < at) | ((File.created_at == at) & (File.id < last_id))
+        )
+    return list(
+        session.scalars(query.order_by(File.created_at.desc(), File.id.desc()).limit(limit))
+    )
+
+
+def account_upload(session: Session, file_id: str, account_id: int) -> File | None:
+    """An uploaded file of that account that has not expired (outputs are not Files API files)."""
+    file = get_file(session, file_id)
+    if file is None or file.purpose != "upload" or file.account_id != account_id:
+        return None
+    return file
+
+
+def owner_username(session: Session, file: File) -> str:
+    account = session.get(Account, file.account_id)
+    return account.username if account is not None else ""
 
 
 def blob_in_use(session: Session, blob_key: str) -> bool:
-    return session.scalar(select(File.id).where(File.blob_key == blob_key).limit(1)) is not None
+    """Whether a file record or a version (package or weights) still refers to the blob."""
+    for query in (
+        select(File.id).where(File.blob_key == blob_key),
+        select(Version.pk).where(Version.package_key == blob_key),
+        select(Version.pk).where(Version.weights_key == blob_key),
+    ):
+        if session.scalar(query.limit(1)) is not None:
+            return True
+    return False
+
+
+def delete_file(session: Session, file: File) -> bool:
+    """Delete the record; True when its blob is now unused (the caller deletes the blob)."""
+    session.execute(delete(File).where(File.id == file.id))
+    return not blob_in_use(session, file.blob_key)
+
+
+def expired_files(session: Session, limit: int) -> list[File]:
+    """Records past their expiry, oldest expiry first."""
+    query = (
+        select(File)
+        .where(File.expires_at.is_not(None), File.expires_at <= utcnow())
+        .order_by(File.expires_at)
+        .limit(limit)
+    )
+    return list(session.scalars(query))

@@ -1,26 +1,33 @@
-"""Output files at `/delivery/{key}/{name}`: no auth (the key is unguessable), expiring by policy."""
+"""Output files at `/delivery/{key}/{name}`: no auth (the key is unguessable), expiring by policy
+(`--output-expiry`); after that, or for an unknown key, 404 problem+json."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
+from modelyard.store.tables import utcnow
+
 from ..errors import not_found
 from ..platform import PlatformDep
 
 router = APIRouter(tags=["delivery"])
+MAX_AGE = 3600
 
 
-@router.get("/delivery/{access_key}/{name}")
+@router.api_route("/delivery/{access_key}/{name}", methods=["GET", "HEAD"])
 async def deliver(access_key: str, name: str, platform: PlatformDep) -> FileResponse:
     found = platform.engine.files.delivered(access_key)
     if found is None:
         raise not_found("The requested file does not exist or has expired.")
     file, path = found
+    max_age = MAX_AGE
+    if file.expires_at is not None:  # caches must not serve it past its expiry
+        max_age = max(0, min(MAX_AGE, int((file.expires_at - utcnow()).total_seconds())))
     return FileResponse(
         path,
         media_type=file.content_type,
         filename=file.name,
         content_disposition_type="inline",
-        headers={"ETag": f'"{file.md5}"', "Cache-Control": "private, max-age=3600"},
+        headers={"ETag": f'"{file.md5}"', "Cache-Control": f"private, max-age={max_age}"},
     )
