@@ -23,7 +23,7 @@ import httpx
 import pytest
 import replicate
 from conftest import fixture_package
-from contract.openapi import Contract, ContractError, Recorder
+from contract.openapi import Contract, Recorder
 from live import LiveServer, Tls
 from replicate.exceptions import ReplicateError
 from replicate.helpers import FileOutput
@@ -39,26 +39,10 @@ CONTRACT = Contract.load()
 
 @pytest.fixture
 def recorder() -> Iterator[Recorder]:
-    """Every response of the test's clients, checked against the contract when the test ends.
-
-    Null `started_at`/`completed_at` in prediction JSON is a known bug outside the Files API,
-    reported by tests/e2e/test_predictions.py::test_unset_timestamps_are_left_out_not_null
-    (strict xfail); it is left out here. Drop the filter when that test passes.
-    """
+    """Every response of the test's clients, checked against the contract when the test ends."""
     recording = Recorder()
     yield recording
-    try:
-        recording.check_all(CONTRACT)
-    except ContractError as error:
-        left = [v for v in error.violations if not _null_timestamp(v)]
-        if left:
-            raise ContractError(left) from None
-
-
-def _null_timestamp(violation: Any) -> bool:
-    return violation.where.endswith((".started_at", ".completed_at")) and (
-        violation.message == "None is not of type 'string'"
-    )
+    recording.check_all(CONTRACT)
 
 
 def api(server: LiveServer, recorder: Recorder, token: str | None = None) -> httpx.Client:
