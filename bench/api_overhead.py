@@ -36,6 +36,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -289,9 +290,12 @@ def measure(
 def profile(
     args: argparse.Namespace, ours: Target, server: ModelyardServer, say: Callable[[str], None]
 ) -> None:
-    """A py-spy flame graph of our server under the sequential load, after the measurement
+    """A py-spy profile of our server under the sequential load, after the measurement
     (sampling slows the server down, so it never overlaps the timed runs)."""
     assert server.process is not None
+    if shutil.which("py-spy") is None:
+        say("--profile needs py-spy (pip install py-spy): skipped")
+        return
     say(f"profiling our server with py-spy into {args.profile} ...")
     # The file's suffix picks the format: .svg a flame graph, .json speedscope, else collapsed
     # stacks (one line per stack, `frame;frame;... count`, for grep and sort).
