@@ -10,7 +10,7 @@ from modelyard.store.accounts import authenticate
 from modelyard.store.tables import Account, Model
 
 from .errors import Problem
-from .platform import Platform, get_platform
+from .platform import Platform
 
 UNAUTHENTICATED = Problem(
     401,
@@ -28,21 +28,25 @@ def token_from(request: Request) -> str | None:
     return None
 
 
-def current_account(request: Request) -> Account:
+def authenticate_request(request: Request) -> Account:
     """The caller's account; 401 problem+json without a valid token."""
-    cached = getattr(request.state, "account", None)
-    if cached is not None:
-        return cached
     token = token_from(request)
     if token is None:
         raise UNAUTHENTICATED
-    platform: Platform = get_platform(request)
-    with platform.db.session() as session:
-        account = authenticate(session, token)
+    platform: Platform = request.app.state.platform
+    account = platform.tokens.get(token)
     if account is None:
-        raise UNAUTHENTICATED
-    request.state.account = account
+        with platform.db.session() as session:
+            account = authenticate(session, token)
+        if account is None:
+            raise UNAUTHENTICATED
+        platform.tokens.put(token, account)
     return account
+
+
+async def current_account(request: Request) -> Account:
+    """The dependency; `async` so FastAPI does not hop to a thread for it."""
+    return authenticate_request(request)
 
 
 AccountDep = Annotated[Account, Depends(current_account)]

@@ -69,18 +69,35 @@ class Target:
 
 def resolve_version(platform: Platform, account: Account, ref: str) -> Target:
     """`ref` is a 64-hex id, `owner/name:id` or `owner/name` (its latest version)."""
+    pinned = ":" in ref or _HEX64.match(ref) is not None  # `owner/name` moves with each push
+    candidates = platform.versions.get(ref) if pinned else None
+    if candidates is None:
+        candidates = _candidates(platform, ref)
+        if pinned:
+            platform.versions.put(ref, candidates)
+    for target in candidates:
+        if can_see(target.model.model, account):
+            return target
+    raise INVALID_VERSION
+
+
+def _candidates(platform: Platform, ref: str) -> list[Target]:
+    """Every version `ref` may mean, before visibility is applied (cached a moment: versions
+    are immutable, and a model's visibility is checked on each use)."""
     with platform.db.session() as session:
         if _HEX64.match(ref):
-            for version, model in versions_by_id(session, ref):
-                if can_see(model.model, account):
-                    return Target(version, model)
-            raise INVALID_VERSION
+            return [Target(version, model) for version, model in versions_by_id(session, ref)]
         owner_name, _, version_id = ref.partition(":")
         owner, _, name = owner_name.partition("/")
         model = get_model(session, owner, name) if owner and name else None
-        if model is None or not can_see(model.model, account):
-            raise INVALID_VERSION
-        return latest_target(session, model, version_id or None)
+        if model is None:
+            return []
+        version = (
+            get_version(session, model.model, version_id)
+            if version_id
+            else latest_version(session, model.model)
+        )
+        return [] if version is None else [Target(version, model)]
 
 
 def latest_target(session: Any, model: ModelRow, version_id: str | None = None) -> Target:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -12,6 +12,9 @@ from modelyard.engine.urls import Urls
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore
 from modelyard.store.database import Database
+from modelyard.store.tables import Account
+
+from .caches import TtlCache
 
 
 @dataclass
@@ -20,13 +23,15 @@ class Platform:
     db: Database
     blobs: BlobStore
     engine: Engine
+    tokens: TtlCache[Account] = field(default_factory=lambda: TtlCache(ttl=5.0))
+    versions: TtlCache[Any] = field(default_factory=lambda: TtlCache(ttl=2.0))
 
     @property
     def urls(self) -> Urls:
         return self.engine.urls
 
 
-def get_platform(request: Request) -> Platform:
+async def get_platform(request: Request) -> Platform:
     return request.app.state.platform
 
 

@@ -1,12 +1,15 @@
 """The event log's live side: append (persisted first), then wake everyone who follows it.
 
-Followers re-read the database after every wake-up and at least once a second, so a follower in
-another process (an API replica on the same database) sees the same events, only later.
+Predictions this process runs are kept in memory while they are live (`track`), so appending is
+one UPDATE and one INSERT, and waiting reads no database. Followers of other predictions re-read
+the database after every wake-up and at least once a second, so a follower in another process (an
+API replica on the same database) sees the same events, only later.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,13 +19,15 @@ from modelyard.store.database import Database
 from modelyard.store.predictions import (
     TERMINAL,
     NewEvent,
-    append_events,
     events_after,
     get_prediction,
+    project,
+    write_events,
 )
 from modelyard.store.tables import Prediction
 
 POLL_INTERVAL = 1.0
+RECENT = 1024  # finished predictions kept in memory for waiters that wake late
 
 Listener = Callable[[Prediction, list[NewEvent]], None]
 
@@ -42,14 +47,25 @@ class EventLog:
         self.db = db
         self._wakeups: dict[str, asyncio.Event] = {}
         self._listeners: list[Listener] = []
+        self._live: dict[str, Prediction] = {}  # running here: the newest state, in memory
+        self._recent: OrderedDict[str, Prediction] = OrderedDict()  # just finished
+
+    def track(self, prediction: Prediction) -> None:
+        """Keep a prediction this process will run in memory until it ends."""
+        if prediction.status not in TERMINAL:
+            self._live[prediction.id] = prediction
 
     def add_listener(self, listener: Listener) -> None:
         """Called after each committed append with the prediction's new state."""
         self._listeners.append(listener)
 
     def append(self, prediction_id: str, *events: NewEvent) -> Prediction:
-        with self.db.session() as session:
-            prediction = append_events(session, prediction_id, list(events))
+        prediction = self._live.get(prediction_id) or self._load(prediction_id)
+        numbered = project(prediction, list(events))
+        with self.db.engine.begin() as connection:
+            write_events(connection, prediction, numbered)
+        if prediction.status in TERMINAL:
+            self._retire(prediction)
         self.wake(prediction_id)
         for listener in self._listeners:
             listener(prediction, list(events))
@@ -71,7 +87,23 @@ class EventLog:
         except TimeoutError:
             pass
 
+    def _load(self, prediction_id: str) -> Prediction:
+        prediction = self.snapshot(prediction_id)
+        if prediction is None:
+            raise LookupError(f"no prediction {prediction_id}")
+        return prediction
+
+    def _retire(self, prediction: Prediction) -> None:
+        self._live.pop(prediction.id, None)
+        self._recent[prediction.id] = prediction
+        while len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
+
     def snapshot(self, prediction_id: str) -> Prediction | None:
+        """The newest state: from memory when it runs (or just ran) here, else the database."""
+        known = self._live.get(prediction_id) or self._recent.get(prediction_id)
+        if known is not None:
+            return known
         with self.db.session() as session:
             return get_prediction(session, prediction_id)
 

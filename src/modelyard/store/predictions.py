@@ -7,11 +7,11 @@ transaction, so a GET never disagrees with the stream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.orm import Session
 
 from .ids import new_id
@@ -49,7 +49,6 @@ class NewPrediction:
     destination_model_id: int | None = None
     destination_ref: str | None = None
     stream_key: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def create_prediction(session: Session, new: NewPrediction) -> Prediction:
@@ -78,32 +77,76 @@ def create_prediction(session: Session, new: NewPrediction) -> Prediction:
         webhook_events_filter=new.webhook_events_filter,
         deadline=new.deadline,
         last_seq=0,
+        data_removed=False,
+        is_public=False,
+        is_example=False,
         created_at=now,
     )
-    session.add(prediction)
-    session.flush()  # the event's foreign key needs the row first
-    session.add(
-        Event(prediction_id=prediction.id, seq=0, type="status", data={"status": "starting"})
-    )
-    session.flush()
+    # Core inserts, not the unit of work: this is on every create's path, and about 5x cheaper.
+    session.execute(insert(Prediction), [_columns(prediction)])
+    session.execute(
+        insert(Event),
+        [{"prediction_id": prediction.id, "seq": 0, "type": "status",
+          "data": {"status": "starting"}, "created_at": now}],
+    )  # fmt: skip
     return prediction
 
 
 def append_events(session: Session, prediction_id: str, events: list[NewEvent]) -> Prediction:
-    """Append events in order and update the projection; events after `done` are dropped."""
+    """Load the prediction, append `events` (see `project`) and write them; for one-off writers.
+
+    The engine keeps running predictions in memory and calls `project` and `write_events` itself.
+    """
     prediction = session.get(Prediction, prediction_id, with_for_update=True)
     if prediction is None:
         raise LookupError(f"no prediction {prediction_id}")
+    session.expunge(prediction)  # changed in memory, written by write_events
+    write_events(session.connection(), prediction, project(prediction, events))
+    return prediction
+
+
+def project(prediction: Prediction, events: list[NewEvent]) -> list[tuple[int, NewEvent]]:
+    """Apply events to the (detached) prediction in order, numbering them; events after `done`
+    are dropped. Returns what to write."""
+    numbered = []
     for event in events:
         if prediction.status in TERMINAL:
             break
         prediction.last_seq += 1
-        session.add(
-            Event(prediction_id=prediction_id, seq=prediction.last_seq, type=event.type,
-                  data=event.data)
-        )
+        numbered.append((prediction.last_seq, event))
         _project(prediction, event)
-    return prediction
+    return numbered
+
+
+def write_events(
+    connection: Connection, prediction: Prediction, numbered: list[tuple[int, NewEvent]]
+) -> None:
+    """Persist projected events and the prediction's new state in the caller's transaction."""
+    if not numbered:
+        return
+    now = utcnow()
+    connection.execute(
+        update(Prediction)
+        .where(Prediction.id == prediction.id)
+        .values({name: getattr(prediction, name) for name in _PROJECTED})
+    )
+    connection.execute(
+        insert(Event),
+        [
+            {"prediction_id": prediction.id, "seq": seq, "type": event.type, "data": event.data,
+             "created_at": now}
+            for seq, event in numbered
+        ],
+    )  # fmt: skip
+
+
+_PROJECTED = (
+    "status", "output", "logs", "error", "metrics", "started_at", "completed_at", "last_seq",
+)  # fmt: skip
+
+
+def _columns(prediction: Prediction) -> dict[str, Any]:
+    return {column.key: getattr(prediction, column.key) for column in Prediction.__mapper__.columns}
 
 
 def _project(prediction: Prediction, event: NewEvent) -> None:

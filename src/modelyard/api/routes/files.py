@@ -25,7 +25,7 @@ from modelyard.engine.files import FileService, clean_name, guess_type
 from modelyard.store.blobs import Blob
 from modelyard.store.tables import Account, File
 
-from ..auth import AccountDep, current_account
+from ..auth import AccountDep, authenticate_request
 from ..errors import Problem, invalid_fields_problem, not_found
 from ..pages import decode_cursor, page
 from ..platform import PlatformDep
@@ -102,7 +102,7 @@ async def download(
     them the caller's token must be the owner's."""
     files = platform.engine.files
     if owner is None and expiry is None and signature is None:
-        file = _owned(files, current_account(request), file_id)
+        file = _owned(files, authenticate_request(request), file_id)
     else:
         file = _signed(files, file_id, owner, expiry, signature)
     found = files.on_disk(file)

@@ -329,6 +329,7 @@ def update(
         for field, value in changes.items():
             setattr(model, field, value if value != "" else None)
         session.flush()
+        platform.versions.clear()  # cached refs carry the model's old visibility
         return JSONResponse(render_model(session, ModelRow(model, row.owner), platform.urls))
 
 

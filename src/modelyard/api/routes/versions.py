@@ -146,6 +146,7 @@ async def delete_version(
         if session.scalar(others.limit(1)):
             raise Problem(409, "Someone else has run predictions with this version.")
         session.delete(version)  # with the owner's own predictions of it, as Replicate does
+        platform.versions.clear()
         row = session.get(Model, model.model.id)
         if row is not None and row.latest_version_id == version_id:
             newest = session.scalar(
