@@ -28,6 +28,7 @@ from modelyard.store.tables import Prediction
 
 POLL_INTERVAL = 1.0
 RECENT = 1024  # finished predictions kept in memory for waiters that wake late
+FLUSH_DELAY = 0.005  # seconds a non-urgent event may wait to share a commit
 
 Listener = Callable[[Prediction, list[NewEvent]], None]
 
@@ -49,6 +50,8 @@ class EventLog:
         self._listeners: list[Listener] = []
         self._live: dict[str, Prediction] = {}  # running here: the newest state, in memory
         self._recent: OrderedDict[str, Prediction] = OrderedDict()  # just finished
+        self._pending: dict[str, tuple[Prediction, list[tuple[int, NewEvent]]]] = {}
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def track(self, prediction: Prediction) -> None:
         """Keep a prediction this process will run in memory until it ends."""
@@ -59,17 +62,43 @@ class EventLog:
         """Called after each committed append with the prediction's new state."""
         self._listeners.append(listener)
 
-    def append(self, prediction_id: str, *events: NewEvent) -> Prediction:
+    def append(self, prediction_id: str, *events: NewEvent, urgent: bool = True) -> Prediction:
+        """Project `events` onto the prediction now; persist them now when `urgent` (and always
+        for the final event), else within `FLUSH_DELAY` together with whatever else came.
+
+        Grouping matters for speed: a quick prediction's `processing` and `done` become one
+        commit, and a model streaming tokens writes a few per commit, not one each.
+        Followers are woken once the events are committed.
+        """
         prediction = self._live.get(prediction_id) or self._load(prediction_id)
         numbered = project(prediction, list(events))
-        with self.db.engine.begin() as connection:
-            write_events(connection, prediction, numbered)
-        if prediction.status in TERMINAL:
-            self._retire(prediction)
-        self.wake(prediction_id)
+        if numbered:
+            pending = self._pending.setdefault(prediction_id, (prediction, []))
+            pending[1].extend(numbered)
+        if urgent or prediction.status in TERMINAL:
+            self.flush()
+        elif self._pending and self._flush_timer is None:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(FLUSH_DELAY, self.flush)
         for listener in self._listeners:
             listener(prediction, list(events))
         return prediction
+
+    def flush(self) -> None:
+        """Commit every pending event in one transaction, then wake their followers."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        with self.db.engine.begin() as connection:
+            for prediction, numbered in pending.values():
+                write_events(connection, prediction, numbered)
+        for prediction_id, (prediction, _) in pending.items():
+            if prediction.status in TERMINAL:
+                self._retire(prediction)
+            self.wake(prediction_id)
 
     def wake(self, prediction_id: str) -> None:
         wakeup = self._wakeups.pop(prediction_id, None)
