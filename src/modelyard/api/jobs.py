@@ -12,7 +12,6 @@ from typing import Any, Literal
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import update
 
 from modelyard.cogspec.inputs import InputValidationError, file_fields, validate_input
 from modelyard.engine.views import prediction_json
@@ -25,7 +24,7 @@ from modelyard.store.models import (
     versions_by_id,
 )
 from modelyard.store.predictions import TERMINAL, NewPrediction, create_prediction
-from modelyard.store.tables import Account, Model, Prediction, Version, utcnow
+from modelyard.store.tables import Account, Prediction, Version, utcnow
 
 from .auth import can_see
 from .errors import Problem, invalid_fields_problem
@@ -234,13 +233,8 @@ def create_job(
         destination_ref=destination.ref if destination else None,
         stream_key=new_access_key() if wants_stream else None,
     )
-    with platform.db.session() as session:
-        prediction = create_prediction(session, new)
-        session.execute(
-            update(Model)
-            .where(Model.id == target.model.model.id)
-            .values(run_count=Model.run_count + 1)
-        )
+    with platform.db.engine.begin() as connection:
+        prediction = create_prediction(connection, new)
     platform.engine.submit(prediction)
     return prediction
 
