@@ -1,0 +1,173 @@
+"""Design principle 3, nothing is lost: the server is killed with SIGKILL (no shutdown code runs)
+and started again on the same data folder.
+
+A prediction that was running ends `failed` with an error saying the server stopped; queued ones
+(and one caught in its cold boot) run after the restart; canceled ones stay canceled; deadlines
+still hold; models, versions, tokens and predictions are all still there.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import replicate
+from live import PACKAGES, LiveServer
+from test_engine import workers
+from tests.contract.openapi import Contract, Recorder
+
+TERMINAL = {"succeeded", "failed", "canceled"}
+
+
+def eventually(check: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + 120  # only stops a hung test
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+    return result
+
+
+def get(client: httpx.Client, prediction_id: str) -> dict[str, Any]:
+    return client.get(f"/v1/predictions/{prediction_id}").json()
+
+
+def wait_for(client: httpx.Client, prediction_id: str, statuses: set[str]) -> dict[str, Any]:
+    return eventually(
+        lambda: (p := get(client, prediction_id))["status"] in statuses and p,
+        f"{prediction_id} to be {statuses}",
+    )
+
+
+def start(
+    client: httpx.Client, version: str, headers: dict[str, str] | None = None, **body: Any
+) -> dict[str, Any]:
+    response = client.post(
+        "/v1/predictions", json={"version": version, **body}, headers=headers or {}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def slow(server: LiveServer) -> str:
+    return server.push(PACKAGES / "slow", "admin/slow")
+
+
+def test_running_fails_queued_run_and_nothing_is_missing(
+    server: LiveServer, slow: str, tmp_path: Path
+) -> None:
+    recorder = Recorder()
+    with recorder.attach(server.http()) as api:
+        running = start(
+            api, slow, input={"tag": "running", "gate": str(tmp_path / "x")}, stream=True
+        )
+        wait_for(api, running["id"], {"processing"})
+        queued = [start(api, slow, input={"tag": f"queued {i}"}) for i in range(3)]
+        dropped = start(api, slow, input={"tag": "dropped"})
+        assert api.post(f"/v1/predictions/{dropped['id']}/cancel").json()["status"] == "canceled"
+        assert {get(api, p["id"])["status"] for p in queued} == {"starting"}
+        before = workers(server)
+        assert before, "the running prediction has a worker"
+
+    server.restart()
+
+    with recorder.attach(server.http()) as api:
+        failed = wait_for(api, running["id"], TERMINAL)
+        assert failed["status"] == "failed"
+        assert "server stopped" in failed["error"]
+        assert failed.get("completed_at") and "start running" in failed["logs"]
+        done = [wait_for(api, p["id"], TERMINAL) for p in queued]
+        assert [(p["status"], p["output"]) for p in done] == [
+            ("succeeded", f"queued {i}") for i in range(3)
+        ]
+        assert [p["started_at"] for p in done] == sorted(p["started_at"] for p in done)  # FIFO
+        stream = api.get(running["urls"]["stream"], headers={"Accept": "text/event-stream"})
+        assert "event: error" in stream.text and '{"reason": "error"}' in stream.text
+        canceled = get(api, dropped["id"])
+        assert canceled["status"] == "canceled" and "started_at" not in canceled
+    everything = {
+        p.id for page in replicate.paginate(server.replicate().predictions.list) for p in page
+    }
+    assert {running["id"], dropped["id"], *(p["id"] for p in queued)} <= everything
+    eventually(lambda: not (before & workers(server)), "the old workers to go away")
+    recorder.check_all(Contract.load())
+
+
+def test_a_prediction_caught_booting_boots_again_after_restart(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    package = tmp_path / "bootkill"
+    shutil.copytree(PACKAGES / "slow_setup", package)
+    gate = tmp_path / "gate"
+    (package / "gate_path").write_text(str(gate))
+    version = server.push(package, "admin/bootkill")
+    with server.http() as api:
+        prediction = start(api, version, input={})
+        eventually(lambda: "setup: loading" in get(api, prediction["id"])["logs"], "setup")
+    server.restart()
+    gate.touch()
+    with server.http() as api:
+        done = wait_for(api, prediction["id"], TERMINAL)
+    assert (done["status"], done["output"]) == ("succeeded", "ready")
+
+
+def test_deadlines_hold_across_a_restart(server: LiveServer, slow: str, tmp_path: Path) -> None:
+    with server.http() as api:
+        blocker = start(api, slow, input={"tag": "blocker", "gate": str(tmp_path / "x")})
+        wait_for(api, blocker["id"], {"processing"})
+        timed = start(api, slow, {"Cancel-After": "5s"}, input={"tag": "timed", "seconds": 60})
+    server.restart()
+    with server.http() as api:
+        assert wait_for(api, timed["id"], TERMINAL)["status"] == "canceled"
+        assert get(api, blocker["id"])["status"] == "failed"
+
+
+def test_an_idle_restart_keeps_everything(server: LiveServer, slow: str) -> None:
+    bob = server.cli("token", "create", "--username", "bob").strip()
+    version = server.push(PACKAGES / "noop", "admin/keeper")
+    paths = [
+        "/v1/models/admin/keeper",
+        "/v1/models/admin/keeper/versions",
+        f"/v1/models/admin/keeper/versions/{version}",
+    ]
+    with server.http() as api, server.http(token=bob) as as_bob:
+        prediction = start(api, version, {"Prefer": "wait"}, input={})
+        assert prediction["status"] == "succeeded"
+        before = {path: (api.get(path).status_code, api.get(path).text) for path in paths}
+        before_prediction = get(api, prediction["id"])
+        bob_list = as_bob.get("/v1/predictions")
+        assert bob_list.status_code == 200
+    server.restart()
+    with server.http() as api, server.http(token=bob) as as_bob:
+        assert {path: (api.get(path).status_code, api.get(path).text) for path in paths} == before
+        assert json.dumps(get(api, prediction["id"])) == json.dumps(before_prediction)
+        assert as_bob.get("/v1/predictions").json() == bob_list.json()
+        again = start(api, version, {"Prefer": "wait"}, input={})
+        assert (again["status"], again["output"]) == ("succeeded", "ok")
+    assert prediction["id"] in {p.id for p in server.replicate().predictions.list().results}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="server bug: the prediction failed at startup for having been running "
+    "(engine/engine.py Engine.start appends _done('failed', error=RESTART_ERROR) with no "
+    "metrics) has started_at but no metrics.predict_time; Replicate gives finished predictions "
+    "predict_time (here: from started_at to when the server noticed, or to completed_at).",
+)
+def test_a_prediction_failed_by_restart_has_predict_time(
+    server: LiveServer, slow: str, tmp_path: Path
+) -> None:
+    with server.http() as api:
+        running = start(api, slow, input={"tag": "cut", "gate": str(tmp_path / "x")})
+        wait_for(api, running["id"], {"processing"})
+    server.restart()
+    with server.http() as api:
+        failed = wait_for(api, running["id"], TERMINAL)
+    assert failed["status"] == "failed" and failed.get("started_at")
+    assert isinstance(failed["metrics"].get("predict_time"), float), failed["metrics"]
