@@ -346,13 +346,6 @@ def test_a_setup_failure_fails_the_prediction_and_the_next(
         server.replicate().run("admin/broken", input={})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a prediction failed by a worker crash has started_at but no "
-    "metrics.predict_time (only total_time): the runtime's Done for a dead worker "
-    "(runtime/runner.py _worker_gone) carries no predict_time and engine/engine.py "
-    "_done_event adds none; Replicate gives finished predictions predict_time.",
-)
 def test_a_crashed_prediction_still_has_predict_time(server: LiveServer, api: httpx.Client) -> None:
     version = server.push(PACKAGES / "fragile", "admin/fragile")
     failed = wait_for(api, start(api, version, crash=True)["id"], TERMINAL)
@@ -360,14 +353,6 @@ def test_a_crashed_prediction_still_has_predict_time(server: LiveServer, api: ht
     assert isinstance(failed["metrics"].get("predict_time"), float), failed["metrics"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: when a worker is respawned after a crash, its environment/setup logs go "
-    "to the prediction that first booted the instance (engine/pools.py _boot_then_run binds the "
-    "`progress` callback to that prediction id and the Runner keeps it as on_setup_log for every "
-    "later start), where they are dropped because it is terminal; the prediction that waits for "
-    "the new worker shows no setup logs although it stays `starting` during that boot.",
-)
 def test_the_prediction_after_a_crash_shows_the_new_workers_setup(
     server: LiveServer, api: httpx.Client
 ) -> None:

@@ -356,12 +356,6 @@ def test_invalid_fields_name_the_input_as_replicate_does(api: httpx.Client, slow
     assert response.json()["detail"].startswith("- input.seconds: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a missing required input comes back as type 'value_error.missing', "
-    "description 'Field required' (cogspec's Cog-style error passed through by api/jobs.py "
-    "validated_input); Replicate's 422 says type 'required', description '<name> is required'.",
-)
 def test_missing_input_reads_as_replicates_required(api: httpx.Client, slow: str) -> None:
     response = create(api, version=slow, input={})
     [field] = response.json()["invalid_fields"]

@@ -153,13 +153,6 @@ def test_an_idle_restart_keeps_everything(server: LiveServer, slow: str) -> None
     assert prediction["id"] in {p.id for p in server.replicate().predictions.list().results}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: the prediction failed at startup for having been running "
-    "(engine/engine.py Engine.start appends _done('failed', error=RESTART_ERROR) with no "
-    "metrics) has started_at but no metrics.predict_time; Replicate gives finished predictions "
-    "predict_time (here: from started_at to when the server noticed, or to completed_at).",
-)
 def test_a_prediction_failed_by_restart_has_predict_time(
     server: LiveServer, slow: str, tmp_path: Path
 ) -> None:

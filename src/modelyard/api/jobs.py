@@ -117,14 +117,7 @@ def validated_input(
     try:
         validate_input(schema, payload, component)
     except InputValidationError as exc:
-        fields = [
-            {
-                "type": error.type,
-                "field": _field_name(error.loc),
-                "description": error.msg,
-            }
-            for error in exc.errors
-        ]
+        fields = [_invalid_field(error.loc, error.type, error.msg) for error in exc.errors]
         raise invalid_fields_problem(fields, "Input validation failed") from None
     problems = []
     for name, is_list in file_fields(schema, component).items():
@@ -141,6 +134,14 @@ def validated_input(
                 )
     if problems:
         raise invalid_fields_problem(problems, "Input validation failed")
+
+
+def _invalid_field(loc: tuple[str | int, ...], kind: str, message: str) -> dict[str, str]:
+    """One entry of `invalid_fields`, worded as Replicate words a missing input."""
+    field = _field_name(loc)
+    if kind in ("value_error.missing", "missing"):
+        return {"type": "required", "field": "input", "description": f"{loc[-1]} is required"}
+    return {"type": kind, "field": field, "description": message}
 
 
 def _field_name(loc: tuple[str | int, ...]) -> str:

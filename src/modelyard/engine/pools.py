@@ -33,6 +33,9 @@ class Instance:
     busy: int = 0
     idle_since: float = 0.0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Who sees setup logs: the prediction that booted it, then, when a crashed worker is
+    # replaced on the next prediction's way in, that prediction.
+    log_to: str = ""
 
     @property
     def free(self) -> bool:
@@ -122,6 +125,7 @@ class Pool:
 
     async def _run_on(self, instance: Instance, prediction_id: str) -> None:
         assert instance.model is not None
+        instance.log_to = prediction_id
         try:
             await self._run(instance.model, prediction_id)
         except Exception:  # a bug of ours must not stop the pool
@@ -133,13 +137,13 @@ class Pool:
 
     def _boot(self, prediction_id: str) -> None:
         """A new instance; the prediction that asked for it sees its build and setup logs."""
-        instance = Instance(model=None, slots=1)
+        instance = Instance(model=None, slots=1, log_to=prediction_id)
         self.instances.append(instance)
         self._launch(instance, prediction_id, self._boot_then_run)
 
     async def _boot_then_run(self, instance: Instance, prediction_id: str) -> None:
         def progress(text: str) -> None:
-            self._boot_log(prediction_id, text if text.endswith("\n") else text + "\n")
+            self._boot_log(instance.log_to, text if text.endswith("\n") else text + "\n")
 
         try:
             instance.model = await self._make_model()

@@ -184,6 +184,9 @@ def _project(prediction: Prediction, event: NewEvent) -> None:
         prediction.completed_at = utcnow()
         metrics = dict(prediction.metrics or {})
         metrics.update(data.get("metrics") or {})
+        if "predict_time" not in metrics and prediction.started_at is not None:
+            # ended without the runner's own figure (a crash, a restart): time since it started
+            metrics["predict_time"] = (prediction.completed_at - prediction.started_at).total_seconds()
         metrics["total_time"] = (prediction.completed_at - prediction.created_at).total_seconds()
         prediction.metrics = metrics
 

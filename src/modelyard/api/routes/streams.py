@@ -32,20 +32,25 @@ async def stream(stream_key: str, request: Request, platform: PlatformDep) -> St
         )
     if prediction_id is None:
         raise not_found("The requested stream does not exist.")
-    after = _last_event_id(request.headers.get("last-event-id"))
+    after, skip = _last_event_id(request.headers.get("last-event-id"))
     events = platform.engine.log.follow(
         prediction_id, after=after, heartbeat=platform.settings.heartbeat_interval
     )
     return StreamingResponse(
-        _sse(prediction_id, events, request),
+        _sse(prediction_id, events, request, skip),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
 async def _sse(
-    prediction_id: str, events: AsyncIterator[LoggedEvent | None], request: Request
+    prediction_id: str,
+    events: AsyncIterator[LoggedEvent | None],
+    request: Request,
+    skip: int = 0,
 ) -> AsyncIterator[str]:
+    """Frames with unique ids: `<prediction>:<seq>` for an event's last frame, and
+    `<prediction>:<seq>.<n>` for the frames before it (a `done` can carry output and an error)."""
     yield ": connected\n\n"
     async for event in events:
         if event is None:
@@ -53,8 +58,13 @@ async def _sse(
                 return
             yield ": keepalive\n\n"
             continue
-        for name, data in _translate(event):
-            yield _frame(f"{prediction_id}:{event.seq}", name, data)
+        frames = _translate(event)
+        for n, (name, data) in enumerate(frames):
+            if n < skip:
+                continue
+            suffix = "" if n == len(frames) - 1 else f".{n}"
+            yield _frame(f"{prediction_id}:{event.seq}{suffix}", name, data)
+        skip = 0
 
 
 def _translate(event: LoggedEvent) -> list[tuple[str, str]]:
@@ -93,9 +103,14 @@ def _frame(event_id: str, name: str, data: str) -> str:
     return f"id: {event_id}\nevent: {name}\n{lines}\n"
 
 
-def _last_event_id(value: str | None) -> int:
-    """Resume after `Last-Event-ID` (`<prediction>:<seq>`), or replay everything."""
+def _last_event_id(value: str | None) -> tuple[int, int]:
+    """Where to resume: (the last event fully seen, frames of the next event already seen).
+
+    `<prediction>:<seq>` was an event's last frame; `<prediction>:<seq>.<n>` was frame n of it.
+    Anything else replays everything.
+    """
+    seq, _, frame = (value or "").rpartition(":")[2].partition(".")
     try:
-        return int((value or "").rpartition(":")[2])
+        return (int(seq) - 1, int(frame) + 1) if frame else (int(seq), 0)
     except ValueError:
-        return -1
+        return -1, 0
