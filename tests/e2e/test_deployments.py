@@ -45,13 +45,6 @@ def client(server: LiveServer, recorder: Recorder) -> replicate.Client:
 
 
 @pytest.fixture(scope="module")
-def plain(server: LiveServer) -> replicate.Client:
-    """Not recorded: a prediction created without waiting breaks the contract (see the xfail
-    in test_trainings.py: null started_at), which is not this module's subject."""
-    return server.replicate()
-
-
-@pytest.fixture(scope="module")
 def greeter(server: LiveServer) -> tuple[str, str]:
     """admin/greeter (private) with two versions: `hello {name}`, then `{prefix}untrained`."""
     first = server.push(fixture_package("output_str"), "admin/greeter")
@@ -83,7 +76,7 @@ def finished(server: LiveServer, prediction_id: str) -> dict[str, Any]:
 
 
 def test_lifecycle_with_the_official_client(
-    client: replicate.Client, plain: replicate.Client, http: httpx.Client, greeter: tuple[str, str]
+    client: replicate.Client, http: httpx.Client, greeter: tuple[str, str]
 ) -> None:
     first, second = greeter
     created = client.deployments.create(
@@ -105,7 +98,7 @@ def test_lifecycle_with_the_official_client(
     assert client.deployments.get("admin/dep").current_release.number == 1
     assert "dep" in [d.name for d in client.deployments.list().results]
 
-    prediction = plain.deployments.predictions.create(deployment="admin/dep", input={"name": "Ada"})
+    prediction = client.deployments.predictions.create(deployment="admin/dep", input={"name": "Ada"})
     prediction.wait()
     assert prediction.status == "succeeded", prediction.error
     assert prediction.output == "hello Ada"
@@ -121,7 +114,7 @@ def test_lifecycle_with_the_official_client(
     updated = client.deployments.update("admin", "dep", version=second)
     assert updated.current_release.number == 3
     assert updated.current_release.configuration.max_instances == 2  # kept
-    deployment = plain.deployments.get("admin/dep")
+    deployment = client.deployments.get("admin/dep")
     again = deployment.predictions.create(input={"prefix": "> "})
     again.wait()
     assert again.output == "> untrained"  # the new release's version ran
@@ -152,8 +145,7 @@ def test_limits_reach_the_engine(
     made = http.post("/v1/deployments", json=create_body(name="paused", version=first,
                                                          max_instances=0))  # fmt: skip
     assert made.status_code == 200, made.text
-    with server.http() as unrecorded:  # a starting prediction: see the `plain` fixture
-        queued = unrecorded.post("/v1/deployments/admin/paused/predictions", json={"input": {}})
+    queued = http.post("/v1/deployments/admin/paused/predictions", json={"input": {}})
     assert queued.status_code == 201 and queued.json()["status"] == "starting"
     busy = http.delete("/v1/deployments/admin/paused")
     assert busy.status_code == 409
