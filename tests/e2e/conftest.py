@@ -7,7 +7,6 @@ so a model's first boot in a session builds its environment once.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from live import EXAMPLES, LiveServer, Tls
@@ -34,8 +33,3 @@ def hello(server: LiveServer) -> str:
     with server.http() as client:
         client.patch("/v1/models/admin/hello", json={"visibility": "public"})
     return version
-
-
-def fixture_package(name: str) -> Path:
-    """A Cog package from tests/fixtures (the runtime's fixtures)."""
-    return Path(__file__).resolve().parents[1] / "fixtures" / name

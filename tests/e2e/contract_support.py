@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from contract.openapi import Contract, Recorder  # noqa: E402
+from contract.openapi import Contract, Recorder
 
 
 def contract_and_recorder() -> tuple[Contract, Recorder]:

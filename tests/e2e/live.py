@@ -195,3 +195,7 @@ def _env() -> dict[str, str]:
     env.pop("REPLICATE_API_TOKEN", None)
     return env
 
+
+def fixture_package(name: str) -> Path:
+    """A Cog package from tests/fixtures (the runtime's fixtures)."""
+    return ROOT / "tests" / "fixtures" / name

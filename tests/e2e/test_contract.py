@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import fixture_package
 from contract_support import contract_and_recorder
-from live import EXAMPLES, LiveServer
+from live import LiveServer, fixture_package
 
 TRAINER = Path(__file__).parent / "packages" / "trainer"
 

@@ -20,8 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import fixture_package
-from live import PACKAGES, LiveServer, Tls
+from live import PACKAGES, LiveServer, Tls, fixture_package
 from replicate.exceptions import ModelError
 from test_predictions import check_shape
 from tests.contract.openapi import Contract, Recorder

@@ -22,9 +22,8 @@ from typing import Any
 import httpx
 import pytest
 import replicate
-from conftest import fixture_package
 from contract.openapi import Contract, Recorder
-from live import LiveServer, Tls
+from live import LiveServer, Tls, fixture_package
 from replicate.exceptions import ReplicateError
 from replicate.helpers import FileOutput
 

@@ -14,8 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import fixture_package
-from live import LiveServer
+from live import LiveServer, fixture_package
 
 JS = Path(__file__).parent / "js"
 TEST_FILES = sorted(JS.glob("*.test.mjs"))

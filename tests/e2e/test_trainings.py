@@ -12,9 +12,8 @@ from typing import Any
 import httpx
 import pytest
 import replicate
-from conftest import fixture_package
 from contract.openapi import Contract, Recorder
-from live import LiveServer
+from live import LiveServer, fixture_package
 from replicate.exceptions import ReplicateError
 
 TRAINER = Path(__file__).parent / "packages" / "trainer"

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import (
+from fixture_support import (
     Result,
     all_cases,
     collect,
@@ -26,6 +25,7 @@ from conftest import (
     run_fixture,
     substitute,
 )
+
 from modelyard.cogspec.inputs import InputValidationError
 from modelyard.runtime.events import Done, Log, Metric, Output, OutputFile, Started
 from modelyard.runtime.local import LocalModel
@@ -417,7 +417,7 @@ async def test_downloaded_inputs_are_removed_afterwards(
 ) -> None:
     result = await collect(await models.get("input_path"), {"document": substitute(document, http_server)})
     assert result.status == "succeeded"
-    match = re.search(r"^path=(.+)$", result.logs, re.M)
+    match = re.search(r"^path=(.+)$", result.logs, re.MULTILINE)
     assert match, result.logs
     path = Path(match.group(1))
     assert path.is_absolute()
@@ -430,7 +430,7 @@ async def test_downloaded_list_inputs_are_removed_afterwards(models: Any) -> Non
     payload = {"documents": ["data:text/plain,a", "data:text/plain,b"]}
     result = await collect(await models.get("input_path_list"), payload)
     assert result.output == ["a", "b"]
-    paths = [Path(p) for p in re.findall(r"^path=(.+)$", result.logs, re.M)]
+    paths = [Path(p) for p in re.findall(r"^path=(.+)$", result.logs, re.MULTILINE)]
     assert len(paths) == 2 and paths[0] != paths[1]
     assert not any(p.exists() for p in paths)
 

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from conftest import PREDICTION_LIMIT, collect, fixture_dir
+from fixture_support import PREDICTION_LIMIT, collect, fixture_dir
 
 from modelyard.runtime.events import Done, Log, Started
 from modelyard.runtime.local import LocalModel

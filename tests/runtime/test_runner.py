@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
+from fixture_support import PREDICTION_LIMIT, fixture_dir
 
-from conftest import PREDICTION_LIMIT, fixture_dir
 from modelyard.cogspec.config import load_config
 from modelyard.cogspec.inputs import validate_input
 from modelyard.cogspec.schema import predictor_schema
