@@ -136,7 +136,7 @@ def fast(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterator[LiveSer
 def secret_of(server: LiveServer) -> WebhookSigningSecret:
     """The account's signing secret, as a receiver gets it: through the official client."""
     secret = server.replicate().webhooks.default.secret()
-    assert secret.key.startswith("whsec_") and "_" not in secret.key[len("whsec_"):]
+    assert secret.key.startswith("whsec_") and "_" not in secret.key[len("whsec_") :]
     return secret
 
 

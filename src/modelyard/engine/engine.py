@@ -32,6 +32,7 @@ from .files import FileService
 from .pools import Pool, PoolPolicy
 from .trainings import training_finisher
 from .urls import Urls
+from .webhooks import WebhookOutbox
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Engine:
         self.blobs = blobs
         self.urls = Urls(settings.public_url)
         self.log = EventLog(db)
+        self.webhooks = WebhookOutbox(settings, db, self.urls, self.log)
         self.files = FileService(settings, db, blobs, self.urls)
         self.builder = builder or EnvironmentBuilder()
         self.pools: dict[PoolKey, Pool] = {}
@@ -83,6 +85,7 @@ class Engine:
         """Recover what a previous run left: requeue the queued, fail the interrupted."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        await self.webhooks.start()  # pending webhooks of an earlier run go out again
         with self.db.session() as session:
             leftovers = unfinished(session)
             limits = deployment_limits(session)
@@ -101,11 +104,13 @@ class Engine:
             await pool.close()
         self.pools.clear()
         await self._http.aclose()
+        await self.webhooks.stop()
 
     # -- predictions -----------------------------------------------------------------------
 
     def submit(self, prediction: Prediction) -> None:
         """Queue a stored prediction on its version's (or deployment's) pool."""
+        self.webhooks.created(prediction)  # `start` (stored once, also when requeued)
         mode = "train" if prediction.kind == "training" else "predict"
         key = PoolKey(prediction.version_pk, mode, prediction.deployment_id)
         pool = self.pools.get(key) or self._new_pool(key)

@@ -1,0 +1,362 @@
+"""Webhooks: a view of the event log that leaves through a persisted outbox (nothing is lost).
+
+What is sent (Replicate's semantics, reference §3.6):
+- `start` when the prediction is created, `output` when its output changes, `logs` when its logs
+  change, `completed` when it is terminal; only the events in `webhook_events_filter`, and by
+  default (no filter, or an empty one) `output` and `completed`, as Replicate documents.
+- `output` and `logs` go out at most once per `throttle` seconds per prediction: a change inside
+  the window waits for its end, and then the prediction's latest state is sent once.
+- The body is the JSON of `GET /v1/predictions/{id}` at that moment, signed with the Standard
+  Webhooks scheme and the owning account's `whsec_` secret.
+
+How: every webhook is first stored as a row of `webhook_deliveries` (its body and a message id
+that stays the same on every try), then a sender task posts the due rows, one at a time per
+prediction so they arrive in order. Intermediate webhooks get one try. The terminal one is tried
+again on a network error or any non-2xx answer (redirects are never followed) after each of
+`settings.webhook_retry_delays`, then abandoned. Pending rows survive a restart and go out after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from sqlalchemy.exc import IntegrityError
+from standardwebhooks import Webhook
+
+from modelyard import __version__
+from modelyard.settings import Settings
+from modelyard.store.database import Database
+from modelyard.store.predictions import TERMINAL, NewEvent, get_prediction
+from modelyard.store.tables import Prediction, utcnow
+from modelyard.store.webhooks import (
+    NewDelivery,
+    PendingDelivery,
+    claim,
+    enqueue,
+    pending,
+    record_attempt,
+    release,
+)
+
+from .eventlog import EventLog
+from .urls import Urls
+from .views import prediction_json
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("start", "output", "logs", "completed")
+DEFAULT_EVENTS = frozenset({"output", "completed"})
+THROTTLE = 0.5  # seconds between two `output`/`logs` webhooks of one prediction
+POLL = 1.0  # rows stored by another process on the same database are seen this late
+MAX_IN_FLIGHT = 32
+USER_AGENT = f"Modelyard-Webhooks/{__version__}"
+
+
+def wanted_events(prediction: Prediction) -> frozenset[str]:
+    """The events this prediction's webhook asked for."""
+    chosen = frozenset(e for e in (prediction.webhook_events_filter or ()) if e in EVENTS)
+    return chosen or DEFAULT_EVENTS
+
+
+def message_id(prediction: Prediction, event: str) -> str:
+    """Stable per webhook, so storing it twice (a requeue after a restart, a repeated `done`)
+    stores it once, and receivers can deduplicate the terminal webhook's retries."""
+    if event in ("start", "completed"):
+        return f"msg_{prediction.id}_{event}"
+    return f"msg_{prediction.id}_{prediction.last_seq}"
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    """The same bytes FastAPI's JSONResponse would send for this body."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+@dataclass
+class _Window:
+    """The throttle of one prediction's intermediate webhooks."""
+
+    last_sent: float = float("-inf")
+    timer: asyncio.TimerHandle | None = None
+    changes: set[str] = field(default_factory=set)  # output/logs changes waiting for the timer
+
+
+class WebhookOutbox:
+    """Turns the event log into stored webhooks, and delivers them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        urls: Urls,
+        event_log: EventLog | None = None,
+        *,
+        throttle: float = THROTTLE,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.urls = urls
+        self.throttle = throttle
+        self._event_log = event_log
+        self._windows: dict[str, _Window] = {}
+        self._wakeup = asyncio.Event()
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._sender: asyncio.Task[None] | None = None
+        self._http: httpx.AsyncClient | None = None
+        if event_log is not None:
+            event_log.add_listener(self.on_events)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start sending; rows left pending by an earlier run are due as they were."""
+        self._http = httpx.AsyncClient(
+            follow_redirects=False,
+            timeout=self.settings.webhook_timeout,
+            headers={"user-agent": USER_AGENT},
+        )
+        self._sender = asyncio.create_task(self._send_forever(), name="webhook-outbox")
+
+    async def stop(self) -> None:
+        for window in self._windows.values():
+            if window.timer is not None:
+                window.timer.cancel()
+        self._windows.clear()
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+            self._sender = None
+        claimed = list(self._in_flight)
+        for task in list(self._in_flight.values()):
+            task.cancel()
+        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+        with self.db.session() as session:
+            release(session, claimed)  # unsettled tries are due again at the next start
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    # -- from the event log to the outbox ----------------------------------------------------
+
+    def created(self, prediction: Prediction) -> None:
+        """The `start` webhook (the first event is written with the prediction, not appended)."""
+        if prediction.webhook and "start" in wanted_events(prediction):
+            try:
+                self._store(prediction, "start")
+            except Exception:  # the prediction is stored and runs regardless
+                log.exception("webhook of %s: storing `start` failed", prediction.id)
+
+    def on_events(self, prediction: Prediction, events: list[NewEvent]) -> None:
+        """EventLog listener: runs in the event loop after each append with the new state."""
+        if not prediction.webhook:
+            return
+        try:
+            self._changed(prediction, events)
+        except Exception:  # the append is committed; a webhook problem must not undo the run
+            log.exception("webhook of %s: storing it failed", prediction.id)
+
+    def _changed(self, prediction: Prediction, events: list[NewEvent]) -> None:
+        wanted = wanted_events(prediction)
+        types = {event.type for event in events}
+        if prediction.status in TERMINAL:
+            if "done" in types:
+                self._finished(prediction, wanted, events)
+            return  # anything else came after the end and was not appended
+        changes = {"output", "logs"} & types & wanted
+        if changes:
+            self._throttled(prediction, changes)
+
+    def _finished(
+        self, prediction: Prediction, wanted: frozenset[str], events: list[NewEvent]
+    ) -> None:
+        if "completed" in wanted:
+            window = self._windows.pop(prediction.id, None)
+            if window is not None and window.timer is not None:
+                window.timer.cancel()  # the terminal body carries the latest state anyway
+            self._store(prediction, "completed", terminal=True)
+            return
+        # No terminal webhook asked for: a final output (non-iterator models have theirs only in
+        # `done`) still goes out as an `output` webhook, as Cog sends it.
+        final_output = any(
+            e.type == "done" and "output" in e.data and not e.data.get("streamed") for e in events
+        )
+        changes = {"output"} & wanted if final_output else set()
+        window = self._windows.get(prediction.id)
+        if changes or (window is not None and window.changes):
+            self._throttled(prediction, changes)
+        else:
+            self._windows.pop(prediction.id, None)
+
+    def _throttled(self, prediction: Prediction, changes: set[str]) -> None:
+        window = self._windows.setdefault(prediction.id, _Window())
+        window.changes |= changes
+        if window.timer is not None:
+            return  # coalesced: the timer sends the state as it is when the window ends
+        loop = asyncio.get_running_loop()
+        wait = window.last_sent + self.throttle - loop.time()
+        if wait <= 0:
+            self._flush(prediction.id, prediction)
+        else:
+            window.timer = loop.call_later(wait, self._flush, prediction.id, None)
+
+    def _flush(self, prediction_id: str, prediction: Prediction | None) -> None:
+        window = self._windows.get(prediction_id)
+        if window is None:
+            return
+        window.timer = None
+        if prediction is None:
+            prediction = self._latest(prediction_id)
+            if prediction is None:
+                self._windows.pop(prediction_id, None)
+                return
+        event = "output" if "output" in window.changes else "logs"
+        window.changes = set()
+        window.last_sent = asyncio.get_running_loop().time()
+        try:
+            self._store(prediction, event)
+        finally:
+            if prediction.status in TERMINAL:
+                self._windows.pop(prediction_id, None)
+
+    def _latest(self, prediction_id: str) -> Prediction | None:
+        """The newest state: the event log's (it may hold events not yet committed), else SQL."""
+        if self._event_log is not None:
+            return self._event_log.snapshot(prediction_id)
+        with self.db.session() as session:
+            return get_prediction(session, prediction_id)
+
+    def _store(self, prediction: Prediction, event: str, *, terminal: bool = False) -> None:
+        """Write the webhook to the outbox (its body is the JSON as of now), then wake the sender."""
+        new = NewDelivery(
+            message_id=message_id(prediction, event),
+            prediction_id=prediction.id,
+            account_id=prediction.account_id,
+            url=prediction.webhook or "",
+            event=event,
+            body=encode(prediction_json(prediction, self.urls)),
+            terminal=terminal,
+        )
+        try:
+            with self.db.session() as session:
+                stored = enqueue(session, new)
+        except IntegrityError:  # another process stored the same message first
+            stored = False
+        if stored:
+            self.wake()
+
+    # -- from the outbox to the receivers ----------------------------------------------------
+
+    async def _send_forever(self) -> None:
+        while True:
+            self._wakeup.clear()  # before reading, so a wake during the read is not lost
+            try:
+                wait = self._dispatch()
+            except Exception:
+                log.exception("webhook outbox: reading pending deliveries failed")
+                wait = POLL
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives as
+            # the wake-up does, and stop() would then wait for this loop forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(wait, POLL)):
+                    await self._wakeup.wait()
+
+    def _dispatch(self) -> float:
+        """Start a try for every due row that heads its prediction's queue; returns the seconds
+        until the next row becomes due."""
+        now = utcnow()
+        with self.db.session() as session:
+            rows = pending(session)
+        heads: dict[str, PendingDelivery] = {}
+        for row in rows:
+            heads.setdefault(row.prediction_id, row)  # later rows wait: webhooks arrive in order
+        wait = POLL
+        for row in heads.values():
+            if row.id in self._in_flight:
+                continue
+            if row.next_attempt_at > now:
+                wait = min(wait, (row.next_attempt_at - now).total_seconds())
+                continue
+            if len(self._in_flight) >= MAX_IN_FLIGHT:
+                break
+            lease = self.settings.webhook_timeout + 30  # due again if this process dies mid-try
+            with self.db.session() as session:
+                if not claim(session, row.id, now, lease):
+                    continue  # another process took it
+            task = asyncio.create_task(self._attempt(row), name=f"webhook-{row.message_id}")
+            self._in_flight[row.id] = task
+        return max(wait, 0.0)
+
+    async def _attempt(self, row: PendingDelivery) -> None:
+        try:
+            error, retry = await self._post(row)
+            with self.db.session() as session:
+                record_attempt(
+                    session,
+                    row.id,
+                    error=error,
+                    retry_delays=self.settings.webhook_retry_delays,
+                    retry=retry,
+                )
+            if error is not None:
+                log.info("webhook %s to %s: %s", row.message_id, row.url, error)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("webhook %s: settling the try failed", row.message_id)
+        finally:
+            self._in_flight.pop(row.id, None)
+            self.wake()
+
+    async def _post(self, row: PendingDelivery) -> tuple[str | None, bool]:
+        """One signed POST: (None, _) when delivered, else (why, whether a retry may help)."""
+        assert self._http is not None, "the outbox was not started"
+        refusal = await self._refusal(row.url)
+        if refusal is not None:
+            return refusal, False
+        timestamp = utcnow()
+        signature = Webhook(row.secret).sign(row.message_id, timestamp, row.body.decode())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": row.message_id,
+            "webhook-timestamp": str(int(timestamp.timestamp())),
+            "webhook-signature": signature,
+        }
+        try:
+            response = await self._http.post(row.url, content=row.body, headers=headers)
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}".rstrip(": "), True
+        if response.is_success:
+            return None, True
+        if response.is_redirect:
+            where = response.headers.get("location", "")
+            return f"HTTP {response.status_code} (redirects are not followed) to {where}", True
+        return f"HTTP {response.status_code}", True
+
+    async def _refusal(self, url: str) -> str | None:
+        """Why `url` may not be posted to, when private targets are off (a multi-tenant server:
+        a webhook must not reach into the server's own network)."""
+        if self.settings.allow_private_webhooks:
+            return None
+        host = httpx.URL(url).host
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+        except OSError:
+            return None  # the POST reports the lookup error, and the terminal one retries
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0])
+            if not address.is_global:
+                return (
+                    f"refused: {host} is a private address ({address}) and this server "
+                    "does not send webhooks to private addresses"
+                )
+        return None

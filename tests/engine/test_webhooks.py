@@ -1,0 +1,386 @@
+"""The webhook outbox without an Engine: a real database, the real event log, a real receiver.
+
+The receiver is a small HTTP server on loopback in a thread; it records every request and
+answers with the statuses a test queues. Nothing is mocked: signing is checked with the official
+client's `replicate.webhooks.validate` and with `standardwebhooks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import replicate
+from replicate.webhook import WebhookSigningSecret
+from standardwebhooks import Webhook
+
+from modelyard.engine.eventlog import EventLog
+from modelyard.engine.urls import Urls
+from modelyard.engine.webhooks import WebhookOutbox
+from modelyard.settings import Settings
+from modelyard.store.accounts import account_by_username, create_account
+from modelyard.store.database import Database
+from modelyard.store.models import add_version, create_model, get_model
+from modelyard.store.predictions import NewEvent, NewPrediction, create_prediction
+from modelyard.store.tables import Prediction, WebhookDelivery
+from modelyard.store.webhooks import deliveries_of
+
+# The outbox's tasks live on the loop its fixture started it on: the tests share that loop.
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+WAIT = 30.0  # a hang fails the test after this long; no assertion depends on it
+
+
+@dataclass
+class Hit:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """Records POSTs; answers with queued statuses (then `default`). 3xx redirect to /moved."""
+
+    hits: list[Hit] = field(default_factory=list)
+    answers: deque[int] = field(default_factory=deque)
+    default: int = 200
+    changed: threading.Condition = field(default_factory=threading.Condition)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def answer(self, *statuses: int) -> None:
+        self.answers.extend(statuses)
+
+    def wait_for(self, done: Callable[[list[Hit]], bool], timeout: float = WAIT) -> list[Hit]:
+        with self.changed:
+            assert self.changed.wait_for(lambda: done(self.hits), timeout), self.hits
+            return list(self.hits)
+
+    def handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with receiver.changed:
+                    status = receiver.answers.popleft() if receiver.answers else receiver.default
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    receiver.hits.append(Hit(self.path, headers, body))
+                    receiver.changed.notify_all()
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("location", f"http://127.0.0.1:{receiver.port}/moved")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    found = Receiver()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), found.handler())
+    found.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield found
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class Setup:
+    db: Database
+    log: EventLog
+    outbox: WebhookOutbox
+    account_id: int
+    secret: str
+    model_id: int
+    version_pk: int
+
+    def create(self, webhook: str, events: list[str] | None = None) -> Prediction:
+        """What the API and Engine.submit do: store the prediction, then tell the outbox."""
+        with self.db.session() as session:
+            prediction = create_prediction(
+                session,
+                NewPrediction(
+                    account_id=self.account_id,
+                    model_id=self.model_id,
+                    model_ref="alice/echo",
+                    version_pk=self.version_pk,
+                    version_id="a" * 64,
+                    input={"text": "hi"},
+                    webhook=webhook,
+                    webhook_events_filter=events,
+                ),
+            )
+        self.outbox.created(prediction)
+        return prediction
+
+    def deliveries(self, prediction_id: str) -> list[WebhookDelivery]:
+        with self.db.session() as session:
+            return deliveries_of(session, prediction_id)
+
+
+async def make_setup(tmp_path: Path, **overrides: Any) -> Setup:
+    """A started outbox on the database in `tmp_path` (made, or reopened as after a restart)."""
+    config = Settings(data_dir=tmp_path, **{"webhook_retry_delays": (0.05, 0.1, 0.2), **overrides})
+    db = Database(config.db_url)
+    db.migrate()
+    with db.session() as session:
+        account = account_by_username(session, "alice") or create_account(session, "alice")
+        model = get_model(session, "alice", "echo") or create_model(session, account, "echo")
+        version, _ = add_version(
+            session,
+            model.model,
+            version_id="a" * 64,
+            package_key="0" * 64,
+            cog_version="0.16.0",
+            openapi_schema={},
+        )
+        ids = (account.id, account.webhook_secret, model.model.id, version.pk)
+    log = EventLog(db)
+    outbox = WebhookOutbox(config, db, Urls("https://example.test"), log)
+    await outbox.start()
+    return Setup(db, log, outbox, *ids)
+
+
+@pytest_asyncio.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    made = await make_setup(tmp_path)
+    try:
+        yield made
+    finally:
+        await made.outbox.stop()
+        made.db.dispose()
+
+
+def done(status: str = "succeeded", **data: Any) -> NewEvent:
+    return NewEvent("done", {"status": status, "error": None, "metrics": {}, **data})
+
+
+async def settled(setup: Setup, prediction_id: str, count: int) -> list[WebhookDelivery]:
+    """The prediction's deliveries once `count` of them are delivered or abandoned."""
+    for _ in range(int(WAIT / 0.02)):
+        rows = setup.deliveries(prediction_id)
+        if sum(1 for r in rows if r.delivered_at or r.abandoned_at) >= count:
+            return rows
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not settled: {setup.deliveries(prediction_id)}")
+
+
+async def test_webhooks_are_signed_for_both_official_validators(
+    setup: Setup, receiver: Receiver
+) -> None:
+    prediction = setup.create(receiver.url, ["start", "completed"])
+    setup.log.append(prediction.id, NewEvent("status", {"status": "processing"}))
+    setup.log.append(prediction.id, done(output="hello"))
+    hits = await asyncio.to_thread(receiver.wait_for, lambda h: len(h) == 2)
+    assert [h.json()["status"] for h in hits] == ["starting", "succeeded"]
+    assert hits[1].json()["output"] == "hello" and hits[1].json()["id"] == prediction.id
+    for hit in hits:
+        assert hit.headers["webhook-id"].startswith("msg_")
+        assert hit.headers["webhook-signature"].startswith("v1,")
+        assert hit.headers["content-type"] == "application/json"
+        assert hit.headers["user-agent"].startswith("Modelyard-Webhooks/")
+        secret = WebhookSigningSecret(key=setup.secret)
+        replicate.webhooks.validate(headers=hit.headers, body=hit.body.decode(), secret=secret)
+        assert Webhook(setup.secret).verify(hit.body, hit.headers)["id"] == prediction.id
+    wrong = WebhookSigningSecret(key="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    with pytest.raises(replicate.webhook.InvalidSignatureError):
+        replicate.webhooks.validate(
+            headers=hits[0].headers, body=hits[0].body.decode(), secret=wrong
+        )
+
+
+async def test_default_filter_sends_output_and_completed_only(
+    setup: Setup, receiver: Receiver
+) -> None:
+    prediction = setup.create(receiver.url)  # no filter: new output and the end (reference §3.6)
+    setup.log.append(prediction.id, NewEvent("status", {"status": "processing"}))
+    setup.log.append(prediction.id, NewEvent("logs", "working\n"))
+    setup.log.append(prediction.id, NewEvent("output", "a"))
+    setup.log.append(prediction.id, done(output=["a"], streamed=True))
+    rows = await settled(setup, prediction.id, 2)
+    assert [r.event for r in rows] == ["output", "completed"]
+    assert [r.terminal for r in rows] == [False, True]
+    hits = receiver.wait_for(lambda h: len(h) == 2)
+    assert [h.json()["output"] for h in hits] == [["a"], ["a"]]
+    assert [h.json()["status"] for h in hits] == ["processing", "succeeded"]
+
+
+async def test_terminal_webhook_is_retried_after_500_with_the_same_id(
+    setup: Setup, receiver: Receiver
+) -> None:
+    receiver.answer(500, 502)
+    prediction = setup.create(receiver.url, ["completed"])
+    setup.log.append(prediction.id, done(output="x"))
+    [row] = await settled(setup, prediction.id, 1)
+    assert row.delivered_at is not None and row.attempts == 3
+    assert row.last_error is None
+    hits = receiver.hits
+    assert len(hits) == 3 and len({h.headers["webhook-id"] for h in hits}) == 1
+    assert len({h.body for h in hits}) == 1  # the body stored before the first try
+
+
+async def test_redirects_are_not_followed_and_count_as_failures(
+    setup: Setup, receiver: Receiver
+) -> None:
+    receiver.answer(307, 301)
+    prediction = setup.create(receiver.url, ["completed"])
+    setup.log.append(prediction.id, done(status="failed", error="boom"))
+    [row] = await settled(setup, prediction.id, 1)
+    assert row.delivered_at is not None and row.attempts == 3
+    assert [h.path for h in receiver.hits] == ["/hook", "/hook", "/hook"]  # /moved never hit
+    assert receiver.hits[-1].json()["error"] == "boom"
+
+
+async def test_terminal_webhook_is_abandoned_after_the_last_delay(
+    setup: Setup, receiver: Receiver
+) -> None:
+    receiver.default = 500
+    prediction = setup.create(receiver.url, ["completed"])
+    setup.log.append(prediction.id, done(status="canceled"))
+    [row] = await settled(setup, prediction.id, 1)
+    assert row.abandoned_at is not None and row.delivered_at is None
+    assert row.attempts == 1 + 3  # the first try, then one per delay
+    assert row.last_error == "HTTP 500"
+    assert len(receiver.hits) == 4
+
+
+async def test_intermediate_webhooks_get_one_try(setup: Setup, receiver: Receiver) -> None:
+    receiver.answer(500)
+    prediction = setup.create(receiver.url, ["start", "completed"])
+    setup.log.append(prediction.id, done(output="x"))
+    start, completed = await settled(setup, prediction.id, 2)
+    assert (start.event, start.attempts, start.last_error) == ("start", 1, "HTTP 500")
+    assert start.abandoned_at is not None
+    assert completed.delivered_at is not None and completed.attempts == 1
+
+
+async def test_logs_are_coalesced_and_the_last_state_is_sent(
+    setup: Setup, receiver: Receiver
+) -> None:
+    prediction = setup.create(receiver.url, ["logs"])
+    lines = [f"line {i}\n" for i in range(50)]
+    for line in lines:  # no await in between: the throttle's timer cannot fire meanwhile
+        setup.log.append(prediction.id, NewEvent("logs", line))
+    rows = await settled(setup, prediction.id, 2)
+    # The first change goes out at once; the rest wait for the window's end and go as one
+    # (a third only if appending 50 lines took longer than one window).
+    assert 2 <= len(rows) <= 3 and {r.event for r in rows} == {"logs"}
+    await settled(setup, prediction.id, len(rows))
+    hits = receiver.wait_for(lambda h: len(h) == len(rows))
+    sent = [h.json()["logs"] for h in hits]
+    assert sent[0] == lines[0]
+    assert sent[-1] == "".join(lines)  # the latest state, once
+    assert sent == sorted(sent, key=len)  # in order
+
+
+async def test_completed_replaces_a_pending_coalesced_webhook(
+    setup: Setup, receiver: Receiver
+) -> None:
+    prediction = setup.create(receiver.url, ["output", "logs", "completed"])
+    setup.log.append(prediction.id, NewEvent("output", "a"))
+    setup.log.append(prediction.id, NewEvent("output", "b"))  # waits for the window
+    setup.log.append(prediction.id, done(output=["a", "b"], streamed=True))
+    rows = await settled(setup, prediction.id, 2)
+    await asyncio.sleep(setup.outbox.throttle * 2)  # the window's timer would have fired now
+    rows = setup.deliveries(prediction.id)
+    assert [(r.event, r.terminal) for r in rows] == [("output", False), ("completed", True)]
+    hits = receiver.wait_for(lambda h: len(h) == 2)
+    assert hits[-1].json()["output"] == ["a", "b"]
+
+
+async def test_final_output_without_completed_goes_out_as_output(
+    setup: Setup, receiver: Receiver
+) -> None:
+    prediction = setup.create(receiver.url, ["output"])
+    setup.log.append(prediction.id, done(output="the answer"))  # a non-iterator model
+    [row] = await settled(setup, prediction.id, 1)
+    assert (row.event, row.terminal) == ("output", False)
+    assert receiver.wait_for(lambda h: len(h) == 1)[0].json()["output"] == "the answer"
+
+
+async def test_start_is_stored_once_and_nothing_without_a_webhook(
+    setup: Setup, receiver: Receiver
+) -> None:
+    prediction = setup.create(receiver.url, ["start"])
+    setup.outbox.created(prediction)  # requeued after a restart: the same message id
+    quiet = setup.create(None, None)  # type: ignore[arg-type]
+    setup.log.append(quiet.id, done(output="x"))
+    [row] = await settled(setup, prediction.id, 1)
+    assert row.message_id == f"msg_{prediction.id}_start"
+    assert setup.deliveries(quiet.id) == []
+    setup.log.append(prediction.id, done(output="x"))  # not asked for
+    await asyncio.sleep(0.2)
+    assert len(setup.deliveries(prediction.id)) == 1
+
+
+async def test_pending_terminal_webhook_survives_a_restart(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.default = 503
+    first = await make_setup(tmp_path, webhook_retry_delays=(0.05, 60.0))
+    prediction = first.create(receiver.url, ["completed"])
+    first.log.append(prediction.id, done(output="kept"))
+    await settled_attempts(first, prediction.id, 2)  # failed twice; the next try is 60 s away
+    await first.outbox.stop()
+    with first.db.session() as session:  # as if the 60 s had passed while the server was down
+        row = session.get(WebhookDelivery, first.deliveries(prediction.id)[0].id)
+        assert row is not None
+        row.next_attempt_at = row.created_at
+    first.db.dispose()
+    receiver.default = 200
+    second = await make_setup(tmp_path, webhook_retry_delays=(0.05, 60.0))
+    try:
+        [row] = await settled(second, prediction.id, 1)
+        assert row.delivered_at is not None and row.attempts == 3
+        assert receiver.hits[-1].json()["output"] == "kept"
+    finally:
+        await second.outbox.stop()
+
+
+async def settled_attempts(setup: Setup, prediction_id: str, attempts: int) -> None:
+    for _ in range(int(WAIT / 0.02)):
+        rows = setup.deliveries(prediction_id)
+        if rows and rows[0].attempts >= attempts:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(setup.deliveries(prediction_id))
+
+
+async def test_private_targets_are_refused_when_not_allowed(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    strict = await make_setup(tmp_path, allow_private_webhooks=False)
+    try:
+        prediction = strict.create(receiver.url, ["completed"])
+        strict.log.append(prediction.id, done(output="x"))
+        [row] = await settled(strict, prediction.id, 1)
+        assert row.abandoned_at is not None and row.attempts == 1  # not retried: it cannot pass
+        assert "private address" in (row.last_error or "")
+        assert receiver.hits == []
+    finally:
+        await strict.outbox.stop()
