@@ -384,3 +384,13 @@ async def test_private_targets_are_refused_when_not_allowed(
         assert receiver.hits == []
     finally:
         await strict.outbox.stop()
+
+
+@pytest.mark.parametrize("url", ["https://", "https:///path", "http://[::1"])
+async def test_a_url_that_cannot_be_posted_to_is_abandoned_at_once(setup: Setup, url: str) -> None:
+    """The API should refuse these; if one is stored anyway, it must not be retried forever."""
+    prediction = setup.create(url, ["completed"])
+    setup.log.append(prediction.id, done(output="x"))
+    [row] = await settled(setup, prediction.id, 1)
+    assert row.abandoned_at is not None and row.attempts == 1
+    assert (row.last_error or "").startswith("not a valid URL")

@@ -298,7 +298,13 @@ class WebhookOutbox:
 
     async def _attempt(self, row: PendingDelivery) -> None:
         try:
-            error, retry = await self._post(row)
+            try:
+                error, retry = await self._post(row)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # counted as a failed try, so a bad row cannot loop forever
+                log.exception("webhook %s: the try failed unexpectedly", row.message_id)
+                error, retry = f"{type(exc).__name__}: {exc}", True
             with self.db.session() as session:
                 record_attempt(
                     session,
@@ -311,7 +317,7 @@ class WebhookOutbox:
                 log.info("webhook %s to %s: %s", row.message_id, row.url, error)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception:  # the claim runs out and the row is tried again then
             log.exception("webhook %s: settling the try failed", row.message_id)
         finally:
             self._in_flight.pop(row.id, None)
@@ -320,7 +326,13 @@ class WebhookOutbox:
     async def _post(self, row: PendingDelivery) -> tuple[str | None, bool]:
         """One signed POST: (None, _) when delivered, else (why, whether a retry may help)."""
         assert self._http is not None, "the outbox was not started"
-        refusal = await self._refusal(row.url)
+        try:
+            target = httpx.URL(row.url)
+        except httpx.InvalidURL as exc:
+            return f"not a valid URL: {exc}", False
+        if target.scheme not in ("http", "https") or not target.host:
+            return "not a valid URL: it needs http(s) and a host", False
+        refusal = await self._refusal(target.host)
         if refusal is not None:
             return refusal, False
         timestamp = utcnow()
@@ -342,12 +354,11 @@ class WebhookOutbox:
             return f"HTTP {response.status_code} (redirects are not followed) to {where}", True
         return f"HTTP {response.status_code}", True
 
-    async def _refusal(self, url: str) -> str | None:
-        """Why `url` may not be posted to, when private targets are off (a multi-tenant server:
+    async def _refusal(self, host: str) -> str | None:
+        """Why `host` may not be posted to, when private targets are off (a multi-tenant server:
         a webhook must not reach into the server's own network)."""
         if self.settings.allow_private_webhooks:
             return None
-        host = httpx.URL(url).host
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, None)
         except OSError:
