@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -122,7 +123,7 @@ def validated_input(
     problems = []
     for name, is_list in file_fields(schema, component).items():
         values = payload.get(name)
-        for value in (values if is_list and isinstance(values, list) else [values]):
+        for value in values if is_list and isinstance(values, list) else [values]:
             if value is not None and not _file_input_ok(platform, account, value):
                 problems.append(
                     {
@@ -160,6 +161,19 @@ def _file_input_ok(platform: Platform, account: Account, value: Any) -> bool:
         file = platform.engine.files.own_file(value)
         return file is not None and file.account_id == account.id
     return value.startswith(("http://", "https://", "data:"))
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parsed = urlsplit(value)
+        parsed.port
+    except ValueError:
+        return False
+    return (
+        parsed.scheme in ("http", "https")
+        and bool(parsed.hostname)
+        and not any(c.isspace() for c in value)
+    )
 
 
 def streams(target: Target, component: str = "Output") -> bool:
@@ -207,9 +221,15 @@ def create_job(
     component = "TrainingInput" if kind == "training" else "Input"
     validated_input(platform, account, target, body.input, component)
     webhook = body.webhook or body.webhook_completed
-    if webhook is not None and not webhook.startswith(("http://", "https://")):
+    if webhook is not None and not _is_http_url(webhook):
         raise invalid_fields_problem(
-            [{"type": "url", "field": "webhook", "description": "must be an http(s) URL"}],
+            [
+                {
+                    "type": "url",
+                    "field": "webhook",
+                    "description": "must be an http(s) URL with a host",
+                }
+            ],
             "Invalid request",
         )
     deadline = cancel_after(request)
@@ -240,9 +260,7 @@ def create_job(
     return prediction
 
 
-async def respond(
-    platform: Platform, request: Request, prediction: Prediction
-) -> JSONResponse:
+async def respond(platform: Platform, request: Request, prediction: Prediction) -> JSONResponse:
     """201 right away, or after waiting for `Prefer: wait`; a non-terminal wait says starting."""
     wait = prefer_wait(request, platform.settings.sync_wait_max)
     headers = {"Location": platform.urls.prediction(prediction.id, prediction.kind)}

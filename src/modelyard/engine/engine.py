@@ -103,6 +103,7 @@ class Engine:
         for pool in self.pools.values():
             await pool.close()
         self.pools.clear()
+        self.log.flush()
         await self._http.aclose()
         await self.webhooks.stop()
 
@@ -111,6 +112,7 @@ class Engine:
     def submit(self, prediction: Prediction) -> None:
         """Queue a stored prediction on its version's (or deployment's) pool."""
         self.webhooks.created(prediction)  # `start` (stored once, also when requeued)
+        self.log.track(prediction)
         mode = "train" if prediction.kind == "training" else "predict"
         key = PoolKey(prediction.version_pk, mode, prediction.deployment_id)
         pool = self.pools.get(key) or self._new_pool(key)
@@ -124,8 +126,7 @@ class Engine:
         key = self._where.get(prediction_id)
         pool = self.pools.get(key) if key else None
         if pool is not None and pool.remove(prediction_id):
-            self._where.pop(prediction_id, None)
-            return self.log.append(prediction_id, _done("canceled"))
+            return self._finish(prediction_id, _done("canceled"))
         model = self._running.get(prediction_id)
         if model is not None:
             await model.cancel(prediction_id)
@@ -135,7 +136,7 @@ class Engine:
         prediction = self.log.snapshot(prediction_id)
         if prediction is not None and prediction.status not in TERMINAL:
             # booting for it, or known to another process: mark it; the runner skips it later
-            return self.log.append(prediction_id, _done("canceled"))
+            return self._finish(prediction_id, _done("canceled"))
         return prediction
 
     def _cancel_at(self, prediction_id: str, when: float) -> None:
@@ -237,15 +238,17 @@ class Engine:
         try:
             async for event in model.predict(inputs, prediction_id=prediction_id):
                 if isinstance(event, Started):
-                    self.log.append(prediction_id, NewEvent("status", {"status": "processing"}))
+                    self.log.append(
+                        prediction_id, NewEvent("status", {"status": "processing"}), urgent=False
+                    )
                 elif isinstance(event, Log):
-                    self.log.append(prediction_id, NewEvent("logs", event.text))
+                    self.log.append(prediction_id, NewEvent("logs", event.text), urgent=False)
                 elif isinstance(event, Output):
                     value = self.files.outputs_to_urls(account_id, prediction_id, event.value)
-                    self.log.append(prediction_id, NewEvent("output", value))
+                    self.log.append(prediction_id, NewEvent("output", value), urgent=False)
                 elif isinstance(event, Metric):
                     data = {"name": event.name, "value": event.value, "mode": event.mode}
-                    self.log.append(prediction_id, NewEvent("metric", data))
+                    self.log.append(prediction_id, NewEvent("metric", data), urgent=False)
                 elif isinstance(event, Done):
                     final = self._done_event(prediction, event)
                     finisher = self.finishers.get(prediction.kind)
@@ -269,12 +272,12 @@ class Engine:
         event.data["streamed"] = done.is_stream
         return event
 
-    def _finish(self, prediction_id: str, event: NewEvent) -> None:
+    def _finish(self, prediction_id: str, event: NewEvent) -> Prediction:
         self._where.pop(prediction_id, None)
         timer = self._timers.pop(prediction_id, None)
         if timer is not None:
             timer.cancel()
-        self.log.append(prediction_id, event)
+        return self.log.append(prediction_id, event)
 
 
 def _done(

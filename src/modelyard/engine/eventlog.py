@@ -111,8 +111,11 @@ class EventLog:
 
     @staticmethod
     async def _changed(wakeup: asyncio.Event, timeout: float) -> None:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that arrives with
+        # the wake-up, and a follower would then never stop.
         try:
-            await asyncio.wait_for(wakeup.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await wakeup.wait()
         except TimeoutError:
             pass
 
