@@ -15,8 +15,15 @@ from modelyard.store.tables import Account, Prediction
 
 from ..auth import AccountDep, can_see
 from ..errors import Problem, not_found
-from ..jobs import INVALID_VERSION, JobRequest, VersionedRequest, create_job, latest_target
-from ..jobs import resolve_version, respond
+from ..jobs import (
+    INVALID_VERSION,
+    JobRequest,
+    VersionedRequest,
+    create_job,
+    latest_target,
+    resolve_version,
+    respond,
+)
 from ..pages import decode_cursor, page
 from ..platform import Platform, PlatformDep
 
@@ -63,18 +70,27 @@ def owned(platform: Platform, account: Account, prediction_id: str, kind: str) -
     return prediction
 
 
+def get_job(platform: Platform, account: Account, job_id: str, kind: str) -> JSONResponse:
+    """GET of a prediction or training (`no-store`: polling clients must not see a cached one)."""
+    job = owned(platform, account, job_id, kind)
+    return JSONResponse(prediction_json(job, platform.urls), headers=NO_STORE)
+
+
+async def cancel_job(platform: Platform, account: Account, job_id: str, kind: str) -> JSONResponse:
+    owned(platform, account, job_id, kind)
+    job = await platform.engine.cancel(job_id)
+    assert job is not None
+    return JSONResponse(prediction_json(job, platform.urls))
+
+
 @router.get("/predictions/{prediction_id}")
 async def get(prediction_id: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
-    prediction = owned(platform, account, prediction_id, "prediction")
-    return JSONResponse(prediction_json(prediction, platform.urls), headers=NO_STORE)
+    return get_job(platform, account, prediction_id, "prediction")
 
 
 @router.post("/predictions/{prediction_id}/cancel")
 async def cancel(prediction_id: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
-    owned(platform, account, prediction_id, "prediction")
-    prediction = await platform.engine.cancel(prediction_id)
-    assert prediction is not None
-    return JSONResponse(prediction_json(prediction, platform.urls))
+    return await cancel_job(platform, account, prediction_id, "prediction")
 
 
 @router.get("/predictions")

@@ -14,7 +14,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from modelyard.engine.views import prediction_json
 from modelyard.store.models import ModelRow, get_model, get_version
 from modelyard.store.tables import Account
 
@@ -22,7 +21,7 @@ from ..auth import AccountDep, can_edit, can_see
 from ..errors import Problem, invalid_fields_problem, not_found
 from ..jobs import JobRequest, Target, create_job, respond
 from ..platform import PlatformDep
-from .predictions import NO_STORE, list_jobs, owned
+from .predictions import cancel_job, get_job, list_jobs
 
 router = APIRouter(tags=["trainings"])
 
@@ -87,16 +86,12 @@ def _destination(session: Session, account: Account, ref: str) -> ModelRow:
 
 @router.get("/trainings/{training_id}")
 async def get(training_id: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
-    training = owned(platform, account, training_id, "training")
-    return JSONResponse(prediction_json(training, platform.urls), headers=NO_STORE)
+    return get_job(platform, account, training_id, "training")
 
 
 @router.post("/trainings/{training_id}/cancel")
 async def cancel(training_id: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
-    owned(platform, account, training_id, "training")
-    training = await platform.engine.cancel(training_id)
-    assert training is not None
-    return JSONResponse(prediction_json(training, platform.urls))
+    return await cancel_job(platform, account, training_id, "training")
 
 
 @router.get("/trainings")
