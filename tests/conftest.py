@@ -4,15 +4,12 @@ models (`models`) and a local HTTP server for URL inputs (`http_server`); helper
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from fixture_support import FIXTURES, ModelPool
+from fixture_support import FIXTURES, ModelPool, serving_folder
 
 from modelyard.runtime.environment import EnvironmentBuilder
 
@@ -32,20 +29,8 @@ async def models(env_builder: EnvironmentBuilder) -> Any:
         await pool.close()
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="session")
 def http_server() -> Iterator[str]:
     """Base URL of a local HTTP server serving `tests/fixtures/` (as `{{HTTP}}/<fixture>/...`)."""
-    handler = functools.partial(_QuietHandler, directory=str(FIXTURES))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving_folder(FIXTURES) as base:
+        yield base

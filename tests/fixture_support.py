@@ -10,14 +10,19 @@ one of them can be the module named `conftest`.
   the module, stopping them all at the end.
 - `run_fixture(builder, name, input)`: validate → start → collect events → stop, for one-off runs.
 - `collect(model, input)`: one prediction on an already started model, as a `Result`.
-- `http_server` (session): a local HTTP server serving `tests/fixtures/` for URL inputs.
+- `http_server` (session): a local HTTP server serving `tests/fixtures/` for URL inputs; any
+  other folder can be served the same way with `serving_folder(folder)`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import http.server
 import json
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,3 +239,22 @@ class ModelPool:
         for model in self._models.values():
             await model.stop()
         self._models.clear()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serving_folder(folder: Path) -> Iterator[str]:
+    """A plain HTTP server on loopback serving `folder` until the block ends; yields its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

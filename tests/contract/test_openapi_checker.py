@@ -422,6 +422,10 @@ def _app(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=b"PNG", headers={"content-type": "image/png"})
 
 
+#: GETs both recorder tests make (the sync one streams /stream/x instead of GETting it).
+_GETS = ("/v1/account", "/v1/models/mattt/empty", "/v1/predictions/x", "/outputs/x.png")
+
+
 def _expect_recorded(recorder: Recorder, contract: Contract) -> None:
     assert len(recorder.responses) == 6
     with pytest.raises(ContractError) as caught:
@@ -441,12 +445,7 @@ def test_recorder_sync(contract: Contract) -> None:
     with recorder.attach(
         httpx.Client(transport=httpx.MockTransport(_app), base_url="https://yard.example")
     ) as client:
-        for path in (
-            "/v1/account",
-            "/v1/models/mattt/empty",
-            "/v1/predictions/x",
-            "/outputs/x.png",
-        ):
+        for path in _GETS:
             client.get(path)
         client.delete("/v1/deployments/a/b")
         with client.stream("GET", "/stream/x") as response:
@@ -459,13 +458,7 @@ async def test_recorder_async(contract: Contract) -> None:
     async with recorder.attach(
         httpx.AsyncClient(transport=httpx.MockTransport(_app), base_url="https://yard.example")
     ) as client:
-        for path in (
-            "/v1/account",
-            "/v1/models/mattt/empty",
-            "/v1/predictions/x",
-            "/outputs/x.png",
-            "/stream/x",
-        ):
+        for path in (*_GETS, "/stream/x"):
             await client.get(path)
         await client.delete("/v1/deployments/a/b")
     _expect_recorded(recorder, contract)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixture_support import substitute
 
 from .compare import assert_same
 from .normalise import FileValue, comparable
@@ -38,17 +39,6 @@ CASE_KEYS = {
     "compare_with_coglet",
     "note",
 }
-
-
-def substitute(value: Any, http_base: str) -> Any:
-    """cases.json's ``{{HTTP}}``: the base URL of a local server of tests/fixtures/."""
-    if isinstance(value, str):
-        return value.replace("{{HTTP}}", http_base)
-    if isinstance(value, list):
-        return [substitute(v, http_base) for v in value]
-    if isinstance(value, dict):
-        return {k: substitute(v, http_base) for k, v in value.items()}
-    return value
 
 
 def _strings(value: Any) -> list[str]:

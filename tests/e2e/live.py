@@ -15,11 +15,14 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import replicate
 import trustme
 
@@ -199,3 +202,41 @@ def _env() -> dict[str, str]:
 def fixture_package(name: str) -> Path:
     """A Cog package from tests/fixtures (the runtime's fixtures)."""
     return ROOT / "tests" / "fixtures" / name
+
+
+@contextmanager
+def serving(
+    factory: pytest.TempPathFactory, tls: Tls, name: str, *args: str
+) -> Iterator[LiveServer]:
+    """A started server on a fresh data folder (`name` names it) with extra `serve` args."""
+    live = LiveServer(data_dir=factory.mktemp(name), tls=tls, extra_args=list(args)).start()
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+def push_gated_setup(server: LiveServer, folder: Path, name: str) -> tuple[str, Path]:
+    """packages/slow_setup copied under `folder` and pushed as a fresh version of admin/`name`
+    (so nothing has booted it yet); its setup waits until the test creates the returned gate."""
+    package = folder / name
+    shutil.copytree(PACKAGES / "slow_setup", package)
+    gate = folder / "gate"
+    (package / "gate_path").write_text(str(gate))
+    return server.push(package, f"admin/{name}"), gate
+
+
+def workers(server: LiveServer) -> set[int]:
+    """Pids of the worker processes running a package of this server."""
+    root = str(server.data_dir.resolve())
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            if b"modelyard_worker" in cmdline and os.readlink(entry / "cwd").startswith(root):
+                found.add(int(entry.name))
+        except OSError:  # gone while we looked
+            continue
+    return found

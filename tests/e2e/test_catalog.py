@@ -3,7 +3,6 @@ official Python client against a live server; every response is checked against 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,7 +11,7 @@ import replicate
 from contract.openapi import Contract, Recorder
 from live import LiveServer
 from replicate.exceptions import ReplicateError
-from test_models import create, problem, recorded_client, store
+from test_models import create, problem, store
 
 from modelyard.api.routes.account import parse_nvidia_smi
 from modelyard.store.catalog import set_collection_models, upsert_collection
@@ -21,34 +20,8 @@ from modelyard.store.models import get_model
 
 @pytest.fixture(scope="module")
 def recorder() -> Recorder:
+    """Checked by the module's last test, which also asserts what it covered."""
     return Recorder()
-
-
-@pytest.fixture(scope="module")
-def http(server: LiveServer, recorder: Recorder) -> Iterator[httpx.Client]:
-    with recorder.attach(server.http()) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def client(server: LiveServer, recorder: Recorder) -> Any:
-    return recorded_client(server, recorder)
-
-
-@pytest.fixture(scope="module")
-def bob(server: LiveServer) -> str:
-    return server.cli("token", "create", "--username", "bob").strip()
-
-
-@pytest.fixture(scope="module")
-def bob_http(server: LiveServer, recorder: Recorder, bob: str) -> Iterator[httpx.Client]:
-    with recorder.attach(server.http(bob)) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def bob_client(server: LiveServer, recorder: Recorder, bob: str) -> Any:
-    return recorded_client(server, recorder, bob)
 
 
 def test_account(client: Any, bob_client: Any, http: httpx.Client) -> None:

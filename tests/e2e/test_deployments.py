@@ -8,39 +8,17 @@ time), delete, and predictions through a deployment; the scaling limits reach th
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import replicate
-from contract.openapi import Contract, Recorder
 from live import LiveServer, fixture_package
 from replicate.exceptions import ReplicateError
 
 TRAINER = Path(__file__).parent / "packages" / "trainer"
 TERMINAL = ("succeeded", "failed", "canceled")
-
-
-@pytest.fixture(scope="module")
-def recorder() -> Iterator[Recorder]:
-    recorder = Recorder()
-    yield recorder
-    recorder.check_all(Contract.load())
-
-
-@pytest.fixture(scope="module")
-def http(server: LiveServer, recorder: Recorder) -> Iterator[httpx.Client]:
-    with recorder.attach(server.http()) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def client(server: LiveServer, recorder: Recorder) -> replicate.Client:
-    client = server.replicate()
-    recorder.attach(client._client)
-    return client
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +39,24 @@ def create_body(**changes: Any) -> dict[str, Any]:
         "max_instances": 1,
         **changes,
     }
+
+
+def ensure_deployment(http: httpx.Client, name: str, version: str) -> None:
+    """admin/`name` deploying `version`, unless an earlier test of this module made it."""
+    if http.get(f"/v1/deployments/admin/{name}").status_code == 404:
+        made = http.post("/v1/deployments", json=create_body(name=name, version=version))
+        assert made.status_code == 200
+
+
+def every_call(http: httpx.Client, name: str, change: dict[str, Any]) -> tuple[httpx.Response, ...]:
+    """GET, PATCH (with `change`), DELETE and a prediction on admin/`name`, in that order."""
+    url = f"/v1/deployments/admin/{name}"
+    return (
+        http.get(url),
+        http.patch(url, json=change),
+        http.delete(url),
+        http.post(f"{url}/predictions", json={"input": {}}),
+    )
 
 
 def finished(server: LiveServer, prediction_id: str) -> dict[str, Any]:
@@ -223,9 +219,7 @@ def test_create_conflicts_and_bad_json(http: httpx.Client, greeter: tuple[str, s
 def test_update_names_what_is_wrong(
     http: httpx.Client, greeter: tuple[str, str], body: dict[str, Any], field: str
 ) -> None:
-    if http.get("/v1/deployments/admin/steady").status_code == 404:
-        made = http.post("/v1/deployments", json=create_body(name="steady", version=greeter[0]))
-        assert made.status_code == 200
+    ensure_deployment(http, "steady", greeter[0])
     answer = http.patch("/v1/deployments/admin/steady", json=body)
     assert answer.status_code == 422, answer.text
     assert [f["field"] for f in answer.json()["invalid_fields"]] == [field]
@@ -234,21 +228,14 @@ def test_update_names_what_is_wrong(
 
 
 def test_unknown_deployments(http: httpx.Client) -> None:
-    for answer in (
-        http.get("/v1/deployments/admin/none"),
-        http.patch("/v1/deployments/admin/none", json={"max_instances": 1}),
-        http.delete("/v1/deployments/admin/none"),
-        http.post("/v1/deployments/admin/none/predictions", json={"input": {}}),
-    ):
+    for answer in every_call(http, "none", {"max_instances": 1}):
         assert answer.status_code == 404
         assert answer.json()["detail"] == "The requested deployment does not exist."
     assert http.get("/v1/deployments", params={"cursor": "%%%"}).status_code == 400
 
 
 def test_prediction_input_errors(http: httpx.Client, greeter: tuple[str, str]) -> None:
-    if http.get("/v1/deployments/admin/inputs").status_code == 404:
-        made = http.post("/v1/deployments", json=create_body(name="inputs", version=greeter[0]))
-        assert made.status_code == 200
+    ensure_deployment(http, "inputs", greeter[0])
     url = "/v1/deployments/admin/inputs/predictions"
     before = http.get("/v1/predictions").json()["results"]
     for body, field in (
@@ -266,17 +253,10 @@ def test_prediction_input_errors(http: httpx.Client, greeter: tuple[str, str]) -
 def test_other_accounts_cannot_see_or_use_them(
     server: LiveServer, http: httpx.Client, hello: str, greeter: tuple[str, str]
 ) -> None:
-    if http.get("/v1/deployments/admin/mine").status_code == 404:
-        made = http.post("/v1/deployments", json=create_body(name="mine", version=greeter[0]))
-        assert made.status_code == 200
+    ensure_deployment(http, "mine", greeter[0])
     token = server.cli("token", "create", "--username", "carol").strip()
     with server.http(token=token) as carol:
-        for answer in (
-            carol.get("/v1/deployments/admin/mine"),
-            carol.patch("/v1/deployments/admin/mine", json={"max_instances": 2}),
-            carol.delete("/v1/deployments/admin/mine"),
-            carol.post("/v1/deployments/admin/mine/predictions", json={"input": {}}),
-        ):
+        for answer in every_call(carol, "mine", {"max_instances": 2}):
             assert answer.status_code == 404
         assert carol.get("/v1/deployments").json()["results"] == []
         # admin/greeter is private: carol cannot deploy it; admin/hello is public: she can

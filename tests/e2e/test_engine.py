@@ -10,98 +10,35 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from live import PACKAGES, LiveServer, Tls, fixture_package
+from live import PACKAGES, LiveServer, Tls, fixture_package, push_gated_setup, serving, workers
+from predicting import TERMINAL, check_shape, eventually, get, start, wait_for
 from replicate.exceptions import ModelError
-from test_predictions import check_shape
 from tests.contract.openapi import Contract, Recorder
-
-TERMINAL = {"succeeded", "failed", "canceled"}
-
-
-def workers(server: LiveServer) -> set[int]:
-    """Pids of the worker processes running a package of this server."""
-    root = str(server.data_dir.resolve())
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-            if b"modelyard_worker" in cmdline and os.readlink(entry / "cwd").startswith(root):
-                found.add(int(entry.name))
-        except OSError:  # gone while we looked
-            continue
-    return found
-
-
-def eventually(check: Callable[[], Any], what: str) -> Any:
-    """Retry `check` until it returns something truthy; the limit only stops a hung test."""
-    deadline = time.monotonic() + 120
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.05)
-    return result
-
-
-def get(client: httpx.Client, prediction_id: str) -> dict[str, Any]:
-    return client.get(f"/v1/predictions/{prediction_id}").json()
-
-
-def wait_for(client: httpx.Client, prediction_id: str, statuses: set[str]) -> dict[str, Any]:
-    return eventually(
-        lambda: (p := get(client, prediction_id))["status"] in statuses and p,
-        f"{prediction_id} to be {statuses}",
-    )
-
-
-def start(client: httpx.Client, version: str, **input: Any) -> dict[str, Any]:
-    response = client.post("/v1/predictions", json={"version": version, "input": input})
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 @pytest.fixture
 def recorder() -> Recorder:
+    """Checked by each test itself (the conftest's would check once, at the module's end)."""
     return Recorder()
-
-
-@pytest.fixture
-def api(server: LiveServer, recorder: Recorder) -> Iterator[httpx.Client]:
-    with recorder.attach(server.http()) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def slow(server: LiveServer) -> str:
-    return server.push(PACKAGES / "slow", "admin/slow")
-
-
-def extra_server(factory: pytest.TempPathFactory, tls: Tls, *args: str) -> Iterator[LiveServer]:
-    live = LiveServer(data_dir=factory.mktemp("engine"), tls=tls, extra_args=list(args)).start()
-    try:
-        yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterator[LiveServer]:
-    yield from extra_server(tmp_path_factory, tls, "--max-instances", "2")
+    with serving(tmp_path_factory, tls, "engine", "--max-instances", "2") as live:
+        yield live
 
 
 @pytest.fixture(scope="module")
 def brief(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterator[LiveServer]:
-    yield from extra_server(tmp_path_factory, tls, "--idle-timeout", "1")
+    with serving(tmp_path_factory, tls, "engine", "--idle-timeout", "1") as live:
+        yield live
 
 
 # --- the queue --------------------------------------------------------------------------------
@@ -139,11 +76,7 @@ def test_eight_concurrent_creates_queue_and_run_in_order(
 def test_cold_boot_stays_starting_and_logs_the_setup(
     server: LiveServer, api: httpx.Client, tmp_path: Path, recorder: Recorder
 ) -> None:
-    package = tmp_path / "coldboot"
-    shutil.copytree(PACKAGES / "slow_setup", package)
-    gate = tmp_path / "gate"
-    (package / "gate_path").write_text(str(gate))  # a fresh version: nothing booted yet
-    version = server.push(package, "admin/coldboot")
+    version, gate = push_gated_setup(server, tmp_path, "coldboot")  # nothing booted yet
     prediction = start(api, version)
     booting = eventually(
         lambda: "setup: loading weights" in (p := get(api, prediction["id"]))["logs"] and p,
@@ -267,11 +200,7 @@ def test_cancel_while_queued_never_runs(
 def test_cancel_during_the_cold_boot(
     server: LiveServer, api: httpx.Client, tmp_path: Path, recorder: Recorder
 ) -> None:
-    package = tmp_path / "coldcancel"
-    shutil.copytree(PACKAGES / "slow_setup", package)
-    gate = tmp_path / "gate"
-    (package / "gate_path").write_text(str(gate))
-    version = server.push(package, "admin/coldcancel")
+    version, gate = push_gated_setup(server, tmp_path, "coldcancel")
     doomed, waiting = start(api, version), start(api, version)
     eventually(lambda: "setup: loading" in get(api, doomed["id"])["logs"], "the setup log")
     canceled = api.post(f"/v1/predictions/{doomed['id']}/cancel").json()

@@ -10,9 +10,7 @@ uploads expiring by `--file-expiry`; the upload limit. Every response the tests'
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -23,6 +21,7 @@ import httpx
 import pytest
 import replicate
 from contract.openapi import Contract, Recorder
+from fixture_support import serving_folder
 from live import LiveServer, Tls, fixture_package
 from replicate.exceptions import ReplicateError
 from replicate.helpers import FileOutput
@@ -91,12 +90,6 @@ def blob_files(server: LiveServer) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def bob(server: LiveServer) -> str:
-    """A second account's token."""
-    return server.cli("token", "create", "--username", "bob").strip()
-
-
-@pytest.fixture(scope="module")
 def input_path(server: LiveServer) -> str:
     return server.push(fixture_package("input_path"), "admin/input-path")
 
@@ -111,22 +104,8 @@ def outputs(server: LiveServer) -> None:
 def web_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A plain http server on loopback, as any URL a user might pass as a file input."""
     folder = tmp_path_factory.mktemp("web")
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(folder), **kwargs)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", folder
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving_folder(folder) as base:
+        yield base, folder
 
 
 @pytest.fixture(scope="module")

@@ -23,42 +23,8 @@ PROBLEM = "application/problem+json"
 
 @pytest.fixture(scope="module")
 def recorder() -> Recorder:
+    """Checked by the module's last test, which also asserts what it covered."""
     return Recorder()
-
-
-@pytest.fixture(scope="module")
-def http(server: LiveServer, recorder: Recorder) -> Iterator[httpx.Client]:
-    with recorder.attach(server.http()) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def client(server: LiveServer, recorder: Recorder) -> replicate.Client:
-    return recorded_client(server, recorder)
-
-
-@pytest.fixture(scope="module")
-def bob(server: LiveServer) -> str:
-    """A second, ordinary account's token."""
-    return server.cli("token", "create", "--username", "bob").strip()
-
-
-@pytest.fixture(scope="module")
-def bob_http(server: LiveServer, recorder: Recorder, bob: str) -> Iterator[httpx.Client]:
-    with recorder.attach(server.http(bob)) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def bob_client(server: LiveServer, recorder: Recorder, bob: str) -> Any:
-    return recorded_client(server, recorder, bob)
-
-
-def recorded_client(server: LiveServer, recorder: Recorder, token: str | None = None) -> Any:
-    """The official client, unchanged; the recorder only listens to its httpx client's responses."""
-    client = server.replicate(token)
-    recorder.attach(client._client)  # a response hook changes nothing the client does
-    return client
 
 
 @contextmanager

@@ -9,9 +9,8 @@ on how long anything takes.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -20,49 +19,17 @@ import httpx
 import pytest
 import replicate
 from live import PACKAGES, LiveServer
+from predicting import TERMINAL, check_shape, wait_for
 from replicate.exceptions import ReplicateError
 from tests.contract.openapi import Contract, Recorder
 
-TERMINAL = {"succeeded", "failed", "canceled"}
-STATUSES = TERMINAL | {"starting", "processing"}
 UNAUTHENTICATED = "You did not pass a valid authentication token"
 INVALID_VERSION = (
     "The specified version does not exist (or perhaps you don't have permission to use it?)"
 )
 
 
-# --- helpers (each e2e module keeps its own few: they are small) ------------------------------
-
-
-def poll(
-    client: httpx.Client, prediction_id: str, until: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any]:
-    """GET the prediction until `until(body)`; the 120 s limit only stops a hung test."""
-    deadline = time.monotonic() + 120
-    while True:
-        body = client.get(f"/v1/predictions/{prediction_id}").json()
-        if until(body):
-            return body
-        assert time.monotonic() < deadline, f"gave up waiting on {body}"
-        time.sleep(0.05)
-
-
-def finished(body: dict[str, Any]) -> bool:
-    return body["status"] in TERMINAL
-
-
-def check_shape(server: LiveServer, body: dict[str, Any]) -> None:
-    """The JSON rules the clients depend on (replicate-api.md §2.1 and §6)."""
-    assert body["status"] in STATUSES
-    assert all(isinstance(url, str) for url in body["urls"].values()), body["urls"]
-    for url in body["urls"].values():
-        assert url.startswith(server.url + "/"), url
-    assert {"get", "cancel", "web"} <= body["urls"].keys()
-    if body["status"] in TERMINAL:
-        assert body.get("completed_at")
-        assert isinstance(body["metrics"]["total_time"], int | float)
-        if body.get("started_at"):
-            assert isinstance(body["metrics"]["predict_time"], int | float)
+# --- fixtures (waiting and shape checks are in predicting.py, `api` in conftest.py) ------------
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +39,8 @@ def contract() -> Contract:
 
 @pytest.fixture
 def recorder() -> Recorder:
+    """Checked by each test itself (the conftest's would check once, at the module's end)."""
     return Recorder()
-
-
-@pytest.fixture
-def api(server: LiveServer, recorder: Recorder) -> Iterator[httpx.Client]:
-    with recorder.attach(server.http()) as client:
-        yield client
 
 
 @pytest.fixture
@@ -93,16 +55,6 @@ def py(server: LiveServer, recorder: Recorder) -> replicate.Client:
 def gate(tmp_path: Path) -> Callable[[], Path]:
     """A fresh path; a `slow` model given it runs until the test creates the file."""
     return lambda: tmp_path / f"gate-{uuid.uuid4().hex}"
-
-
-@pytest.fixture(scope="module")
-def noop(server: LiveServer) -> str:
-    return server.push(PACKAGES / "noop", "admin/noop")
-
-
-@pytest.fixture(scope="module")
-def slow(server: LiveServer) -> str:
-    return server.push(PACKAGES / "slow", "admin/slow")
 
 
 def create(client: httpx.Client, path: str = "/v1/predictions", **kwargs: Any) -> httpx.Response:
@@ -180,10 +132,10 @@ def test_prefer_wait_that_runs_out_says_starting_while_processing(
     assert body["status"] == "starting"  # the clients read anything else as finished
     assert body["output"] is None
     check_shape(server, body)
-    seen = poll(api, body["id"], lambda p: p["status"] == "processing")
+    seen = wait_for(api, body["id"], {"processing"})
     assert "start held" in seen["logs"]  # GET shows the real status
     door.touch()
-    done = poll(api, body["id"], finished)
+    done = wait_for(api, body["id"], TERMINAL)
     assert (done["status"], done["output"]) == ("succeeded", "held")
     check_shape(server, done)
     recorder.check_all(contract)

@@ -9,39 +9,14 @@ still hold; models, versions, tokens and predictions are all still there.
 from __future__ import annotations
 
 import json
-import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import replicate
-from live import PACKAGES, LiveServer
-from test_engine import workers
+from live import PACKAGES, LiveServer, push_gated_setup, workers
+from predicting import TERMINAL, eventually, get, wait_for
 from tests.contract.openapi import Contract, Recorder
-
-TERMINAL = {"succeeded", "failed", "canceled"}
-
-
-def eventually(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + 120  # only stops a hung test
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.05)
-    return result
-
-
-def get(client: httpx.Client, prediction_id: str) -> dict[str, Any]:
-    return client.get(f"/v1/predictions/{prediction_id}").json()
-
-
-def wait_for(client: httpx.Client, prediction_id: str, statuses: set[str]) -> dict[str, Any]:
-    return eventually(
-        lambda: (p := get(client, prediction_id))["status"] in statuses and p,
-        f"{prediction_id} to be {statuses}",
-    )
 
 
 def start(
@@ -52,11 +27,6 @@ def start(
     )
     assert response.status_code == 201, response.text
     return response.json()
-
-
-@pytest.fixture(scope="module")
-def slow(server: LiveServer) -> str:
-    return server.push(PACKAGES / "slow", "admin/slow")
 
 
 def test_running_fails_queued_run_and_nothing_is_missing(
@@ -102,11 +72,7 @@ def test_running_fails_queued_run_and_nothing_is_missing(
 def test_a_prediction_caught_booting_boots_again_after_restart(
     server: LiveServer, tmp_path: Path
 ) -> None:
-    package = tmp_path / "bootkill"
-    shutil.copytree(PACKAGES / "slow_setup", package)
-    gate = tmp_path / "gate"
-    (package / "gate_path").write_text(str(gate))
-    version = server.push(package, "admin/bootkill")
+    version, gate = push_gated_setup(server, tmp_path, "bootkill")
     with server.http() as api:
         prediction = start(api, version, input={})
         eventually(lambda: "setup: loading" in get(api, prediction["id"])["logs"], "setup")

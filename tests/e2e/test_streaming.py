@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,13 +18,12 @@ from typing import Any
 import httpx
 import pytest
 import replicate
-from live import PACKAGES, LiveServer, Tls, fixture_package
+from live import PACKAGES, LiveServer, Tls, fixture_package, serving
+from predicting import TERMINAL, check_shape, get, start, wait_for
 from replicate.stream import ServerSentEvent
-from test_predictions import check_shape
 from tests.contract.openapi import Contract, Recorder
 
 NAMES = {"output", "logs", "error", "done"}
-TERMINAL = {"succeeded", "failed", "canceled"}
 
 
 @dataclass(frozen=True)
@@ -95,45 +93,10 @@ def outputs(items: list[Sse]) -> list[str]:
     return [e.data for e in items if e.name == "output"]
 
 
-def get(client: httpx.Client, prediction_id: str) -> dict[str, Any]:
-    return client.get(f"/v1/predictions/{prediction_id}").json()
-
-
-def poll(client: httpx.Client, prediction_id: str, status: set[str]) -> dict[str, Any]:
-    deadline = time.monotonic() + 120  # only stops a hung test
-    while True:
-        body = client.get(f"/v1/predictions/{prediction_id}").json()
-        if body["status"] in status:
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def ticker(server: LiveServer) -> str:
-    return server.push(PACKAGES / "ticker", "admin/ticker")
-
-
-@pytest.fixture(scope="module")
-def noop(server: LiveServer) -> str:
-    return server.push(PACKAGES / "noop", "admin/noop")
-
-
 @pytest.fixture
 def recorder() -> Recorder:
+    """Checked by each test itself (the conftest's would check once, at the module's end)."""
     return Recorder()
-
-
-@pytest.fixture
-def api(server: LiveServer, recorder: Recorder) -> Iterator[httpx.Client]:
-    with recorder.attach(server.http()) as client:
-        yield client
-
-
-def start(api: httpx.Client, version: str, **input: Any) -> dict[str, Any]:
-    response = api.post("/v1/predictions", json={"version": version, "input": input})
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def test_python_client_streams_the_outputs_in_order(server: LiveServer, ticker: str) -> None:
@@ -158,26 +121,26 @@ def test_raw_stream_needs_no_auth_and_follows_the_rules(
     recorder.check_all(Contract.load())
 
 
-def test_late_listener_gets_everything_then_done(
-    server: LiveServer, api: httpx.Client, ticker: str
-) -> None:
+@pytest.fixture
+def finished_stream(api: httpx.Client, ticker: str) -> str:
+    """The stream URL of a fresh four-tick prediction that has already succeeded."""
     prediction = start(api, ticker, n=4)
-    poll(api, prediction["id"], {"succeeded"})
-    first = check_events(list(events(server, prediction["urls"]["stream"])))
+    wait_for(api, prediction["id"], {"succeeded"})
+    return prediction["urls"]["stream"]
+
+
+def test_late_listener_gets_everything_then_done(server: LiveServer, finished_stream: str) -> None:
+    first = check_events(list(events(server, finished_stream)))
     assert outputs(first) == [f"tick {i}" for i in range(4)]
-    again = check_events(list(events(server, prediction["urls"]["stream"])))
+    again = check_events(list(events(server, finished_stream)))
     assert again == first  # the same events, ids included
 
 
-def test_last_event_id_resumes_after_that_event(
-    server: LiveServer, api: httpx.Client, ticker: str
-) -> None:
-    prediction = start(api, ticker, n=4)
-    poll(api, prediction["id"], {"succeeded"})
-    everything = check_events(list(events(server, prediction["urls"]["stream"])))
+def test_last_event_id_resumes_after_that_event(server: LiveServer, finished_stream: str) -> None:
+    everything = check_events(list(events(server, finished_stream)))
     cut = [i for i, e in enumerate(everything) if e.name == "output"][1]  # after "tick 1"
     rest = check_events(
-        list(events(server, prediction["urls"]["stream"], **{"Last-Event-ID": everything[cut].id}))
+        list(events(server, finished_stream, **{"Last-Event-ID": everything[cut].id}))
     )
     assert rest == everything[cut + 1 :]
     assert outputs(rest) == ["tick 2", "tick 3"]
@@ -244,15 +207,8 @@ def test_event_ids_are_unique_so_a_resume_always_ends_with_done(
 @pytest.fixture(scope="module")
 def beating(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterator[LiveServer]:
     """A second server that sends a heartbeat after 0.2 s without events."""
-    live = LiveServer(
-        data_dir=tmp_path_factory.mktemp("beating"),
-        tls=tls,
-        extra_args=["--heartbeat-interval", "0.2"],
-    ).start()
-    try:
+    with serving(tmp_path_factory, tls, "beating", "--heartbeat-interval", "0.2") as live:
         yield live
-    finally:
-        live.stop()
 
 
 def test_heartbeats_are_comments_while_the_model_is_quiet(
@@ -363,5 +319,5 @@ def test_urls_stream_for_iterators_and_when_asked(
     asked = api.post("/v1/predictions", json={"version": noop, "input": {}, "stream": True})
     assert "stream" in asked.json()["urls"]
     for body in (iterator, plain, asked.json()):
-        check_shape(server, poll(api, body["id"], TERMINAL))
+        check_shape(server, wait_for(api, body["id"], TERMINAL))
     recorder.check_all(Contract.load())

@@ -5,7 +5,6 @@ and the new version runs with the trained weights. Also get, list, cancel and ev
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +17,6 @@ from replicate.exceptions import ReplicateError
 
 TRAINER = Path(__file__).parent / "packages" / "trainer"
 TERMINAL = ("succeeded", "failed", "canceled")
-
-
-@pytest.fixture(scope="module")
-def recorder() -> Iterator[Recorder]:
-    """Every response of this module's clients; checked against the contract at the end."""
-    recorder = Recorder()
-    yield recorder
-    recorder.check_all(Contract.load())
-
-
-@pytest.fixture(scope="module")
-def http(server: LiveServer, recorder: Recorder) -> Iterator[httpx.Client]:
-    with recorder.attach(server.http()) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def client(server: LiveServer, recorder: Recorder) -> replicate.Client:
-    client = server.replicate()
-    recorder.attach(client._client)
-    return client
 
 
 @pytest.fixture(scope="module")

@@ -2,111 +2,37 @@
 `replicate.webhooks.validate`, the terminal webhook's retries (no redirects followed), and a
 SIGKILL restart that loses no pending terminal webhook.
 
-The receiver is a plain HTTP server on loopback in a thread that records every request and
-answers with the statuses a test chooses. Models that must be mid-prediction wait on a gate file
-the test creates, so the order of events never depends on how long anything takes.
+The receiver (tests/webhook_receiver.py) is a plain HTTP server on loopback in a thread that
+records every request and answers with the statuses a test chooses. Models that must be
+mid-prediction wait on a gate file the test creates, so the order of events never depends on how
+long anything takes.
 """
 
 from __future__ import annotations
 
-import http.server
-import json
 import sqlite3
-import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import replicate
-from live import PACKAGES, LiveServer, Tls
+from live import PACKAGES, LiveServer, Tls, serving
 from replicate.webhook import WebhookSigningSecret
 from tests.contract.openapi import Contract, Recorder
+from webhook_receiver import Hit, Receiver
 
 TERMINAL = {"succeeded", "failed", "canceled"}
 LIMIT = 120.0  # only stops a hung test
 
 
-@dataclass
-class Hit:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    answered: int
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Receiver:
-    """Records POSTs; answers with queued statuses, then `default`; 3xx point at /moved."""
-
-    hits: list[Hit] = field(default_factory=list)
-    answers: deque[int] = field(default_factory=deque)
-    default: int = 200
-    changed: threading.Condition = field(default_factory=threading.Condition)
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def answer(self, *statuses: int) -> None:
-        self.answers.extend(statuses)
-
-    def of(self, prediction_id: str) -> list[Hit]:
-        with self.changed:
-            return [h for h in self.hits if h.json()["id"] == prediction_id]
-
-    def wait_for(self, prediction_id: str, done: Callable[[list[Hit]], bool]) -> list[Hit]:
-        def ready() -> bool:
-            return done([h for h in self.hits if h.json()["id"] == prediction_id])
-
-        with self.changed:
-            assert self.changed.wait_for(ready, LIMIT), [h.json() for h in self.hits]
-        return self.of(prediction_id)
-
-    def serve(self) -> http.server.ThreadingHTTPServer:
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                with receiver.changed:
-                    status = receiver.answers.popleft() if receiver.answers else receiver.default
-                    headers = {k.lower(): v for k, v in self.headers.items()}
-                    receiver.hits.append(Hit(self.path, headers, body, status))
-                    receiver.changed.notify_all()
-                self.send_response(status)
-                if 300 <= status < 400:
-                    self.send_header("location", f"http://127.0.0.1:{receiver.port}/moved")
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = server.server_address[1]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return server
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    server = found.serve()
-    try:
+    with Receiver(limit=LIMIT).serving() as found:
         yield found
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -115,23 +41,11 @@ def contract() -> Contract:
 
 
 @pytest.fixture(scope="module")
-def ticker(server: LiveServer) -> str:
-    return server.push(PACKAGES / "ticker", "admin/ticker")
-
-
-@pytest.fixture(scope="module")
 def fast(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterator[LiveServer]:
     """A second server whose terminal webhooks are retried after 0.2, 0.4 and 0.8 s."""
-    live = LiveServer(
-        data_dir=tmp_path_factory.mktemp("fast"),
-        tls=tls,
-        extra_args=["--webhook-retry-delays", "0.2,0.4,0.8"],
-    ).start()
-    try:
+    with serving(tmp_path_factory, tls, "fast", "--webhook-retry-delays", "0.2,0.4,0.8") as live:
         live.push(PACKAGES / "noop", "admin/noop")
         yield live
-    finally:
-        live.stop()
 
 
 def secret_of(server: LiveServer) -> WebhookSigningSecret:
@@ -175,7 +89,7 @@ def test_start_and_completed_are_signed_and_shaped_like_get(
         webhook=receiver.url,
         webhook_events_filter=["start", "completed"],
     )
-    hits = receiver.wait_for(prediction.id, finished)
+    hits = receiver.wait_for_prediction(prediction.id, finished)
     validate(hits, secret_of(server))
     bodies = [h.json() for h in hits]
     assert [b["status"] for b in bodies] == ["starting", "succeeded"]  # nothing in between
@@ -197,10 +111,10 @@ def test_default_filter_sends_new_output_and_the_end(
     prediction = client.predictions.create(
         version=ticker, input={"n": 3, "gate": str(gate)}, webhook=receiver.url
     )
-    first = receiver.wait_for(prediction.id, lambda hits: len(hits) >= 1)[0].json()
+    first = receiver.wait_for_prediction(prediction.id, lambda hits: len(hits) >= 1)[0].json()
     assert (first["status"], first["output"]) == ("processing", ["tick 0"])  # no `start`
     gate.touch()
-    hits = receiver.wait_for(prediction.id, finished)
+    hits = receiver.wait_for_prediction(prediction.id, finished)
     validate(hits, secret_of(server))
     bodies = [h.json() for h in hits]
     assert bodies[-1]["status"] == "succeeded"
@@ -219,7 +133,9 @@ def test_logs_are_throttled_and_the_latest_state_arrives(
     )
     with server.http() as api:
         assert poll(api, prediction.id)["status"] == "succeeded"
-    hits = receiver.wait_for(prediction.id, lambda h: any("log 99" in x.json()["logs"] for x in h))
+    hits = receiver.wait_for_prediction(
+        prediction.id, lambda h: any("log 99" in x.json()["logs"] for x in h)
+    )
     logs = [h.json()["logs"] for h in hits]
     # 100 log lines arrive within moments of each other; at most one webhook per 500 ms
     # leaves, each carrying everything so far, so far fewer than 100 arrive.
@@ -246,7 +162,7 @@ def test_trainings_send_webhooks_like_predictions(
             webhook=receiver.url,
             webhook_events_filter=["start", "completed"],
         )
-        hits = receiver.wait_for(training.id, finished)
+        hits = receiver.wait_for_prediction(training.id, finished)
         validate(hits, secret_of(fast))
         bodies = [h.json() for h in hits]
         assert [b["status"] for b in bodies] == ["starting", "succeeded"]
@@ -267,7 +183,7 @@ def test_terminal_webhook_retried_intermediate_not(fast: LiveServer, receiver: R
         webhook=receiver.url,
         webhook_events_filter=["start", "completed"],
     )
-    hits = receiver.wait_for(prediction.id, finished)
+    hits = receiver.wait_for_prediction(prediction.id, finished)
     validate(hits, secret_of(fast))
     assert [(h.json()["status"], h.answered) for h in hits] == [
         ("starting", 500),
@@ -287,7 +203,7 @@ def test_redirects_are_not_followed(fast: LiveServer, receiver: Receiver) -> Non
     prediction = client.predictions.create(
         model="admin/noop", input={}, webhook=receiver.url, webhook_events_filter=["completed"]
     )
-    hits = receiver.wait_for(prediction.id, finished)
+    hits = receiver.wait_for_prediction(prediction.id, finished)
     assert [(h.path, h.answered) for h in hits] == [("/hook", 307), ("/hook", 308), ("/hook", 200)]
 
 
@@ -299,7 +215,8 @@ def test_terminal_webhook_gives_up_after_the_last_delay(
     prediction = client.predictions.create(
         model="admin/noop", input={}, webhook=receiver.url, webhook_events_filter=["completed"]
     )
-    hits = receiver.wait_for(prediction.id, lambda h: len(h) >= 4)  # the try and 3 retries
+    # the try and 3 retries
+    hits = receiver.wait_for_prediction(prediction.id, lambda h: len(h) >= 4)
     validate(hits, secret_of(fast))
     row = wait_for_row(fast, prediction.id, "abandoned_at IS NOT NULL")
     assert row["attempts"] == 4 and row["last_error"] == "HTTP 500"
@@ -342,7 +259,7 @@ def test_a_restart_loses_no_pending_terminal_webhook(
         version=slow, input={"tag": "r", "gate": str(gate)}, webhook=receiver.url,
         webhook_events_filter=["completed"],
     )  # fmt: skip
-    receiver.wait_for(done.id, lambda hits: len(hits) >= 1)  # tried once, answered 500
+    receiver.wait_for_prediction(done.id, lambda hits: len(hits) >= 1)  # tried once, answered 500
     with server.http() as api:
         deadline = time.monotonic() + LIMIT
         while api.get(f"/v1/predictions/{running.id}").json()["status"] != "processing":
@@ -354,10 +271,10 @@ def test_a_restart_loses_no_pending_terminal_webhook(
     receiver.default = 200
     server.start()
     secret = secret_of(server)
-    delivered = receiver.wait_for(done.id, finished)
+    delivered = receiver.wait_for_prediction(done.id, finished)
     assert delivered[-1].headers["webhook-id"] == message  # the same message, after the restart
     assert delivered[-1].json()["output"] == ["Hello, Kay! "]
-    failed = receiver.wait_for(running.id, finished)
+    failed = receiver.wait_for_prediction(running.id, finished)
     assert failed[-1].json()["status"] == "failed"
     assert "server stopped" in failed[-1].json()["error"]
     assert receiver.hits.index(delivered[-1]) >= before

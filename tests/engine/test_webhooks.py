@@ -1,19 +1,15 @@
 """The webhook outbox without an Engine: a real database, the real event log, a real receiver.
 
-The receiver is a small HTTP server on loopback in a thread; it records every request and
-answers with the statuses a test queues. Nothing is mocked: signing is checked with the official
-client's `replicate.webhooks.validate` and with `standardwebhooks`.
+The receiver (tests/webhook_receiver.py) is an HTTP server on loopback in a thread; it records
+every request and answers with the statuses a test queues. Nothing is mocked: signing is checked
+with the official client's `replicate.webhooks.validate` and with `standardwebhooks`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import http.server
-import json
-import threading
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +18,7 @@ import pytest_asyncio
 import replicate
 from replicate.webhook import WebhookSigningSecret
 from standardwebhooks import Webhook
+from webhook_receiver import Receiver
 
 from modelyard.engine.eventlog import EventLog
 from modelyard.engine.urls import Urls
@@ -40,73 +37,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 WAIT = 30.0  # a hang fails the test after this long; no assertion depends on it
 
 
-@dataclass
-class Hit:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Receiver:
-    """Records POSTs; answers with queued statuses (then `default`). 3xx redirect to /moved."""
-
-    hits: list[Hit] = field(default_factory=list)
-    answers: deque[int] = field(default_factory=deque)
-    default: int = 200
-    changed: threading.Condition = field(default_factory=threading.Condition)
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def answer(self, *statuses: int) -> None:
-        self.answers.extend(statuses)
-
-    def wait_for(self, done: Callable[[list[Hit]], bool], timeout: float = WAIT) -> list[Hit]:
-        with self.changed:
-            assert self.changed.wait_for(lambda: done(self.hits), timeout), self.hits
-            return list(self.hits)
-
-    def handler(self) -> type[http.server.BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                with receiver.changed:
-                    status = receiver.answers.popleft() if receiver.answers else receiver.default
-                    headers = {k.lower(): v for k, v in self.headers.items()}
-                    receiver.hits.append(Hit(self.path, headers, body))
-                    receiver.changed.notify_all()
-                self.send_response(status)
-                if 300 <= status < 400:
-                    self.send_header("location", f"http://127.0.0.1:{receiver.port}/moved")
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), found.handler())
-    found.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with Receiver(limit=WAIT).serving() as found:
         yield found
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass
