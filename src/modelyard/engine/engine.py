@@ -28,7 +28,7 @@ from modelyard.store.predictions import TERMINAL, NewEvent, unfinished
 from modelyard.store.tables import Prediction, Version, utcnow
 
 from .eventlog import EventLog
-from .files import FileService
+from .files import PURGE_EVERY, FileService
 from .pools import Pool, PoolPolicy
 from .trainings import training_finisher
 from .urls import Urls
@@ -77,6 +77,7 @@ class Engine:
         self._http = self.files.http_client()
         self.policies: dict[int, PoolPolicy] = {}  # deployment id -> its policy
         # kind -> turns a successful Done into the final event (trainings make a version there)
+        self._sweeper: asyncio.Task[None] | None = None
         self.finishers: dict[str, Finisher] = {"training": training_finisher(db, self.files)}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -96,8 +97,20 @@ class Engine:
                 self.log.append(prediction.id, _done("failed", error=RESTART_ERROR))
             else:
                 self.submit(prediction)
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="expired files")
+
+    async def _sweep_forever(self) -> None:
+        """Expired files leave the disk even when nobody uploads (uploads sweep too)."""
+        while True:
+            await asyncio.sleep(PURGE_EVERY)
+            try:
+                await asyncio.to_thread(self.files.purge_expired)
+            except Exception:  # housekeeping must not stop; try again next time
+                log.exception("sweeping expired files failed")
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for timer in self._timers.values():
             timer.cancel()
         for pool in self.pools.values():
