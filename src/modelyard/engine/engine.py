@@ -251,9 +251,9 @@ class Engine:
         try:
             async for event in model.predict(inputs, prediction_id=prediction_id):
                 if isinstance(event, Started):
-                    self.log.append(
-                        prediction_id, NewEvent("status", {"status": "processing"}), urgent=False
-                    )
+                    # At once, not grouped: after a crash, a prediction that started must be
+                    # found `processing` (and failed), never requeued to run a second time.
+                    self.log.append(prediction_id, NewEvent("status", {"status": "processing"}))
                 elif isinstance(event, Log):
                     self.log.append(prediction_id, NewEvent("logs", event.text), urgent=False)
                 elif isinstance(event, Output):

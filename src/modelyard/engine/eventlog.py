@@ -9,11 +9,14 @@ API replica on the same database) sees the same events, only later.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from modelyard.store.database import Database
 from modelyard.store.predictions import (
@@ -31,6 +34,8 @@ RECENT = 1024  # finished predictions kept in memory for waiters that wake late
 FLUSH_DELAY = 0.005  # seconds a non-urgent event may wait to share a commit
 
 Listener = Callable[[Prediction, list[NewEvent]], None]
+Pending = tuple[Prediction, list[tuple[int, NewEvent]]]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class EventLog:
         self._listeners: list[Listener] = []
         self._live: dict[str, Prediction] = {}  # running here: the newest state, in memory
         self._recent: OrderedDict[str, Prediction] = OrderedDict()  # just finished
-        self._pending: dict[str, tuple[Prediction, list[tuple[int, NewEvent]]]] = {}
+        self._pending: dict[str, Pending] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
 
     def track(self, prediction: Prediction) -> None:
@@ -59,7 +64,7 @@ class EventLog:
             self._live[prediction.id] = prediction
 
     def add_listener(self, listener: Listener) -> None:
-        """Called after each committed append with the prediction's new state."""
+        """Called after each commit with the prediction's state and the events written."""
         self._listeners.append(listener)
 
     def append(self, prediction_id: str, *events: NewEvent, urgent: bool = True) -> Prediction:
@@ -80,25 +85,53 @@ class EventLog:
         elif self._pending and self._flush_timer is None:
             loop = asyncio.get_running_loop()
             self._flush_timer = loop.call_later(FLUSH_DELAY, self.flush)
-        for listener in self._listeners:
-            listener(prediction, list(events))
         return prediction
 
     def flush(self) -> None:
-        """Commit every pending event in one transaction, then wake their followers."""
+        """Commit every pending event (one transaction), then wake followers and tell listeners
+        what was written: nothing is announced that is not persisted."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
-        with self.db.engine.begin() as connection:
-            for prediction, numbered in pending.values():
-                write_events(connection, prediction, numbered)
-        for prediction_id, (prediction, _) in pending.items():
+        for prediction_id, (prediction, numbered) in self._write(pending).items():
             if prediction.status in TERMINAL:
                 self._retire(prediction)
             self.wake(prediction_id)
+            for listener in self._listeners:
+                listener(prediction, [event for _, event in numbered])
+
+    def _write(self, pending: dict[str, Pending]) -> dict[str, Pending]:
+        """What was committed. When the group fails, each prediction is written on its own, so
+        one bad row (a prediction deleted with its version) cannot lose the others' events."""
+        try:
+            with self.db.engine.begin() as connection:
+                for prediction, numbered in pending.values():
+                    write_events(connection, prediction, numbered)
+            return pending
+        except SQLAlchemyError:
+            log.warning(
+                "a group commit of %d predictions failed; retrying one by one", len(pending)
+            )
+        written: dict[str, Pending] = {}
+        for prediction_id, (prediction, numbered) in pending.items():
+            try:
+                with self.db.engine.begin() as connection:
+                    write_events(connection, prediction, numbered)
+                written[prediction_id] = (prediction, numbered)
+            except SQLAlchemyError:
+                if self._exists(prediction_id):  # kept for the next flush
+                    log.exception("events of %s not written yet; will retry", prediction_id)
+                    self._pending.setdefault(prediction_id, (prediction, []))[1][:0] = numbered
+                else:  # deleted meanwhile: nothing left to write to
+                    self._live.pop(prediction_id, None)
+        return written
+
+    def _exists(self, prediction_id: str) -> bool:
+        with self.db.session() as session:
+            return get_prediction(session, prediction_id) is not None
 
     def wake(self, prediction_id: str) -> None:
         wakeup = self._wakeups.pop(prediction_id, None)
@@ -108,6 +141,15 @@ class EventLog:
     def _wakeup(self, prediction_id: str) -> asyncio.Event:
         """Taken before reading, so an append between the read and the wait is not missed."""
         return self._wakeups.setdefault(prediction_id, asyncio.Event())
+
+    def _release(
+        self, prediction_id: str, wakeup: asyncio.Event, prediction: Prediction | None
+    ) -> None:
+        """Drop the wake-up of a prediction nothing will append to any more (else one would be
+        left behind per finished wait); another waiter on it re-reads within POLL_INTERVAL."""
+        over = prediction is None or prediction.status in TERMINAL
+        if over and self._wakeups.get(prediction_id) is wakeup:
+            del self._wakeups[prediction_id]
 
     @staticmethod
     async def _changed(wakeup: asyncio.Event, timeout: float) -> None:
@@ -150,6 +192,7 @@ class EventLog:
             prediction = self.snapshot(prediction_id)
             remaining = deadline - loop.time()
             if prediction is None or done(prediction) or remaining <= 0:
+                self._release(prediction_id, wakeup, prediction)
                 return prediction
             await self._changed(wakeup, min(remaining, POLL_INTERVAL))
 
@@ -171,11 +214,13 @@ class EventLog:
                 after = row.seq
                 yield LoggedEvent(row.seq, row.type, row.data, row.created_at)
                 if row.type == "done":
+                    self._release(prediction_id, wakeup, None)
                     return
             if rows:
                 quiet_since = loop.time()
                 continue
             if status is None or status in TERMINAL:  # gone, or ended without a done event
+                self._release(prediction_id, wakeup, None)
                 return
             if loop.time() - quiet_since >= heartbeat:
                 quiet_since = loop.time()

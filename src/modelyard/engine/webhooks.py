@@ -191,6 +191,8 @@ class WebhookOutbox:
             e.type == "done" and "output" in e.data and not e.data.get("streamed") for e in events
         )
         changes = {"output"} & wanted if final_output else set()
+        # Events committed together with the end (the event log groups them) count too.
+        changes |= {"output", "logs"} & {e.type for e in events} & wanted
         window = self._windows.get(prediction.id)
         if changes or (window is not None and window.changes):
             self._throttled(prediction, changes)

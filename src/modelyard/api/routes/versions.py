@@ -138,6 +138,11 @@ async def delete_version(
         version = get_version(session, model.model, version_id)
         if version is None:
             raise not_found("The requested version does not exist.")
+        active = select(Prediction.id).where(
+            Prediction.version_pk == version.pk, Prediction.status.in_(("starting", "processing"))
+        )
+        if session.scalar(active.limit(1)):
+            raise Problem(409, "This version has predictions queued or running; wait or cancel.")
         if session.scalar(select(Release.id).where(Release.version_pk == version.pk).limit(1)):
             raise Problem(409, "This version is used by a deployment; change the deployment first.")
         others = select(Prediction.id).where(
