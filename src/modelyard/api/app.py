@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from modelyard.engine.engine import Engine
-from modelyard.runtime.environment import EnvironmentBuilder
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore
 from modelyard.store.database import Database
@@ -16,9 +15,18 @@ from modelyard.store.database import Database
 from . import errors
 from .platform import Platform
 from .ratelimit import RateLimiter, RateLimitMiddleware
-from .routes import deployments, trainings
+from .routes import (
+    account,
+    collections,
+    delivery,
+    deployments,
+    models,
+    predictions,
+    streams,
+    trainings,
+    versions,
+)
 from .routes import files as files_routes
-from .routes import account, collections, delivery, models, predictions, streams, versions
 
 API_ROUTERS: list[APIRouter] = [predictions.router, streams.router, versions.router]
 API_ROUTERS += [trainings.router, deployments.router]
@@ -26,12 +34,12 @@ API_ROUTERS += [files_routes.router]
 API_ROUTERS += [models.router, collections.router, account.router]
 
 
-def create_app(settings: Settings, builder: EnvironmentBuilder | None = None) -> FastAPI:
+def create_app(settings: Settings) -> FastAPI:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     db.migrate()
     blobs = BlobStore(settings.blob_dir)
-    platform = Platform(settings, db, blobs, Engine(settings, db, blobs, builder))
+    platform = Platform(settings, db, blobs, Engine(settings, db, blobs))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -19,7 +19,6 @@ from modelyard.cogspec.inputs import InputValidationError
 from modelyard.runtime.environment import EnvironmentBuilder
 from modelyard.runtime.events import Done, Log, Metric, Output, Started
 from modelyard.runtime.local import LocalModel
-from modelyard.runtime.package import unpack_package
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore
 from modelyard.store.database import Database
@@ -29,6 +28,7 @@ from modelyard.store.tables import Prediction, Version, utcnow
 
 from .eventlog import EventLog
 from .files import PURGE_EVERY, FileService
+from .packages import PackageInfo, inspect_package, unpacked
 from .pools import Pool, PoolPolicy
 from .trainings import training_finisher
 from .urls import Urls
@@ -218,10 +218,11 @@ class Engine:
 
     def package_dir(self, package_key: str) -> Path:
         """The unpacked package of a version (unpacked once, shared by its instances)."""
-        directory = self.settings.package_dir / package_key
-        if not directory.exists():
-            unpack_package(self.blobs.path(package_key), directory)
-        return directory
+        return unpacked(self.blobs, self.settings.package_dir, package_key)
+
+    def inspect_package(self, package_key: str) -> PackageInfo:
+        """A pushed archive's config, schema and Cog version; raises `InvalidPackage`."""
+        return inspect_package(self.blobs, self.settings.package_dir, package_key)
 
     def _boot_log(self, prediction_id: str, text: str) -> None:
         """Build progress comes from a thread, setup logs from the loop: both land in the log."""

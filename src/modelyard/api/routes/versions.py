@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
-from modelyard.cogspec.config import load_config
-from modelyard.cogspec.errors import CogSpecError
-from modelyard.cogspec.schema import predictor_schema
+from modelyard.engine.packages import InvalidPackage
 from modelyard.engine.views import timestamp
-from modelyard.runtime.envspec import sdk_requirement
-from modelyard.runtime.package import PackageError
 from modelyard.store.blobs import Blob
 from modelyard.store.models import ModelRow, add_version, create_model, get_model, get_version
 from modelyard.store.tables import Account, Model, Prediction, Release, Version
@@ -52,10 +49,8 @@ async def push(
         raise Problem(403, f"You cannot push to {owner}/{name}: it is not your account.")
     blob = await _receive(platform, request)
     try:
-        directory = platform.engine.package_dir(blob.key)
-        config = load_config(directory)
-        schema = predictor_schema(directory, config)
-    except (PackageError, CogSpecError) as exc:
+        package = await asyncio.to_thread(platform.engine.inspect_package, blob.key)
+    except InvalidPackage as exc:
         raise Problem(422, f"The package is not a valid Cog package: {exc}") from None
     with platform.db.session() as session:
         model = get_model(session, owner, name)
@@ -71,8 +66,8 @@ async def push(
             session.get(Model, model.model.id),
             version_id=blob.key,
             package_key=blob.key,
-            cog_version=sdk_requirement(config.sdk_version).removeprefix("cog==").lstrip("<>=!~"),
-            openapi_schema=schema,
+            cog_version=package.cog_version,
+            openapi_schema=package.openapi_schema,
         )
     return JSONResponse(version_json(version), status_code=201 if created else 200)
 
