@@ -33,7 +33,7 @@ class Settings:
     webhook_timeout: float = 10.0
     heartbeat_interval: float = 15.0  # SSE comments
     rate_limits: RateLimits = field(default_factory=RateLimits)
-    allow_private_webhooks: bool = True  # loopback/private webhook targets (self-hosting)
+    allow_private_urls: bool = True  # webhooks and file inputs may reach private addresses
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))

@@ -308,7 +308,7 @@ async def settled_attempts(setup: Setup, prediction_id: str, attempts: int) -> N
 async def test_private_targets_are_refused_when_not_allowed(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    strict = await make_setup(tmp_path, allow_private_webhooks=False)
+    strict = await make_setup(tmp_path, allow_private_urls=False)
     try:
         prediction = strict.create(receiver.url, ["completed"])
         strict.log.append(prediction.id, done(output="x"))

@@ -69,6 +69,10 @@ def serve(
         str, typer.Option(help="Seconds between tries of a final webhook, comma-separated.")
     ] = "1,2,4,8,16,30",
     heartbeat_interval: Annotated[float, typer.Option(help="Seconds between SSE heartbeats.")] = 15.0,
+    deny_private_urls: Annotated[
+        bool,
+        typer.Option(help="Refuse webhooks and file-input URLs to private addresses (shared servers)."),
+    ] = False,
 ) -> None:
     """Run the API, the engine and the web pages on one port."""
     import uvicorn
@@ -89,6 +93,7 @@ def serve(
         rate_limits=RateLimits(creates_per_minute, requests_per_minute),
         webhook_retry_delays=_delays(webhook_retry_delays),
         heartbeat_interval=heartbeat_interval,
+        allow_private_urls=not deny_private_urls,
     )
     db = open_database(folder, database_url)
     with db.session() as session:

@@ -52,6 +52,7 @@ from modelyard.store.files import (
 )
 from modelyard.store.tables import File, utcnow
 
+from .netguard import PublicOnlyTransport
 from .urls import Urls
 from .views import timestamp
 
@@ -283,6 +284,7 @@ class FileService:
             timeout=httpx.Timeout(60.0, connect=10.0),
             follow_redirects=True,
             mounts={origin: _DeliveryTransport(self)},
+            transport=None if self.settings.allow_private_urls else PublicOnlyTransport(),
         )
 
     def local_file(self, url: httpx.URL) -> tuple[File, Path] | None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from modelyard.store.webhooks import (
 )
 
 from .eventlog import EventLog
+from .netguard import private_address
 from .urls import Urls
 from .views import prediction_json
 
@@ -359,17 +359,9 @@ class WebhookOutbox:
     async def _refusal(self, host: str) -> str | None:
         """Why `host` may not be posted to, when private targets are off (a multi-tenant server:
         a webhook must not reach into the server's own network)."""
-        if self.settings.allow_private_webhooks:
+        if self.settings.allow_private_urls:
             return None
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None)
-        except OSError:
-            return None  # the POST reports the lookup error, and the terminal one retries
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0])
-            if not address.is_global:
-                return (
-                    f"refused: {host} is a private address ({address}) and this server "
-                    "does not send webhooks to private addresses"
-                )
-        return None
+        refusal = await private_address(host)
+        if refusal is None:
+            return None
+        return f"{refusal} and this server does not send webhooks to private addresses"
