@@ -19,10 +19,10 @@ from modelyard.runtime.package import PackageError
 from modelyard.runtime.runner import SetupFailed
 
 from .inputs import InputOptionError
-from .serve import serve as serve_command
-from .serve import token_app
 from .predict import Interrupted, PredictOptions, run_predict, warn_ignored_keys
 from .push import PushError, PushOptions, run_push
+from .serve import serve as serve_command
+from .tokens import token_app
 
 app = typer.Typer(
     name="modelyard",

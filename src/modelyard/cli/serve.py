@@ -1,4 +1,4 @@
-"""`modelyard serve` and `modelyard token`: run the platform, manage API tokens locally."""
+"""`modelyard serve`: the API, the engine and (later) the web pages on one port."""
 
 from __future__ import annotations
 
@@ -9,14 +9,7 @@ import typer
 
 from modelyard.runtime.home import modelyard_home
 from modelyard.settings import RateLimits, Settings
-from modelyard.store.accounts import (
-    account_by_username,
-    account_for_token,
-    ensure_admin,
-    issue_token,
-    list_tokens,
-    revoke_token,
-)
+from modelyard.store.accounts import ensure_admin
 from modelyard.store.database import Database
 
 DataDir = Annotated[
@@ -47,10 +40,14 @@ def serve(
     database_url: Annotated[
         Optional[str], typer.Option(help="SQLAlchemy URL. Default: SQLite in the data folder.")
     ] = None,
-    ssl_certfile: Annotated[Optional[Path], typer.Option(help="Serve https with this cert.")] = None,
+    ssl_certfile: Annotated[
+        Optional[Path], typer.Option(help="Serve https with this cert.")
+    ] = None,
     ssl_keyfile: Annotated[Optional[Path], typer.Option(help="The certificate's key.")] = None,
     max_instances: Annotated[int, typer.Option(help="Instances per version at most.")] = 1,
-    idle_timeout: Annotated[float, typer.Option(help="Seconds before an idle instance stops.")] = 300.0,
+    idle_timeout: Annotated[
+        float, typer.Option(help="Seconds before an idle instance stops.")
+    ] = 300.0,
     admin: Annotated[str, typer.Option(help="The first account's username.")] = "admin",
     upload_limit: Annotated[int, typer.Option(help="Largest Files API upload, bytes.")] = (
         100 * 1024 * 1024
@@ -68,10 +65,14 @@ def serve(
     webhook_retry_delays: Annotated[
         str, typer.Option(help="Seconds between tries of a final webhook, comma-separated.")
     ] = "1,2,4,8,16,30",
-    heartbeat_interval: Annotated[float, typer.Option(help="Seconds between SSE heartbeats.")] = 15.0,
+    heartbeat_interval: Annotated[
+        float, typer.Option(help="Seconds between SSE heartbeats.")
+    ] = 15.0,
     deny_private_urls: Annotated[
         bool,
-        typer.Option(help="Refuse webhooks and file-input URLs to private addresses (shared servers)."),
+        typer.Option(
+            help="Refuse webhooks and file-input URLs to private addresses (shared servers)."
+        ),
     ] = False,
 ) -> None:
     """Run the API, the engine and the web pages on one port."""
@@ -119,64 +120,8 @@ def serve(
     )
 
 
-token_app = typer.Typer(help="Create, list and revoke API tokens (on this machine's database).")
-
-
-@token_app.command("create")
-def token_create(
-    username: Annotated[
-        str, typer.Option(help="The account; created if missing (the first one is the admin).")
-    ] = "admin",
-    name: Annotated[str, typer.Option(help="A label for the token.")] = "",
-    data_dir: DataDir = None,
-) -> None:
-    """Print a new token for an account."""
-    db = open_database(data_dir_or_default(data_dir))
-    with db.session() as session:
-        account = account_for_token(session, username)
-        issued = issue_token(session, account, name)
-    typer.echo(issued.token)
-
-
-@token_app.command("list")
-def token_list(
-    username: Annotated[str, typer.Option(help="The account.")] = "admin",
-    data_dir: DataDir = None,
-) -> None:
-    """The account's tokens: id, first characters, name, created, revoked."""
-    db = open_database(data_dir_or_default(data_dir))
-    with db.session() as session:
-        account = account_by_username(session, username)
-        if account is None:
-            raise _fail(f"no account named {username!r}")
-        for token in list_tokens(session, account):
-            revoked = f"revoked {token.revoked_at:%Y-%m-%d}" if token.revoked_at else "active"
-            typer.echo(f"{token.id}\t{token.hint}…\t{token.name or '-'}\t"
-                       f"{token.created_at:%Y-%m-%d %H:%M}\t{revoked}")
-
-
-@token_app.command("revoke")
-def token_revoke(
-    token_id: Annotated[int, typer.Argument(help="The id `modelyard token list` shows.")],
-    username: Annotated[str, typer.Option(help="The account.")] = "admin",
-    data_dir: DataDir = None,
-) -> None:
-    """Revoke a token: requests with it get 401 from now on."""
-    db = open_database(data_dir_or_default(data_dir))
-    with db.session() as session:
-        account = account_by_username(session, username)
-        if account is None or not revoke_token(session, account, token_id):
-            raise _fail(f"{username!r} has no active token with id {token_id}")
-    typer.echo(f"Revoked token {token_id}.")
-
-
 def _delays(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a comma-separated list of seconds") from None
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"Error: {message}", err=True)
-    return typer.Exit(1)

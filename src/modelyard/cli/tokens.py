@@ -1,0 +1,74 @@
+"""`modelyard token create|list|revoke`: API tokens, managed on this machine's data folder."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from modelyard.store.accounts import (
+    account_by_username,
+    account_for_token,
+    issue_token,
+    list_tokens,
+    revoke_token,
+)
+
+from .serve import DataDir, data_dir_or_default, open_database
+
+token_app = typer.Typer(help="Create, list and revoke API tokens (on this machine's database).")
+
+
+@token_app.command("create")
+def token_create(
+    username: Annotated[
+        str, typer.Option(help="The account; created if missing (the first one is the admin).")
+    ] = "admin",
+    name: Annotated[str, typer.Option(help="A label for the token.")] = "",
+    data_dir: DataDir = None,
+) -> None:
+    """Print a new token for an account."""
+    db = open_database(data_dir_or_default(data_dir))
+    with db.session() as session:
+        account = account_for_token(session, username)
+        issued = issue_token(session, account, name)
+    typer.echo(issued.token)
+
+
+@token_app.command("list")
+def token_list(
+    username: Annotated[str, typer.Option(help="The account.")] = "admin",
+    data_dir: DataDir = None,
+) -> None:
+    """The account's tokens: id, first characters, name, created, revoked."""
+    db = open_database(data_dir_or_default(data_dir))
+    with db.session() as session:
+        account = account_by_username(session, username)
+        if account is None:
+            raise _fail(f"no account named {username!r}")
+        for token in list_tokens(session, account):
+            revoked = f"revoked {token.revoked_at:%Y-%m-%d}" if token.revoked_at else "active"
+            typer.echo(
+                f"{token.id}\t{token.hint}…\t{token.name or '-'}\t"
+                f"{token.created_at:%Y-%m-%d %H:%M}\t{revoked}"
+            )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="The id `modelyard token list` shows.")],
+    username: Annotated[str, typer.Option(help="The account.")] = "admin",
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke a token: requests with it get 401 from now on."""
+    db = open_database(data_dir_or_default(data_dir))
+    with db.session() as session:
+        account = account_by_username(session, username)
+        if account is None or not revoke_token(session, account, token_id):
+            raise _fail(f"{username!r} has no active token with id {token_id}")
+    typer.echo(f"Revoked token {token_id}.")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(1)
