@@ -33,6 +33,8 @@ class Settings:
     webhook_timeout: float = 10.0
     heartbeat_interval: float = 15.0  # SSE comments
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    catalog_dir: Path | None = None  # the starter models to register on start; None: none
+    catalog_owner: str = "modelyard"
     allow_private_urls: bool = True  # webhooks and file inputs may reach private addresses
 
     def __post_init__(self) -> None:

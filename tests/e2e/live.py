@@ -98,6 +98,7 @@ class LiveServer:
             "--ssl-certfile", str(self.tls.cert),
             "--ssl-keyfile", str(self.tls.key),
             *self.extra_args,
+            *([] if "--catalog" in self.extra_args else ["--no-catalog"]),
         ]  # fmt: skip
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from modelyard.engine.catalog import Registered, register_catalog
 from modelyard.engine.engine import Engine
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore
@@ -28,10 +31,22 @@ from .routes import (
 )
 from .routes import files as files_routes
 
+log = logging.getLogger("modelyard")
 API_ROUTERS: list[APIRouter] = [predictions.router, streams.router, versions.router]
 API_ROUTERS += [trainings.router, deployments.router]
 API_ROUTERS += [files_routes.router]
 API_ROUTERS += [models.router, collections.router, account.router]
+
+
+def _report_catalog(task: asyncio.Task[Registered]) -> None:
+    if task.cancelled():
+        return
+    if task.exception() is not None:
+        log.error("registering the catalog failed", exc_info=task.exception())
+        return
+    done = task.result()
+    log.warning("catalog: %d models registered%s", len(done.models),
+                f"; skipped {done.skipped}" if done.skipped else "")  # fmt: skip
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -44,6 +59,15 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await platform.engine.start()
+        if settings.catalog_dir is not None and settings.catalog_dir.is_dir():
+            # In the background: the server answers at once; environments build on first use.
+            catalog = asyncio.create_task(
+                asyncio.to_thread(
+                    register_catalog, platform.engine, db, settings.catalog_dir,
+                    settings.catalog_owner,
+                )
+            )  # fmt: skip
+            catalog.add_done_callback(_report_catalog)
         try:
             yield
         finally:

@@ -68,6 +68,13 @@ def serve(
     heartbeat_interval: Annotated[
         float, typer.Option(help="Seconds between SSE heartbeats.")
     ] = 15.0,
+    catalog: Annotated[
+        bool, typer.Option(help="Register the starter models (models/) on start.")
+    ] = True,
+    catalog_owner: Annotated[str, typer.Option(help="The account that owns them.")] = "modelyard",
+    catalog_dir: Annotated[
+        Optional[Path], typer.Option(help="Where the starter models are (default: models/).")
+    ] = None,
     deny_private_urls: Annotated[
         bool,
         typer.Option(
@@ -79,6 +86,7 @@ def serve(
     import uvicorn
 
     from modelyard.api.app import create_app
+    from modelyard.engine.catalog import default_catalog_dir
 
     folder = data_dir_or_default(data_dir)
     scheme = "https" if ssl_certfile else "http"
@@ -95,6 +103,8 @@ def serve(
         webhook_retry_delays=_delays(webhook_retry_delays),
         heartbeat_interval=heartbeat_interval,
         allow_private_urls=not deny_private_urls,
+        catalog_dir=(catalog_dir or default_catalog_dir()) if catalog else None,
+        catalog_owner=catalog_owner,
     )
     db = open_database(folder, database_url)
     with db.session() as session:
