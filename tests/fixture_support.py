@@ -17,11 +17,12 @@ one of them can be the module named `conftest`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import http.server
 import json
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,6 +199,19 @@ async def run_fixture(
             setup = model.runner.setup_result if model.runner else None
             return Result("failed", error=str(exc), logs=setup.logs if setup else "")
         return await collect(model, payload, **predict_options)
+    finally:
+        await model.stop()
+
+
+@contextlib.asynccontextmanager
+async def started_model(
+    package: Path, builder: EnvironmentBuilder, **options: Any
+) -> AsyncIterator[LocalModel]:
+    """The Cog package at `package`, started (options go to `LocalModel`), stopped afterwards."""
+    model = LocalModel(package, builder=builder, **options)
+    try:
+        await model.start()
+        yield model
     finally:
         await model.stop()
 

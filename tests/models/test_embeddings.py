@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from fixture_support import Result, collect, started_model
 
 from modelyard.cogspec import InputValidationError
 from modelyard.runtime.environment import EnvironmentBuilder
-from modelyard.runtime.events import Done
 from modelyard.runtime.local import LocalModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,19 +32,13 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def model(env_builder: EnvironmentBuilder) -> AsyncIterator[LocalModel]:
-    started = LocalModel(PACKAGE, builder=env_builder)
-    try:
-        await started.start()
+    async with started_model(PACKAGE, env_builder) as started:
         yield started
-    finally:
-        await started.stop()
 
 
-async def run(model: LocalModel, payload: dict[str, Any]) -> Done:
-    events = [e async for e in model.predict(model.validate(payload), timeout=120.0)]
-    done = events[-1]
-    assert isinstance(done, Done)
-    return done
+async def run(model: LocalModel, payload: dict[str, Any]) -> Result:
+    """One prediction; the model may take up to two minutes on a loaded machine."""
+    return await collect(model, payload, timeout=120.0, limit=150.0)
 
 
 def cos(a: list[float], b: list[float]) -> float:

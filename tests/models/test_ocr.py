@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from fixture_support import Result, collect, started_model
 from PIL import Image, ImageDraw, ImageFont
 
 from modelyard.cogspec import InputValidationError
 from modelyard.runtime.environment import EnvironmentBuilder
-from modelyard.runtime.events import Done
 from modelyard.runtime.local import LocalModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,19 +30,13 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def model(env_builder: EnvironmentBuilder) -> AsyncIterator[LocalModel]:
     # Plain local paths are only accepted when asked for (the CLI does the same for `@file`).
-    started = LocalModel(PACKAGE, builder=env_builder, allow_local_paths=True)
-    try:
-        await started.start()
+    async with started_model(PACKAGE, env_builder, allow_local_paths=True) as started:
         yield started
-    finally:
-        await started.stop()
 
 
-async def run(model: LocalModel, payload: dict[str, Any]) -> Done:
-    events = [e async for e in model.predict(model.validate(payload), timeout=120.0)]
-    done = events[-1]
-    assert isinstance(done, Done)
-    return done
+async def run(model: LocalModel, payload: dict[str, Any]) -> Result:
+    """One prediction; the model may take up to two minutes on a loaded machine."""
+    return await collect(model, payload, timeout=120.0, limit=150.0)
 
 
 def render(path: Path, lines: list[str]) -> Path:

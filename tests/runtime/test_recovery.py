@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
-from fixture_support import PREDICTION_LIMIT, collect, fixture_dir
+from fixture_support import PREDICTION_LIMIT, collect, fixture_dir, started_model
 
 from modelyard.runtime.events import Done, Log, Started
 from modelyard.runtime.local import LocalModel
 from modelyard.runtime.runner import Runner, RunnerSpec
 
 
-@contextlib.asynccontextmanager
-async def started_model(env_builder: Any, name: str = "recovery") -> AsyncIterator[LocalModel]:
-    """A started model of fixture `name`, stopped afterwards."""
-    model = LocalModel(fixture_dir(name), builder=env_builder)
-    await model.start()
-    try:
-        yield model
-    finally:
-        await model.stop()
-
-
 async def test_a_prediction_queued_behind_a_crash_runs_on_a_fresh_worker(env_builder: Any) -> None:
-    async with started_model(env_builder) as model:
+    async with started_model(fixture_dir("recovery"), env_builder) as model:
         first_pid = (await collect(model, {"action": "pid"})).output
         crashing = asyncio.ensure_future(
             collect(model, {"action": "sleep_then_exit", "seconds": 1})
@@ -41,7 +28,7 @@ async def test_a_prediction_queued_behind_a_crash_runs_on_a_fresh_worker(env_bui
 
 
 async def test_a_child_that_outlives_the_worker_does_not_hide_its_death(env_builder: Any) -> None:
-    async with started_model(env_builder) as model:
+    async with started_model(fixture_dir("recovery"), env_builder) as model:
         result = await collect(model, {"action": "orphan_then_exit"})
         assert result.status == "failed"
         assert result.error == "The worker process died: exited with code 4"
@@ -49,7 +36,7 @@ async def test_a_child_that_outlives_the_worker_does_not_hide_its_death(env_buil
 
 
 async def test_a_bad_metric_fails_the_prediction_and_the_worker_lives_on(env_builder: Any) -> None:
-    async with started_model(env_builder) as model:
+    async with started_model(fixture_dir("recovery"), env_builder) as model:
         before = (await collect(model, {"action": "pid"})).output
         for action in ("bad_metric", "clashing_metrics"):
             assert (await collect(model, {"action": action})).status == "failed"
@@ -57,7 +44,7 @@ async def test_a_bad_metric_fails_the_prediction_and_the_worker_lives_on(env_bui
 
 
 async def test_an_abandoned_stream_cancels_its_prediction(env_builder: Any) -> None:
-    async with started_model(env_builder) as model:
+    async with started_model(fixture_dir("recovery"), env_builder) as model:
         pid = (await collect(model, {"action": "pid"})).output
         stream = model.predict(
             model.validate({"action": "sleep", "seconds": 600}), prediction_id="gone"
@@ -107,7 +94,7 @@ async def test_a_caller_canceled_during_setup_does_not_restart_it(env_builder: A
 
 
 async def test_ids_of_running_predictions_are_not_reused(env_builder: Any) -> None:
-    async with started_model(env_builder) as model:
+    async with started_model(fixture_dir("recovery"), env_builder) as model:
         running = model.predict(
             model.validate({"action": "sleep", "seconds": 1}), prediction_id="same"
         )
@@ -118,5 +105,5 @@ async def test_ids_of_running_predictions_are_not_reused(env_builder: Any) -> No
 
 
 async def test_cog_setup_timeout_from_cog_yaml_bounds_setup(env_builder: Any) -> None:
-    async with started_model(env_builder, "cog_environment") as model:
+    async with started_model(fixture_dir("cog_environment"), env_builder) as model:
         assert model.runner is not None and model.runner.spec.setup_timeout == 30.0
