@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -13,14 +14,16 @@ from modelyard.cogspec.config import load_config
 from modelyard.cogspec.errors import CogSpecError
 from modelyard.cogspec.inputs import InputValidationError
 from modelyard.cogspec.schema import predictor_schema
+from modelyard.engine.examples import ExampleError
 from modelyard.runtime.downloads import InputFileError
 from modelyard.runtime.environment import EnvironmentBuildError
 from modelyard.runtime.package import PackageError
 from modelyard.runtime.runner import SetupFailed
 
 from .inputs import InputOptionError
-from .predict import Interrupted, PredictOptions, run_predict, warn_ignored_keys
+from .predict import Interrupted, PredictOptions, run_predict, stderr, warn_ignored_keys
 from .push import PushError, PushOptions, run_push
+from .record import record_example
 from .serve import serve as serve_command
 from .tokens import token_app
 
@@ -150,6 +153,29 @@ def push(
         run_push(PushOptions(package_dir, model, api=api, token=token, verify=verify))
     except (CogSpecError, PackageError, PushError) as exc:
         fail(str(exc))
+
+
+@app.command("record-example")
+def record_example_command(
+    package_dirs: Annotated[
+        list[Path],
+        typer.Argument(help="Catalog packages, each with example/input.json.", show_default=False),
+    ],
+) -> None:
+    """Run each package's example input and save its output and a cover image next to it."""
+    for package_dir in package_dirs:
+        if not (package_dir / "cog.yaml").is_file():
+            fail(f"{package_dir} is not a Cog package (no cog.yaml)")
+        try:
+            recorded = asyncio.run(record_example(package_dir.resolve(), say=stderr))
+        except (CogSpecError, EnvironmentBuildError, ExampleError, ValueError) as exc:
+            fail(str(exc))
+        except InputValidationError as exc:
+            fail(f"{package_dir}: example/input.json: invalid input: {exc}")
+        except SetupFailed as exc:
+            fail(f"setup failed: {exc}")
+        seconds = f"{recorded.predict_time:.2f} s" if recorded.predict_time is not None else "?"
+        typer.echo(f"{package_dir.name}: {recorded.output_json} and {recorded.cover} ({seconds})")
 
 
 app.command()(serve_command)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,14 @@ def save_file(file: OutputFile, directory: Path, stem: str) -> Path:
 
 
 def save_files(
-    value: Any, directory: Path, stem: str = "output", written: list[Path] | None = None
+    value: Any,
+    directory: Path,
+    stem: str = "output",
+    written: list[Path] | None = None,
+    render: Callable[[Path], Any] = str,
 ) -> Any:
-    """`value` with every OutputFile replaced by the path it was written to (also appended to
-    `written`).
+    """`value` with every OutputFile replaced by `render(path it was written to)` (the path is
+    also appended to `written`).
 
     One file is `output.<ext>`; the files of a list are `output.<i>.<ext>`; a file inside an object
     is `output.<key>.<ext>`.
@@ -30,11 +35,15 @@ def save_files(
         path = save_file(value, directory, stem)
         if written is not None:
             written.append(path)
-        return str(path)
+        return render(path)
     if isinstance(value, list):
-        return [save_files(v, directory, f"{stem}.{i}", written) for i, v in enumerate(value)]
+        return [
+            save_files(v, directory, f"{stem}.{i}", written, render) for i, v in enumerate(value)
+        ]
     if isinstance(value, dict):
-        return {k: save_files(v, directory, f"{stem}.{k}", written) for k, v in value.items()}
+        return {
+            k: save_files(v, directory, f"{stem}.{k}", written, render) for k, v in value.items()
+        }
     return value
 
 

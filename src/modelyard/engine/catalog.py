@@ -2,7 +2,8 @@
 and grouped into collections by task (`models/catalog.yaml`).
 
 Registration packs each package and pushes it as a version (the same content gives the same
-version, so running it on every start is cheap and idempotent). Environments are not built here:
+version, so running it on every start is cheap and idempotent), with its recorded example as the
+model's default example and its cover image (`showcase.py`). Environments are not built here:
 a model's environment is built on its first prediction, so the server never waits for them.
 """
 
@@ -22,7 +23,9 @@ from modelyard.store.models import add_version, create_model, get_model
 from modelyard.store.tables import Model
 
 from .engine import Engine
+from .examples import ExampleError
 from .packages import InvalidPackage, inspect_package
+from .showcase import publish_cover, publish_example
 
 log = logging.getLogger(__name__)
 COLLECTIONS = {
@@ -105,7 +108,7 @@ def _register(engine: Engine, db: Database, entry: CatalogEntry, owner: str) -> 
         assert model is not None
         model.description = entry.description
         model.readme = readme
-        add_version(
+        version, _ = add_version(
             session,
             model,
             version_id=blob.key,
@@ -113,6 +116,11 @@ def _register(engine: Engine, db: Database, entry: CatalogEntry, owner: str) -> 
             cog_version=package.cog_version,
             openapi_schema=package.openapi_schema,
         )
+        try:
+            publish_example(engine.files, session, model, owner, version, entry.directory)
+        except ExampleError as exc:  # the model still runs; it only lacks its example
+            log.warning("catalog: %s has no example: %s", entry.name, exc)
+        publish_cover(engine.files, session, model, entry.directory)
         return model.id
 
 

@@ -12,6 +12,15 @@ _BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's alphabet, lower case
 def new_id() -> str:
     """26 lowercase base32 characters (130 random bits), like `azaq55dbukgxg6kubr4k6g3pby`."""
     number = secrets.randbits(130)
+    return _base32(number)
+
+
+def content_id(data: bytes) -> str:
+    """An id of the same shape derived from content: the same content gives the same id."""
+    return _base32(int.from_bytes(hashlib.sha256(data).digest()[:17]) >> 6)
+
+
+def _base32(number: int) -> str:
     return "".join(_BASE32[(number >> (5 * i)) & 31] for i in range(26))
 
 

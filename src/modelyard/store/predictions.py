@@ -94,6 +94,59 @@ def create_prediction(session: Session | Connection, new: NewPrediction) -> Pred
     return prediction
 
 
+@dataclass(frozen=True)
+class FinishedRun:
+    """What a run that happened elsewhere gave (a catalog model's recorded example)."""
+
+    output: Any
+    logs: str
+    predict_time: float | None
+
+
+def add_finished(
+    session: Session, new: NewPrediction, prediction_id: str, run: FinishedRun
+) -> Prediction:
+    """Store a prediction that already succeeded, with the event log it would have had; it is
+    not counted as a run of the model."""
+    now = utcnow()
+    metrics = {"total_time": run.predict_time or 0.0}
+    if run.predict_time is not None:
+        metrics["predict_time"] = run.predict_time
+    events = [
+        NewEvent("status", {"status": "starting"}),
+        NewEvent("status", {"status": "processing"}),
+        *([NewEvent("logs", run.logs)] if run.logs else []),
+        NewEvent("done", {"status": "succeeded", "output": run.output, "metrics": metrics}),
+    ]
+    prediction = Prediction(
+        id=prediction_id,
+        kind=new.kind,
+        account_id=new.account_id,
+        model_id=new.model_id,
+        model_ref=new.model_ref,
+        version_pk=new.version_pk,
+        version_id=new.version_id,
+        input=new.input,
+        output=run.output,
+        logs=run.logs,
+        status="succeeded",
+        metrics=metrics,
+        source=new.source,
+        last_seq=len(events) - 1,
+        created_at=now,
+        started_at=now,
+        completed_at=now,
+    )
+    session.add(prediction)
+    session.flush()
+    session.execute(
+        _INSERT_EVENT,
+        [{"prediction_id": prediction_id, "seq": seq, "type": event.type, "data": event.data,
+          "created_at": now} for seq, event in enumerate(events)],
+    )  # fmt: skip
+    return prediction
+
+
 def append_events(session: Session, prediction_id: str, events: list[NewEvent]) -> Prediction:
     """Load the prediction, append `events` (see `project`) and write them; for one-off writers.
 
