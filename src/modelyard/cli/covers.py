@@ -7,7 +7,6 @@ goes with it; anything else becomes a card with the model's name and its example
 
 from __future__ import annotations
 
-import json
 import textwrap
 import wave
 from array import array
@@ -30,11 +29,7 @@ def make_cover(package: Path, title: str, inputs: dict[str, Any], output: Any) -
     files = _files(output) + _files(inputs)
     image = next((p for p in files if p.suffix.lower() in IMAGE_SUFFIXES), None)
     audio = next((p for p in files if p.suffix.lower() == ".wav"), None)
-    caption = _caption(output)
-    if not caption:  # e.g. vectors or a file: show what went in, and a glimpse of what came out
-        caption = _caption(inputs)
-        if image is None and audio is None and output is not None:
-            caption = f"{caption} → {json.dumps(output)[:160]}"
+    caption = _caption(output) or _caption(inputs)  # a file or vectors out: show what went in
     for name in COVER_NAMES:
         (package / name).unlink(missing_ok=True)
     if image is not None:
@@ -44,6 +39,8 @@ def make_cover(package: Path, title: str, inputs: dict[str, Any], output: Any) -
     target = package / "cover.png"
     if audio is not None:
         _waveform_card(audio, caption).save(target, optimize=True)
+    elif _is_vectors(output):
+        _vectors_card(title, caption, output).save(target, optimize=True)
     else:
         _text_card(title, caption).save(target, optimize=True)
     return target
@@ -82,6 +79,39 @@ def _text_card(title: str, caption: str) -> Image.Image:
     draw.text((48, 40), title, fill=ACCENT, font=ImageFont.load_default(size=44))
     _write(draw, caption, top=120, size=28, lines=8)
     return card
+
+
+def _vectors_card(title: str, caption: str, vectors: list[list[float]]) -> Image.Image:
+    """Each vector a strip of cells, blue below zero and orange above, under its text."""
+    card = Image.new("RGB", SIZE, BACKGROUND)
+    draw = ImageDraw.Draw(card)
+    draw.text((48, 28), title, fill=ACCENT, font=ImageFont.load_default(size=40))
+    rows = vectors[:6]
+    texts = [line for line in caption.splitlines() if line.strip()] or [""] * len(rows)
+    width = SIZE[0] - 96
+    top, band = 100, (SIZE[1] - 120) // len(rows)
+    scale = max(abs(x) for row in rows for x in row) or 1.0
+    font = ImageFont.load_default(size=18)
+    for i, row in enumerate(rows):
+        y = top + i * band
+        draw.text((48, y), textwrap.shorten(texts[min(i, len(texts) - 1)], 70), fill=INK, font=font)
+        cell = width / len(row)
+        for j, value in enumerate(row):
+            level = min(1.0, abs(value) / scale) ** 0.5
+            hue = (240, 150, 60) if value > 0 else ACCENT
+            colour = tuple(int(b + (h - b) * level) for b, h in zip(BACKGROUND, hue, strict=True))
+            x = 48 + j * cell
+            draw.rectangle((x, y + 26, x + cell, y + band - 10), fill=colour)
+    return card
+
+
+def _is_vectors(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, list) and v for v in value)
+        and all(isinstance(x, int | float) for v in value for x in v)
+    )
 
 
 def _write(draw: ImageDraw.ImageDraw, text: str, *, top: int, size: int, lines: int) -> None:
