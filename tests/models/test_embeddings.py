@@ -76,18 +76,38 @@ async def test_unnormalized_vectors_point_the_same_way(model: LocalModel) -> Non
     assert cos(raw.output[0], normed.output[0]) > 0.9999
 
 
-async def test_empty_text_is_rejected_before_running(model: LocalModel) -> None:
-    # min_length=1 in the schema: a 422-style validation error naming the field.
-    for payload in ({"text": ""}, {}, {"text": ["a", "b"]}):
+async def test_a_list_of_texts_gives_one_vector_each(model: LocalModel) -> None:
+    lines = await run(model, {"text": "\n".join(SENTENCES)})
+    listed = await run(model, {"texts": SENTENCES})
+    assert listed.status == "succeeded", listed.error
+    assert len(listed.output) == 3
+    for a, b in zip(listed.output, lines.output, strict=True):
+        assert cos(a, b) > 0.9999  # the same vectors either way
+    # An item of `texts` may span lines: it is still one text, one vector.
+    paragraph = await run(model, {"texts": ["A man is eating.\nHe likes bread.", "Drums."]})
+    assert paragraph.status == "succeeded" and len(paragraph.output) == 2
+
+
+async def test_wrong_types_are_rejected_before_running(model: LocalModel) -> None:
+    # A validation error (422 on the API) naming the field.
+    for payload, field in (({"text": ["a", "b"]}, "text"), ({"texts": [1, {}]}, "texts"),
+                           ({"text": "a", "normalize": "maybe"}, "normalize")):  # fmt: skip
         with pytest.raises(InputValidationError) as info:
             model.validate(payload)
-        assert "text" in str(info.value)
+        assert field in str(info.value)
 
 
-async def test_whitespace_only_text_fails_clearly(model: LocalModel) -> None:
-    done = await run(model, {"text": " \n \n"})
-    assert done.status == "failed"
-    assert "no non-empty lines" in (done.error or "")
+async def test_missing_or_blank_texts_fail_clearly(model: LocalModel) -> None:
+    for payload, message in [
+        ({"text": " \n \n"}, "no non-empty lines"),
+        ({"text": ""}, "no non-empty lines"),
+        ({}, "give text (one text per line) or texts (a list of texts)"),
+        ({"text": "a", "texts": ["b"]}, "not both"),
+        ({"texts": []}, "at least one text"),
+        ({"texts": ["fine", "  "]}, "no empty ones"),
+    ]:
+        done = await run(model, payload)
+        assert done.status == "failed" and message in (done.error or ""), (payload, done.error)
     # The worker survives a failed prediction.
     again = await run(model, {"text": "still here"})
     assert again.status == "succeeded" and len(again.output) == 1

@@ -138,8 +138,8 @@ def _peaks(path: Path, columns: int) -> list[float]:
 
 
 def _files(value: Any) -> list[Path]:
-    if isinstance(value, str) and value.startswith("/") and Path(value).is_file():
-        return [Path(value)]
+    if isinstance(value, Path):
+        return [value]
     if isinstance(value, list):
         return [p for v in value for p in _files(v)]
     if isinstance(value, dict):
@@ -150,7 +150,7 @@ def _files(value: Any) -> list[Path]:
 def _caption(value: Any) -> str:
     """The example's text: a string, a streamed list of strings, or an object's `text`."""
     if isinstance(value, str):
-        return "" if value.startswith("/") and Path(value).exists() else value
+        return value
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return "".join(value)
     if isinstance(value, dict):

@@ -28,7 +28,7 @@ class ExampleError(ValueError):
 
 @dataclass(frozen=True)
 class RecordedExample:
-    """What a real run of the example input gave; file values are absolute paths."""
+    """What a real run of the example input gave; files are `Path`s (text is never a `Path`)."""
 
     input: dict[str, Any]
     output: Any
@@ -76,7 +76,10 @@ def read_recorded(package: Path, file_fields: dict[str, bool]) -> RecordedExampl
     except json.JSONDecodeError as exc:
         raise ExampleError(f"{path}: not JSON ({exc})") from exc
     folder = example_dir(package)
-    output = map_files(document.get("output"), lambda name: str(_existing(folder, name, path)))
+    output = map_files(document.get("output"), lambda name: _existing(folder, name, path))
+    for name, is_list in file_fields.items():
+        if name in inputs:
+            inputs[name] = [Path(p) for p in inputs[name]] if is_list else Path(inputs[name])
     return RecordedExample(
         input=inputs,
         output=output,

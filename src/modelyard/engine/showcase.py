@@ -95,9 +95,9 @@ class _Keeper:
         return self.files.delivery_url(row)
 
     def all(self, value: Any, purpose: str) -> Any:
-        """`value` with every absolute path of a file replaced by its URL."""
-        if isinstance(value, str) and value.startswith("/") and Path(value).is_file():
-            return self.store(Path(value), purpose)
+        """`value` with every file (a `Path`) replaced by its URL."""
+        if isinstance(value, Path):
+            return self.store(value, purpose)
         if isinstance(value, list):
             return [self.all(v, purpose) for v in value]
         if isinstance(value, dict):
