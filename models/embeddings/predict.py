@@ -7,8 +7,6 @@ Normalize module, so `normalize=False` runs a second pipeline that shares the sa
 loaded) Transformer and Pooling modules and stops before it: the raw mean-pooled vectors.
 """
 
-from typing import Optional
-
 from cog import BasePredictor, Input
 
 
@@ -24,11 +22,11 @@ class Predictor(BasePredictor):
 
     def predict(
         self,
-        text: Optional[str] = Input(
+        text: str | None = Input(
             description="One text, or several separated by newlines (one vector per non-empty line)",
             default=None,
         ),
-        texts: Optional[list[str]] = Input(
+        texts: list[str] | None = Input(
             description="A list of texts, one vector each (a text may span several lines); "
             "instead of `text`",
             default=None,

@@ -19,7 +19,7 @@ from live import EXAMPLES, ROOT, LiveServer, Tls, serving
 from PIL import Image
 from predicting import eventually
 
-SHOUTER = '''\
+SHOUTER = """\
 from cog import BasePredictor, Input, Path
 
 
@@ -29,13 +29,14 @@ class Predictor(BasePredictor):
         out = Path("/tmp") / "shouted.txt"
         out.write_text(document.read_text().upper())
         return out
-'''
+"""
 
 
 def record(*packages: Path) -> subprocess.CompletedProcess[str]:
     """`modelyard record-example`, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "modelyard.cli.main", "record-example", *map(str, packages)],
+        check=False,
         capture_output=True,
         text=True,
         timeout=300,
@@ -69,7 +70,9 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, result.stderr
     (root / "broken").mkdir()
     (root / "broken" / "cog.yaml").write_text("predict: nowhere.py:Missing\n")
-    (root / "catalog.yaml").write_text("greeter:\n  collection: text\nshouter:\n  collection: text\n")
+    (root / "catalog.yaml").write_text(
+        "greeter:\n  collection: text\nshouter:\n  collection: text\n"
+    )
     return root
 
 
@@ -174,9 +177,7 @@ def test_default_examples_and_covers_are_served(cataloged: LiveServer) -> None:
     assert again.read() == b"QUIET PLEASE"
 
 
-def test_restarting_keeps_one_version_and_one_example(
-    cataloged: LiveServer, catalog: Path
-) -> None:
+def test_restarting_keeps_one_version_and_one_example(cataloged: LiveServer, catalog: Path) -> None:
     with cataloged.http() as api:
         before = registered(api, "starter/greeter")
     cataloged.restart()
@@ -193,8 +194,11 @@ def test_restarting_keeps_one_version_and_one_example(
     cataloged.restart()
     with cataloged.http() as api:
         newer = eventually(
-            lambda: (m := registered(api, "starter/greeter"))["default_example"]["input"]
-            == {"name": "Grace"} and m,
+            lambda: (
+                (m := registered(api, "starter/greeter"))["default_example"]["input"]
+                == {"name": "Grace"}
+                and m
+            ),
             "the new example",
         )
         assert newer["default_example"]["output"] == ["Hello, Grace! "]

@@ -12,7 +12,6 @@ import json
 import math
 import wave
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,9 +50,11 @@ def fetch(starter: LiveServer) -> Iterator[Fetch]:
 def model_json(starter: LiveServer, name: str) -> dict[str, Any]:
     with starter.http() as api:
         response = eventually(
-            lambda: (r := api.get(f"/v1/models/{OWNER}/{name}")).is_success
-            and r.json()["default_example"]
-            and r,
+            lambda: (
+                (r := api.get(f"/v1/models/{OWNER}/{name}")).is_success
+                and r.json()["default_example"]
+                and r
+            ),
             f"{OWNER}/{name} with its example",
         )
     return response.json()
@@ -103,9 +104,7 @@ def test_text_generation_streams_the_recorded_answer(starter: LiveServer) -> Non
     assert example["input"]["temperature"] == 0  # greedy: the same answer every time
     chunks = [
         str(event)
-        for event in starter.replicate().stream(
-            f"{OWNER}/text-generation", input=example["input"]
-        )
+        for event in starter.replicate().stream(f"{OWNER}/text-generation", input=example["input"])
     ]
     assert len(chunks) > 1, chunks  # token by token, not one string
     assert "".join(chunks) == "".join(example["output"])

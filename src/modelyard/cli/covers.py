@@ -132,7 +132,9 @@ def _peaks(path: Path, columns: int) -> list[float]:
     if not samples:
         return [0.0] * columns
     step = max(1, len(samples) // columns)
-    peaks = [max(abs(s) for s in samples[i : i + step] or [0]) for i in range(0, step * columns, step)]
+    peaks = [
+        max(abs(s) for s in samples[i : i + step] or [0]) for i in range(0, step * columns, step)
+    ]
     loudest = max(peaks) or 1
     return [p / loudest for p in peaks]
 

@@ -54,10 +54,10 @@ def publish_example(
         input=inputs,
         source="web",
     )
-    add_finished(session, new, example_id, run).is_public = True
+    add_finished(session, new, example_id, run)
     for row in keeper.rows:  # stored before the prediction existed; now they belong to it
         row.prediction_id = example_id
-    mark_example(session, example_id, default=True)
+    mark_example(session, example_id, default=True).is_public = True
     return example_id
 
 
@@ -70,7 +70,10 @@ def publish_cover(files: FileService, session: Session, model: Model, package: P
     current = None
     if url.startswith(files.urls.public_url + "/"):
         current = files.local_file(httpx.URL(url))
-    if current is not None and current[0].blob_key == hashlib.sha256(cover.read_bytes()).hexdigest():
+    if (
+        current is not None
+        and current[0].blob_key == hashlib.sha256(cover.read_bytes()).hexdigest()
+    ):
         return
     model.cover_image_url = _Keeper(files, session, model.owner_id).store(cover, purpose="cover")
 

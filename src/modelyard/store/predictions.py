@@ -8,7 +8,7 @@ transaction, so a GET never disagrees with the stream.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Connection, bindparam, insert, select, update
@@ -54,9 +54,43 @@ class NewPrediction:
 def create_prediction(session: Session | Connection, new: NewPrediction) -> Prediction:
     """The prediction (detached), stored as `starting` with its first event; the model's
     run count goes up in the same transaction."""
-    now = utcnow()
-    prediction = Prediction(
-        id=new_id(),
+    prediction = _starting(new, new_id(), utcnow())
+    # Prepared Core statements, not the unit of work: this is on every create's path.
+    _insert(session, prediction)
+    session.execute(_COUNT_RUN, {"model": new.model_id})
+    return prediction
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """What a run that happened elsewhere gave (a catalog model's recorded example)."""
+
+    output: Any
+    logs: str
+    predict_time: float | None
+
+
+def add_finished(
+    session: Session, new: NewPrediction, prediction_id: str, run: FinishedRun
+) -> Prediction:
+    """Store a prediction that already succeeded, with the event log it would have had (the
+    row projected from it, as for any prediction); it does not count as a run of the model."""
+    took = timedelta(seconds=run.predict_time or 0.0)
+    prediction = _starting(new, prediction_id, utcnow() - took)
+    _insert(session, prediction)
+    metrics = {} if run.predict_time is None else {"predict_time": run.predict_time}
+    events = [
+        NewEvent("status", {"status": "processing"}),
+        *([NewEvent("logs", run.logs)] if run.logs else []),
+        NewEvent("done", {"status": "succeeded", "output": run.output, "metrics": metrics}),
+    ]
+    write_events(session.connection(), prediction, project(prediction, events))
+    return prediction
+
+
+def _starting(new: NewPrediction, prediction_id: str, now: datetime) -> Prediction:
+    return Prediction(
+        id=prediction_id,
         kind=new.kind,
         account_id=new.account_id,
         model_id=new.model_id,
@@ -83,68 +117,16 @@ def create_prediction(session: Session | Connection, new: NewPrediction) -> Pred
         is_example=False,
         created_at=now,
     )
-    # Prepared Core statements, not the unit of work: this is on every create's path.
+
+
+def _insert(session: Session | Connection, prediction: Prediction) -> None:
+    """The row as it starts, and its event 0."""
     session.execute(_INSERT_PREDICTION, _columns(prediction))
     session.execute(
         _INSERT_EVENT,
         [{"prediction_id": prediction.id, "seq": 0, "type": "status",
-          "data": {"status": "starting"}, "created_at": now}],
+          "data": {"status": "starting"}, "created_at": prediction.created_at}],
     )  # fmt: skip
-    session.execute(_COUNT_RUN, {"model": new.model_id})
-    return prediction
-
-
-@dataclass(frozen=True)
-class FinishedRun:
-    """What a run that happened elsewhere gave (a catalog model's recorded example)."""
-
-    output: Any
-    logs: str
-    predict_time: float | None
-
-
-def add_finished(
-    session: Session, new: NewPrediction, prediction_id: str, run: FinishedRun
-) -> Prediction:
-    """Store a prediction that already succeeded, with the event log it would have had; it is
-    not counted as a run of the model."""
-    now = utcnow()
-    metrics = {"total_time": run.predict_time or 0.0}
-    if run.predict_time is not None:
-        metrics["predict_time"] = run.predict_time
-    events = [
-        NewEvent("status", {"status": "starting"}),
-        NewEvent("status", {"status": "processing"}),
-        *([NewEvent("logs", run.logs)] if run.logs else []),
-        NewEvent("done", {"status": "succeeded", "output": run.output, "metrics": metrics}),
-    ]
-    prediction = Prediction(
-        id=prediction_id,
-        kind=new.kind,
-        account_id=new.account_id,
-        model_id=new.model_id,
-        model_ref=new.model_ref,
-        version_pk=new.version_pk,
-        version_id=new.version_id,
-        input=new.input,
-        output=run.output,
-        logs=run.logs,
-        status="succeeded",
-        metrics=metrics,
-        source=new.source,
-        last_seq=len(events) - 1,
-        created_at=now,
-        started_at=now,
-        completed_at=now,
-    )
-    session.add(prediction)
-    session.flush()
-    session.execute(
-        _INSERT_EVENT,
-        [{"prediction_id": prediction_id, "seq": seq, "type": event.type, "data": event.data,
-          "created_at": now} for seq, event in enumerate(events)],
-    )  # fmt: skip
-    return prediction
 
 
 def append_events(session: Session, prediction_id: str, events: list[NewEvent]) -> Prediction:
