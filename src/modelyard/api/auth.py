@@ -1,4 +1,9 @@
-"""Bearer (or `Token`) authentication, and who may see what."""
+"""Bearer (or `Token`) authentication, and who may see what.
+
+A browser signed in to the web pages may call the API with its session cookie instead of a
+token. A request that changes something must then also carry `X-Requested-With` (which a
+cross-site form cannot send), so another site cannot act in the user's name.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,17 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from modelyard.store.accounts import authenticate
+from modelyard.store.models import can_see
+from modelyard.store.sessions import SESSION_COOKIE, session_account
 from modelyard.store.tables import Account, Model
 
 from .errors import Problem
+
+__all__ = ["AccountDep", "can_edit", "can_see", "current_account", "signed_in_by_cookie"]
 from .platform import Platform
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "x-requested-with"
 UNAUTHENTICATED = Problem(
     401,
     "You did not pass a valid authentication token",
@@ -31,9 +42,9 @@ def token_from(request: Request) -> str | None:
 def authenticate_request(request: Request) -> Account:
     """The caller's account; 401 problem+json without a valid token."""
     token = token_from(request)
-    if token is None:
-        raise UNAUTHENTICATED
     platform: Platform = request.app.state.platform
+    if token is None:
+        return _cookie_account(platform, request)
     account = platform.tokens.get(token)
     if account is None:
         with platform.db.session() as session:
@@ -44,16 +55,31 @@ def authenticate_request(request: Request) -> Account:
     return account
 
 
+def _cookie_account(platform: Platform, request: Request) -> Account:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise UNAUTHENTICATED
+    if request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
+        raise Problem(403, f"A request signed in by a cookie needs the {CSRF_HEADER} header.")
+    with platform.db.session() as session:
+        account = session_account(session, cookie)
+    if account is None:
+        raise UNAUTHENTICATED
+    request.state.signed_in_by_cookie = True
+    return account
+
+
+def signed_in_by_cookie(request: Request) -> bool:
+    """Whether the web pages made this request (its predictions' `source` is then `web`)."""
+    return bool(getattr(request.state, "signed_in_by_cookie", False))
+
+
 async def current_account(request: Request) -> Account:
     """The dependency; `async` so FastAPI does not hop to a thread for it."""
     return authenticate_request(request)
 
 
 AccountDep = Annotated[Account, Depends(current_account)]
-
-
-def can_see(model: Model, account: Account | None) -> bool:
-    return model.visibility == "public" or (account is not None and model.owner_id == account.id)
 
 
 def can_edit(model: Model, account: Account) -> bool:

@@ -27,7 +27,7 @@ from modelyard.store.models import (
 from modelyard.store.predictions import TERMINAL, NewPrediction, create_prediction
 from modelyard.store.tables import Account, Prediction, Version, utcnow
 
-from .auth import can_see
+from .auth import can_see, signed_in_by_cookie
 from .errors import Problem, invalid_fields_problem
 from .platform import Platform
 
@@ -242,7 +242,7 @@ def create_job(
         version_id=target.version.id,
         input=body.input,
         kind=kind,
-        source="api",
+        source="web" if signed_in_by_cookie(request) else "api",
         webhook=webhook,
         webhook_events_filter=list(body.webhook_events_filter)
         if body.webhook_events_filter is not None

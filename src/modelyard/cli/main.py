@@ -25,7 +25,7 @@ from .predict import Interrupted, PredictOptions, run_predict, stderr, warn_igno
 from .push import PushError, PushOptions, run_push
 from .record import record_example
 from .serve import serve as serve_command
-from .tokens import token_app
+from .tokens import password, token_app
 
 app = typer.Typer(
     name="modelyard",
@@ -180,6 +180,7 @@ def record_example_command(
 
 app.command()(serve_command)
 app.add_typer(token_app, name="token")
+app.command()(password)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""`modelyard serve`: the API, the engine and (later) the web pages on one port."""
+"""`modelyard serve`: the API, the engine and the web pages on one port."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,8 +10,9 @@ import typer
 
 from modelyard.runtime.home import modelyard_home
 from modelyard.settings import RateLimits, Settings
-from modelyard.store.accounts import ensure_admin
+from modelyard.store.accounts import account_by_username, ensure_admin
 from modelyard.store.database import Database
+from modelyard.store.sessions import set_password
 
 DataDir = Annotated[
     Optional[Path],
@@ -87,6 +89,7 @@ def serve(
 
     from modelyard.api.app import create_app
     from modelyard.engine.catalog import default_catalog_dir
+    from modelyard.web.app import install as install_web
 
     folder = data_dir_or_default(data_dir)
     scheme = "https" if ssl_certfile else "http"
@@ -107,16 +110,24 @@ def serve(
         catalog_owner=catalog_owner,
     )
     db = open_database(folder, database_url)
+    password = secrets.token_urlsafe(12)
     with db.session() as session:
         issued = ensure_admin(session, admin)
+        if issued is not None:
+            account = account_by_username(session, admin)
+            assert account is not None  # just created
+            set_password(account, password)
     db.dispose()
     if issued is not None:
         typer.echo(f"Created the account {admin!r} and an API token (shown only now):\n")
         typer.echo(f"    export REPLICATE_API_TOKEN={issued.token}")
         typer.echo(f"    export REPLICATE_BASE_URL={settings.public_url}\n")
         typer.echo("The official clients then work unchanged; `modelyard token` makes more.")
+        typer.echo(f"Sign in to the web pages at {settings.public_url}/signin as {admin!r} with "
+                   f"the password {password} (`modelyard password` changes it).")  # fmt: skip
     typer.echo(f"Modelyard is serving at {settings.public_url} (data in {folder})", err=True)
     app = create_app(settings)
+    install_web(app)
     uvicorn.run(
         app,
         host=host,

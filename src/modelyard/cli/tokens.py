@@ -1,7 +1,9 @@
-"""`modelyard token create|list|revoke`: API tokens, managed on this machine's data folder."""
+"""`modelyard token create|list|revoke` (API tokens) and `modelyard password` (for the web
+pages), managed on this machine's data folder."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
 import typer
@@ -13,6 +15,7 @@ from modelyard.store.accounts import (
     list_tokens,
     revoke_token,
 )
+from modelyard.store.sessions import set_password
 
 from .serve import DataDir, data_dir_or_default, open_database
 
@@ -72,3 +75,27 @@ def token_revoke(
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"Error: {message}", err=True)
     return typer.Exit(1)
+
+
+MIN_PASSWORD = 8
+
+
+def password(
+    username: Annotated[str, typer.Argument(help="The account (created if missing).")] = "admin",
+    new_password: Annotated[
+        str | None,
+        typer.Option("--password", help="The new password (default: a random one, printed)."),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Set the password an account signs in to the web pages with."""
+    chosen = new_password if new_password is not None else secrets.token_urlsafe(12)
+    if len(chosen) < MIN_PASSWORD:
+        raise _fail(f"a password needs at least {MIN_PASSWORD} characters")
+    db = open_database(data_dir_or_default(data_dir))
+    with db.session() as session:
+        set_password(account_for_token(session, username), chosen)
+    if new_password is None:
+        typer.echo(chosen)
+    else:
+        typer.echo(f"Set the password of {username!r}.")

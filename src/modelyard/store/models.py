@@ -23,6 +23,11 @@ class ModelRow:
         return f"{self.owner}/{self.model.name}"
 
 
+def can_see(model: Model, account: Account | None) -> bool:
+    """Public models, and the account's own."""
+    return model.visibility == "public" or (account is not None and model.owner_id == account.id)
+
+
 def get_model(session: Session, owner: str, name: str) -> ModelRow | None:
     row = session.execute(
         select(Model, Account.username)
@@ -100,3 +105,13 @@ def add_version(
     model.latest_version_id = version.id
     model.latest_version_created_at = version.created_at
     return version, True
+
+
+def list_versions(session: Session, model_id: int) -> list[Version]:
+    """The model's versions, newest first."""
+    query = (
+        select(Version)
+        .where(Version.model_id == model_id)
+        .order_by(Version.created_at.desc(), Version.pk.desc())
+    )
+    return list(session.scalars(query))

@@ -12,7 +12,14 @@ from sqlalchemy import select
 from modelyard.engine.packages import InvalidPackage
 from modelyard.engine.views import timestamp
 from modelyard.store.blobs import Blob
-from modelyard.store.models import ModelRow, add_version, create_model, get_model, get_version
+from modelyard.store.models import (
+    ModelRow,
+    add_version,
+    create_model,
+    get_model,
+    get_version,
+    list_versions as versions_of,
+)
 from modelyard.store.tables import Account, Model, Prediction, Release, Version
 
 from ..auth import AccountDep, can_edit, can_see
@@ -96,13 +103,7 @@ async def list_versions(
 ) -> JSONResponse:
     model = visible_model(platform, account, owner, name)
     with platform.db.session() as session:
-        rows = list(
-            session.scalars(
-                select(Version)
-                .where(Version.model_id == model.model.id)
-                .order_by(Version.created_at.desc(), Version.pk.desc())
-            )
-        )
+        rows = versions_of(session, model.model.id)
     base = platform.urls.api(f"/models/{owner}/{name}/versions")
     body = page(rows, len(rows), base, {}, key=lambda v: (v.created_at, v.id), render=version_json)
     return JSONResponse(body)

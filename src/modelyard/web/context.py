@@ -1,0 +1,108 @@
+"""What every page needs: the server's services, who is looking (`Viewer`), and rendering.
+
+The pages read the same store and engine as the API; the Playground's JavaScript runs predictions
+through the API itself, signed in by the session cookie (see `api/auth.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+from markdown_it import MarkdownIt
+
+from modelyard.engine.engine import Engine
+from modelyard.settings import Settings
+from modelyard.store.database import Database
+from modelyard.store.sessions import SESSION_COOKIE, session_account
+from modelyard.store.tables import Account
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+# Model cards are written by model authors: no raw HTML, links and images only.
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+
+
+class Services(Protocol):
+    """The parts of the API's `Platform` the pages use (`app.state.platform`)."""
+
+    settings: Settings
+    db: Database
+    engine: Engine
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is looking at a page: an account with its session token, or nobody."""
+
+    account: Account | None
+    session_token: str | None
+
+    @property
+    def csrf(self) -> str:
+        """The token forms carry: derived from the session, so it changes with each sign-in."""
+        if self.session_token is None:
+            return ""
+        return hashlib.sha256(b"csrf " + self.session_token.encode()).hexdigest()[:32]
+
+    def csrf_ok(self, given: str) -> bool:
+        return bool(self.csrf) and hmac.compare_digest(self.csrf, given)
+
+
+def services(request: Request) -> Services:
+    return request.app.state.platform  # type: ignore[no-any-return]
+
+
+def viewer(request: Request) -> Viewer:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return Viewer(None, None)
+    with services(request).db.session() as session:
+        account = session_account(session, token)
+    return Viewer(account, token if account is not None else None)
+
+
+def render(
+    request: Request, template: str, who: Viewer, status: int = 200, **context: Any
+) -> HTMLResponse:
+    """A page; every template gets the viewer, the public URL and the request."""
+    base = {"viewer": who, "public_url": services(request).settings.public_url}
+    return templates.TemplateResponse(request, template, {**base, **context}, status_code=status)
+
+
+def error_page(request: Request, who: Viewer, status: int, title: str, detail: str) -> HTMLResponse:
+    return render(request, "error.html", who, status, title=title, detail=detail)
+
+
+def markdown(text: str | None) -> str:
+    return _markdown.render(text or "")
+
+
+def ago(when: datetime | None) -> str:
+    """"3 minutes ago", as a listing shows it."""
+    if when is None:
+        return ""
+    seconds = int((datetime.now(UTC) - when).total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''} ago"
+    return "just now"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+templates.env.filters["markdown"] = markdown
+templates.env.filters["ago"] = ago
+templates.env.filters["duration"] = duration

@@ -1,0 +1,57 @@
+"""A model's page (`/{owner}/{name}`): its card, the Playground form, runnable API code, its
+examples and versions, and a Train form when the model has `train`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from modelyard.engine.views import prediction_json
+from modelyard.store.catalog import list_examples
+from modelyard.store.models import can_see, get_model, get_version, latest_version, list_versions
+
+from .context import error_page, render, services, viewer
+from .forms import form_fields
+
+router = APIRouter()
+EXAMPLES_SHOWN = 12
+
+
+@router.get("/{owner}/{name}", response_class=HTMLResponse, include_in_schema=False)
+def model_page(request: Request, owner: str, name: str, version: str = "") -> HTMLResponse:
+    who = viewer(request)
+    platform = services(request)
+    with platform.db.session() as session:
+        row = get_model(session, owner, name)
+        if row is None or not can_see(row.model, who.account):
+            return error_page(request, who, 404, "Model not found",
+                              f"There is no model {owner}/{name} you can see.")  # fmt: skip
+        chosen = (
+            get_version(session, row.model, version)
+            if version
+            else latest_version(session, row.model)
+        )
+        if version and chosen is None:
+            return error_page(request, who, 404, "Version not found",
+                              f"{owner}/{name} has no version {version}.")  # fmt: skip
+        versions = list_versions(session, row.model.id)
+        examples = list_examples(session, row.model.id, before=None, limit=EXAMPLES_SHOWN)
+    schema: dict[str, Any] = chosen.openapi_schema if chosen else {}
+    components = schema.get("components", {}).get("schemas", {})
+    return render(
+        request,
+        "model.html",
+        who,
+        model=row.model,
+        ref=row.ref,
+        version=chosen,
+        versions=versions,
+        fields=form_fields(schema) if chosen else [],
+        train_fields=form_fields(schema, "TrainingInput") if "TrainingInput" in components else [],
+        output_schema=json.dumps(components.get("Output", {})),
+        examples=[prediction_json(p, platform.engine.urls) for p in examples],
+        default_example_id=row.model.default_example_id,
+    )

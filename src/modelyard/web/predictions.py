@@ -1,0 +1,91 @@
+"""The account's predictions (`/p`) and a prediction's page (`/p/{id}`), which its owner may
+make public to share by link."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from modelyard.engine.views import prediction_json
+from modelyard.store.models import model_by_id
+from modelyard.store.predictions import PredictionFilter, get_prediction, list_predictions
+from modelyard.store.tables import Prediction, Version
+
+from .context import Viewer, error_page, render, services, viewer
+
+router = APIRouter()
+PAGE_SIZE = 100
+
+
+def sign_in_first(next_path: str) -> RedirectResponse:
+    return RedirectResponse(f"/signin?next={next_path}", status_code=303)
+
+
+@router.get("/p", response_class=HTMLResponse, include_in_schema=False)
+def my_predictions(request: Request) -> Response:
+    who = viewer(request)
+    if who.account is None:
+        return sign_in_first("/p")
+    with services(request).db.session() as session:
+        rows = list_predictions(
+            session, PredictionFilter(account_id=who.account.id), before=None, limit=PAGE_SIZE
+        )
+    return render(request, "predictions.html", who, predictions=rows)
+
+
+def _visible(who: Viewer, prediction: Prediction | None) -> bool:
+    if prediction is None:
+        return False
+    mine = who.account is not None and prediction.account_id == who.account.id
+    return mine or prediction.is_public
+
+
+@router.get("/p/{prediction_id}", response_class=HTMLResponse, include_in_schema=False)
+def prediction_page(request: Request, prediction_id: str) -> HTMLResponse:
+    who = viewer(request)
+    platform = services(request)
+    with platform.db.session() as session:
+        prediction = get_prediction(session, prediction_id)
+        if not _visible(who, prediction):
+            return error_page(request, who, 404, "Prediction not found",
+                              "It does not exist, or it is not shared with you.")  # fmt: skip
+        assert prediction is not None
+        model = model_by_id(session, prediction.model_id)
+        version = session.get(Version, prediction.version_pk)
+    schemas = version.openapi_schema.get("components", {}).get("schemas", {}) if version else {}
+    output_schema = schemas.get("TrainingOutput" if prediction.kind == "training" else "Output")
+    owner = who.account is not None and prediction.account_id == who.account.id
+    return render(
+        request,
+        "prediction.html",
+        who,
+        prediction=prediction,
+        body=prediction_json(prediction, platform.engine.urls),
+        model_public=model is not None and model.model.visibility == "public",
+        is_owner=owner,
+        output_schema=json.dumps(output_schema or {}),
+    )
+
+
+@router.post("/p/{prediction_id}/share", include_in_schema=False)
+def share(
+    request: Request, prediction_id: str, csrf: str = Form(""), public: str = Form("")
+) -> Response:
+    who = viewer(request)
+    if who.account is None:
+        return sign_in_first(f"/p/{prediction_id}")
+    if not who.csrf_ok(csrf):
+        return error_page(request, who, 403, "Form expired", "Reload the page and try again.")
+    with services(request).db.session() as session:
+        prediction = session.get(Prediction, prediction_id)
+        if prediction is None or prediction.account_id != who.account.id:
+            return error_page(request, who, 404, "Prediction not found",
+                              "Only its owner can share a prediction.")  # fmt: skip
+        model = model_by_id(session, prediction.model_id)
+        if public == "1" and (model is None or model.model.visibility != "public"):
+            return error_page(request, who, 400, "Cannot share",
+                              "Predictions of a private model stay private.")  # fmt: skip
+        prediction.is_public = public == "1"
+    return RedirectResponse(f"/p/{prediction_id}", status_code=303)

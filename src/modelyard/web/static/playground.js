@@ -1,0 +1,324 @@
+// The model page: tabs, the Playground form (validation that matches the server's, sliders,
+// drag and drop), running a prediction through the API with the session cookie, following it
+// live over SSE, cancelling it, and the API tab's code for the current values.
+"use strict";
+(function () {
+  const state = window.MODELYARD;
+  const API_HEADERS = {"X-Requested-With": "modelyard"};  // the API's CSRF guard for cookies
+
+  // --- tabs (without JavaScript every section shows) ------------------------------------------
+  const tabs = Array.from(document.querySelectorAll(".tabs a"));
+  function showTab() {
+    const wanted = (location.hash || "#playground").slice(1);
+    const known = tabs.some((a) => a.hash === "#" + wanted);
+    const current = known ? wanted : "playground";
+    document.querySelectorAll("section.tab").forEach((s) => { s.hidden = s.id !== current; });
+    tabs.forEach((a) => a.classList.toggle("current", a.hash === "#" + current));
+  }
+  window.addEventListener("hashchange", showTab);
+  showTab();
+
+  const form = document.getElementById("run-form");
+  if (!form) return;
+  const status = document.getElementById("status");
+  const timing = document.getElementById("timing");
+  const output = document.getElementById("output");
+  const logs = document.getElementById("logs");
+  const cancel = document.getElementById("cancel");
+  const runButton = document.getElementById("run");
+  const permalink = document.getElementById("permalink");
+
+  // --- widgets ---------------------------------------------------------------------------------
+  form.querySelectorAll("input[type=range][data-slider-for]").forEach((slider) => {
+    const number = document.getElementById(slider.dataset.sliderFor);
+    slider.addEventListener("input", () => { number.value = slider.value; refreshCode(); });
+    number.addEventListener("input", () => { if (number.value !== "") slider.value = number.value; });
+  });
+  form.querySelectorAll(".drop").forEach((zone) => {
+    const input = document.getElementById(zone.dataset.dropFor);
+    zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+    zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+    zone.addEventListener("drop", (e) => {
+      e.preventDefault();
+      zone.classList.remove("over");
+      input.files = e.dataTransfer.files;
+      input.dispatchEvent(new Event("change", {bubbles: true}));
+    });
+  });
+
+  // --- reading and checking the form -----------------------------------------------------------
+  function accepts(accept, file) {
+    if (!accept) return true;
+    return accept.split(",").map((a) => a.trim().toLowerCase()).some((a) => {
+      if (a.startsWith(".")) return file.name.toLowerCase().endsWith(a);
+      if (a.endsWith("/*")) return file.type.startsWith(a.slice(0, -1));
+      return file.type === a;
+    });
+  }
+
+  function convert(raw, type) {
+    if (type === "integer") {
+      if (!/^-?\d+$/.test(raw.trim())) return {error: "Enter a whole number."};
+      return {value: parseInt(raw, 10)};
+    }
+    if (type === "number") {
+      const number = Number(raw);
+      if (raw.trim() === "" || Number.isNaN(number)) return {error: "Enter a number."};
+      return {value: number};
+    }
+    if (type === "boolean") return {value: raw === "true"};
+    return {value: raw};
+  }
+
+  // {values, errors}: values as the API wants them (File objects still to upload), errors by name.
+  function readForm() {
+    const values = {};
+    const errors = {};
+    for (const field of form.querySelectorAll(".field[data-name]")) {
+      const name = field.dataset.name;
+      const widget = field.dataset.widget;
+      const input = document.getElementById("in-" + name);
+      let value;
+      let error = "";
+      if (widget === "checkbox") {
+        value = input.checked;
+      } else if (widget === "file" || widget === "files") {
+        const url = field.querySelector(".file-url").value.trim();
+        const files = Array.from(input.files);
+        if (files.length) {
+          const wrong = files.find((f) => !accepts(input.accept, f));
+          if (wrong) error = `${wrong.name} is not an accepted file (${input.accept}).`;
+          value = widget === "files" ? files : files[0];
+        } else if (url) {
+          value = widget === "files" ? [url] : url;
+        }
+      } else if (widget === "list") {
+        const lines = input.value.split("\n").map((s) => s.trim()).filter(Boolean);
+        if (lines.length) {
+          const converted = lines.map((l) => convert(l, field.dataset.itemType));
+          const bad = converted.find((c) => c.error);
+          if (bad) error = bad.error;
+          else value = converted.map((c) => c.value);
+        }
+      } else if (input.value !== "") {
+        const converted = convert(input.value, field.dataset.type);
+        if (converted.error) error = converted.error;
+        value = converted.value;
+      }
+      if (!error) error = constraintError(field, input, value);
+      if (error) errors[name] = error;
+      else if (value !== undefined) values[name] = value;
+    }
+    return {values, errors};
+  }
+
+  function constraintError(field, input, value) {
+    const required = input.required || field.querySelector("[required]") !== null;
+    if (value === undefined) return required ? "This field is required." : "";
+    if (input.type === "number" || input.type === "text" || input.tagName === "TEXTAREA" || input.type === "password") {
+      if (input.type === "number") {
+        if (input.min !== "" && value < Number(input.min)) return `Must be at least ${input.min}.`;
+        if (input.max !== "" && value > Number(input.max)) return `Must be at most ${input.max}.`;
+      } else if (typeof value === "string") {
+        const min = input.getAttribute("minlength");
+        const max = input.getAttribute("maxlength");
+        if (min !== null && value.length < Number(min)) return `Must be at least ${min} characters.`;
+        if (max !== null && value.length > Number(max)) return `Must be at most ${max} characters.`;
+        const pattern = input.dataset.pattern;
+        if (pattern && !new RegExp(pattern, "u").test(value)) return `Must match ${pattern}.`;
+      }
+    }
+    return "";
+  }
+
+  function showErrors(errors) {
+    form.querySelectorAll(".field[data-name]").forEach((field) => {
+      const box = field.querySelector(".field-error");
+      const message = errors[field.dataset.name];
+      box.hidden = !message;
+      box.textContent = message || "";
+      field.classList.toggle("invalid", Boolean(message));
+    });
+  }
+
+  // --- running -----------------------------------------------------------------------------------
+  async function api(method, path, body) {
+    const init = {method, headers: {...API_HEADERS}, credentials: "same-origin"};
+    if (body instanceof FormData) init.body = body;
+    else if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(path.startsWith("http") ? path : "/v1" + path, init);
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) throw Object.assign(new Error(data.detail || response.statusText), {data});
+    return data;
+  }
+
+  async function upload(file) {
+    const form = new FormData();
+    form.append("content", file, file.name);
+    return (await api("POST", "/files", form)).urls.get;
+  }
+
+  async function uploaded(values) {
+    const result = {};
+    for (const [name, value] of Object.entries(values)) {
+      if (value instanceof File) result[name] = await upload(value);
+      else if (Array.isArray(value) && value.some((v) => v instanceof File)) {
+        result[name] = await Promise.all(value.map((v) => (v instanceof File ? upload(v) : v)));
+      } else result[name] = value;
+    }
+    return result;
+  }
+
+  let current = null;  // the prediction being followed
+
+  function setStatus(text, cls) {
+    status.textContent = text;
+    status.className = "status " + (cls || text);
+  }
+
+  function finish(prediction) {
+    current = null;
+    cancel.hidden = true;
+    runButton.disabled = false;
+    setStatus(prediction.status);
+    const m = prediction.metrics || {};
+    timing.textContent = m.predict_time !== undefined ? `${m.predict_time.toFixed(2)} s` : "";
+    if (prediction.status === "succeeded") window.renderOutput(output, prediction.output, state.outputSchema);
+    else if (prediction.error) output.replaceChildren(Object.assign(document.createElement("p"), {className: "error", textContent: prediction.error}));
+    logs.textContent = prediction.logs || logs.textContent;
+  }
+
+  async function follow(prediction) {
+    current = prediction;
+    cancel.hidden = false;
+    permalink.hidden = false;
+    permalink.href = "/p/" + prediction.id;
+    logs.textContent = "";
+    setStatus(prediction.status);
+    const text = window.streamingText(output);
+    const source = new EventSource(prediction.urls.stream);
+    source.addEventListener("output", (e) => {
+      if (current && current.id === prediction.id) {
+        setStatus("processing");
+        text.append(e.data);
+      }
+    });
+    source.addEventListener("logs", (e) => {
+      logs.textContent += e.data + "\n";
+      document.getElementById("logs-box").open = true;
+      logs.scrollTop = logs.scrollHeight;
+    });
+    const ended = new Promise((resolve) => {
+      source.addEventListener("done", () => { source.close(); resolve(); });
+      source.addEventListener("error", () => { if (source.readyState === EventSource.CLOSED) resolve(); });
+    });
+    // Status and timings come from the prediction itself; the stream carries output and logs.
+    const started = Date.now();
+    while (true) {
+      const latest = await api("GET", "/predictions/" + prediction.id);
+      if (["succeeded", "failed", "canceled"].includes(latest.status)) {
+        await Promise.race([ended, new Promise((r) => setTimeout(r, 500))]);
+        source.close();
+        return finish(latest);
+      }
+      setStatus(latest.status);
+      timing.textContent = `${((Date.now() - started) / 1000).toFixed(1)} s`;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const {values, errors} = readForm();
+    showErrors(errors);
+    if (Object.keys(errors).length) {
+      setStatus("invalid input", "failed");
+      return;
+    }
+    runButton.disabled = true;
+    setStatus("uploading", "starting");
+    try {
+      const input = await uploaded(values);
+      const prediction = await api("POST", "/predictions", {version: form.dataset.version, input, stream: true});
+      await follow(prediction);
+    } catch (error) {
+      runButton.disabled = false;
+      cancel.hidden = true;
+      const fields = (error.data && error.data.invalid_fields) || [];
+      const byName = {};
+      fields.forEach((f) => { byName[String(f.field || "").replace(/^input\./, "").split(".")[0]] = f.description; });
+      showErrors(byName);
+      setStatus("failed");
+      output.replaceChildren(Object.assign(document.createElement("p"), {className: "error", textContent: error.message}));
+    }
+  });
+
+  cancel.addEventListener("click", async () => {
+    if (!current) return;
+    cancel.disabled = true;
+    try {
+      await api("POST", current.urls.cancel);
+    } finally {
+      cancel.disabled = false;
+    }
+  });
+
+  form.addEventListener("reset", () => setTimeout(() => { showErrors({}); refreshCode(); }));
+
+  // --- the default example fills the form and the output ---------------------------------------
+  const example = state.defaultExample;
+  if (example && example.input) {
+    for (const [name, value] of Object.entries(example.input)) {
+      const field = form.querySelector(`.field[data-name="${CSS.escape(name)}"]`);
+      if (!field) continue;
+      const input = document.getElementById("in-" + name);
+      if (field.dataset.widget === "checkbox") input.checked = Boolean(value);
+      else if (field.dataset.widget === "file") field.querySelector(".file-url").value = value;
+      else if (field.dataset.widget === "files") field.querySelector(".file-url").value = [].concat(value)[0] || "";
+      else if (field.dataset.widget === "list") input.value = [].concat(value).join("\n");
+      else input.value = value;
+      const slider = field.querySelector("input[type=range]");
+      if (slider) slider.value = input.value;
+    }
+    if (example.status === "succeeded") {
+      window.renderOutput(output, example.output, state.outputSchema);
+      setStatus("example", "succeeded");
+    }
+  }
+
+  // --- the API tab -------------------------------------------------------------------------------
+  function codeValues() {
+    const {values} = readForm();
+    const shown = {};
+    for (const [name, value] of Object.entries(values)) {
+      const file = (v) => (v instanceof File ? `https://example.com/${v.name}` : v);
+      shown[name] = Array.isArray(value) ? value.map(file) : file(value);
+    }
+    return shown;
+  }
+
+  function refreshCode() {
+    const ref = `${form.dataset.model}:${form.dataset.version}`;
+    const input = codeValues();
+    const json = JSON.stringify(input, null, 2);
+    const py = JSON.stringify(input, null, 4).replace(/\btrue\b/g, "True").replace(/\bfalse\b/g, "False").replace(/\bnull\b/g, "None");
+    const body = JSON.stringify({version: form.dataset.version, input}, null, 2);
+    const host = new URL(state.base).host;
+    const code = {
+      python: `import replicate\n\n# export REPLICATE_API_TOKEN=<your token>\nclient = replicate.Client(base_url="${state.base}")\noutput = client.run(\n    "${ref}",\n    input=${py.replace(/\n/g, "\n    ")},\n)\nprint(output)`,
+      javascript: `import Replicate from "replicate";\n\n// REPLICATE_API_TOKEN=<your token>\nconst replicate = new Replicate({ baseUrl: "${state.base}/v1" });\nconst output = await replicate.run("${ref}", {\n  input: ${json.replace(/\n/g, "\n  ")},\n});\nconsole.log(output);`,
+      curl: `curl -s -X POST \\\n  -H "Authorization: Bearer $REPLICATE_API_TOKEN" \\\n  -H "Content-Type: application/json" \\\n  -H "Prefer: wait" \\\n  -d '${body.replace(/'/g, "'\\''")}' \\\n  ${state.base}/v1/predictions`,
+      http: `POST /v1/predictions HTTP/1.1\nHost: ${host}\nAuthorization: Bearer <your token>\nContent-Type: application/json\nPrefer: wait\n\n${body}`,
+    };
+    for (const [lang, text] of Object.entries(code)) {
+      const element = document.getElementById("code-" + lang);
+      if (element) element.textContent = text;
+    }
+  }
+  form.addEventListener("input", refreshCode);
+  form.addEventListener("change", refreshCode);
+  refreshCode();
+})();
