@@ -107,4 +107,5 @@ def revoke(request: Request, token_id: int, csrf: str = Form("")) -> Response:
         if not revoke_token(session, who.account, token_id):
             return error_page(request, who, 404, "Token not found",
                               "It does not exist, or it was already revoked.")  # fmt: skip
+    services(request).tokens.clear()
     return RedirectResponse("/settings", status_code=303)

@@ -30,12 +30,17 @@ templates = Jinja2Templates(directory=HERE / "templates")
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
 
 
+class Clearable(Protocol):
+    def clear(self) -> None: ...
+
+
 class Services(Protocol):
     """The parts of the API's `Platform` the pages use (`app.state.platform`)."""
 
     settings: Settings
     db: Database
     engine: Engine
+    tokens: Clearable  # the API's cache of tokens: a token revoked here stops working at once
 
 
 @dataclass(frozen=True)

@@ -80,8 +80,8 @@ def _field(name: str, prop: dict[str, Any], schemas: dict[str, Any], required: b
         "description": prop.get("description") or "",
         "default": flat.get("default"),
         "required": required,
-        "minimum": flat.get("minimum"),
-        "maximum": flat.get("maximum"),
+        "minimum": _bound(flat.get("minimum")),
+        "maximum": _bound(flat.get("maximum")),
         "min_length": flat.get("minLength"),
         "max_length": flat.get("maxLength"),
         "pattern": flat.get("pattern"),
@@ -95,6 +95,13 @@ def _field(name: str, prop: dict[str, Any], schemas: dict[str, Any], required: b
     else:
         widget = _scalar_widget(name, kind, flat)
     return Field(widget=widget, **common)
+
+
+def _bound(value: float | None) -> float | None:
+    """`1.0` as `1`: the schema writes integer bounds as floats; the page shows them as typed."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _scalar_widget(name: str, kind: str, flat: dict[str, Any]) -> Widget:
