@@ -232,6 +232,7 @@
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    if (!runButton) return;  // signed out: the page says to sign in
     const {values, errors} = readForm();
     showErrors(errors);
     if (Object.keys(errors).length) {
@@ -256,7 +257,7 @@
     }
   });
 
-  cancel.addEventListener("click", async () => {
+  if (cancel) cancel.addEventListener("click", async () => {
     if (!current) return;
     cancel.disabled = true;
     try {
