@@ -193,6 +193,34 @@ def test_sign_in_and_create_a_token(page: Page, site: LiveServer) -> None:
     screenshot(page, "predictions")
 
 
+def test_train_into_a_new_version(page: Page, site: LiveServer) -> None:
+    site.push(PACKAGES / "trainer", "admin/trainer")
+    with site.http() as api:
+        made = api.post("/v1/models", json={"owner": "admin", "name": "trained",
+                                             "visibility": "private", "hardware": "cpu"})  # fmt: skip
+        assert made.status_code == 201, made.text
+    sign_in(page, "/admin/trainer")
+    page.click("a[href='#train']")
+    page.fill("#in-destination", "nobody-slash")
+    page.click("#train-form button[type=submit]")
+    expect(page.locator("#destination-error")).to_contain_text("owner/name")
+    page.fill("#in-destination", "admin/trained")
+    page.fill("#train-word", "web")
+    page.fill("#train-times", "2")
+    page.click("#train-form button[type=submit]")
+    result = page.locator("#train-result")
+    expect(result).to_be_visible(timeout=120_000)
+    expect(page.locator("#train-status")).to_have_text("succeeded")
+    expect(page.locator("#train-logs")).to_contain_text("learning 'web' x2")
+    screenshot(page, "model-trained")
+    result.click()
+    page.wait_for_url("**/admin/trained?version=*")
+    page.fill("#in-prefix", "> ")
+    page.click("#run")
+    assert wait_status(page, "succeeded", "failed") == "succeeded"
+    expect(page.locator("#output")).to_contain_text("> learned: web web")
+
+
 def test_error_page_says_what_went_wrong(page: Page) -> None:
     response = page.goto("/nobody/nothing")
     assert response is not None and response.status == 404

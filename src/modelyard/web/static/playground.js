@@ -56,6 +56,11 @@
     });
   }
 
+  // The element holding a field's value (not its slider, nor its URL box).
+  function control(field) {
+    return field.querySelector("textarea, select, input:not(.file-url):not([type=range])");
+  }
+
   function convert(raw, type) {
     if (type === "integer") {
       if (!/^-?\d+$/.test(raw.trim())) return {error: "Enter a whole number."};
@@ -71,13 +76,13 @@
   }
 
   // {values, errors}: values as the API wants them (File objects still to upload), errors by name.
-  function readForm() {
+  function readForm(source = form) {
     const values = {};
     const errors = {};
-    for (const field of form.querySelectorAll(".field[data-name]")) {
+    for (const field of source.querySelectorAll(".field[data-name]")) {
       const name = field.dataset.name;
       const widget = field.dataset.widget;
-      const input = document.getElementById("in-" + name);
+      const input = control(field);
       let value;
       let error = "";
       if (widget === "checkbox") {
@@ -131,8 +136,8 @@
     return "";
   }
 
-  function showErrors(errors) {
-    form.querySelectorAll(".field[data-name]").forEach((field) => {
+  function showErrors(errors, source = form) {
+    source.querySelectorAll(".field[data-name]").forEach((field) => {
       const box = field.querySelector(".field-error");
       const message = errors[field.dataset.name];
       box.hidden = !message;
@@ -187,6 +192,7 @@
     const m = prediction.metrics || {};
     timing.textContent = m.predict_time !== undefined ? `${m.predict_time.toFixed(2)} s` : "";
     if (prediction.status === "succeeded") window.renderOutput(output, prediction.output, state.outputSchema);
+    else if (prediction.status === "canceled") output.replaceChildren(Object.assign(document.createElement("p"), {className: "help", textContent: "The prediction was canceled."}));
     else if (prediction.error) output.replaceChildren(Object.assign(document.createElement("p"), {className: "error", textContent: prediction.error}));
     logs.textContent = prediction.logs || logs.textContent;
   }
@@ -275,7 +281,7 @@
     for (const [name, value] of Object.entries(example.input)) {
       const field = form.querySelector(`.field[data-name="${CSS.escape(name)}"]`);
       if (!field) continue;
-      const input = document.getElementById("in-" + name);
+      const input = control(field);
       if (field.dataset.widget === "checkbox") input.checked = Boolean(value);
       else if (field.dataset.widget === "file") field.querySelector(".file-url").value = value;
       else if (field.dataset.widget === "files") field.querySelector(".file-url").value = [].concat(value)[0] || "";
@@ -288,6 +294,51 @@
       window.renderOutput(output, example.output, state.outputSchema);
       setStatus("example", "succeeded");
     }
+  }
+
+  // --- the Train tab: a training of this version into a model of yours ---------------------------
+  const trainForm = document.getElementById("train-form");
+  if (trainForm && trainForm.querySelector("button[type=submit]")) {
+    const trainStatus = document.getElementById("train-status");
+    const trainLogs = document.getElementById("train-logs");
+    const result = document.getElementById("train-result");
+    trainForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const destination = document.getElementById("in-destination").value.trim();
+      const {values, errors} = readForm(trainForm);
+      const destinationError = document.getElementById("destination-error");
+      const badDestination = !/^[^/\s]+\/[^/\s]+$/.test(destination);
+      destinationError.hidden = !badDestination;
+      destinationError.textContent = badDestination ? "Give the model to train into as owner/name." : "";
+      showErrors(errors, trainForm);
+      if (badDestination || Object.keys(errors).length) return;
+      const [owner, name] = trainForm.dataset.model.split("/");
+      trainStatus.textContent = "uploading";
+      try {
+        const input = await uploaded(values);
+        let training = await api("POST", `/models/${owner}/${name}/versions/${trainForm.dataset.version}/trainings`, {destination, input});
+        while (!["succeeded", "failed", "canceled"].includes(training.status)) {
+          trainStatus.textContent = training.status;
+          trainStatus.className = "status " + training.status;
+          trainLogs.textContent = training.logs || "";
+          await new Promise((r) => setTimeout(r, 1000));
+          training = await api("GET", "/trainings/" + training.id);
+        }
+        trainStatus.textContent = training.status;
+        trainStatus.className = "status " + training.status;
+        trainLogs.textContent = training.logs || training.error || "";
+        if (training.status === "succeeded" && training.output && training.output.version) {
+          const [ref, version] = training.output.version.split(":");
+          result.href = `/${ref}?version=${version}`;
+          result.textContent = "Open the new version " + training.output.version;
+          result.hidden = false;
+        }
+      } catch (error) {
+        trainStatus.textContent = "failed";
+        trainStatus.className = "status failed";
+        trainLogs.textContent = error.message;
+      }
+    });
   }
 
   // --- the API tab -------------------------------------------------------------------------------
