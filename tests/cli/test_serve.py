@@ -38,6 +38,10 @@ def test_first_start_creates_an_admin_and_prints_how_to_use_it(tmp_path: Path) -
         bad = httpx.get(f"http://127.0.0.1:{port}/v1/predictions", headers={"Authorization": "x"})
         assert bad.status_code == 401
         assert bad.json()["detail"] == "You did not pass a valid authentication token"
+        password = re.search(r"with the password (\S+) ", output).group(1)  # type: ignore[union-attr]
+        signed = httpx.post(f"http://127.0.0.1:{port}/signin",
+                            data={"username": "admin", "password": password})  # fmt: skip
+        assert signed.status_code == 303 and "modelyard_session" in signed.cookies
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -85,3 +89,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_reserved_usernames_are_refused(tmp_path: Path) -> None:
+    for option in ("--admin", "--catalog-owner"):
+        result = run("serve", option, "settings", "--data-dir", str(tmp_path / "data"))
+        assert result.returncode == 1
+        assert result.stderr.strip() == (
+            "Error: the username 'settings' is reserved (a path of the API or the web pages)"
+        )

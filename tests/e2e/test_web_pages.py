@@ -243,9 +243,26 @@ def test_password_command(site: LiveServer) -> None:
     short = password("carol", "--password", "short")
     assert short.returncode == 1
     assert short.stderr.strip() == "Error: a password needs at least 8 characters"
+    reserved = password("settings", "--password", "long enough")
+    assert reserved.returncode == 1
+    assert reserved.stderr.strip() == (
+        "Error: 'settings' is reserved (it is a path of the API or the web pages)"
+    )
     generated = password("carol")
     assert generated.returncode == 0
     chosen: Any = generated.stdout.strip()
     assert len(chosen) >= 12
     with signed_in(site, "carol", chosen) as carol:
         assert carol.get("/v1/account").json()["username"] == "carol"
+
+
+def test_unknown_pages_are_html_for_browsers_and_problems_for_clients(site: LiveServer) -> None:
+    html = {"Accept": "text/html,application/xhtml+xml"}
+    with browser(site) as client:
+        page = client.get("/no/such/page", headers=html)
+        assert page.status_code == 404 and "There is nothing at /no/such/page." in page.text
+        assert page.headers["content-type"].startswith("text/html")
+        for path, headers in [("/no/such/page", {}), ("/v1/nothing", html), ("/v1/x/y", html)]:
+            problem = client.get(path, headers=headers)
+            assert problem.status_code == 404, path
+            assert problem.headers["content-type"] == "application/problem+json", path

@@ -10,7 +10,7 @@ import typer
 
 from modelyard.runtime.home import modelyard_home
 from modelyard.settings import RateLimits, Settings
-from modelyard.store.accounts import account_by_username, ensure_admin
+from modelyard.store.accounts import RESERVED_USERNAMES, account_by_username, ensure_admin
 from modelyard.store.database import Database
 from modelyard.store.sessions import set_password
 
@@ -91,6 +91,11 @@ def serve(
     from modelyard.engine.catalog import default_catalog_dir
     from modelyard.web.app import install as install_web
 
+    for username in (admin, catalog_owner):
+        if username.lower() in RESERVED_USERNAMES:
+            typer.echo(f"Error: the username {username!r} is reserved (a path of the API or "
+                       "the web pages)", err=True)  # fmt: skip
+            raise typer.Exit(1)
     folder = data_dir_or_default(data_dir)
     scheme = "https" if ssl_certfile else "http"
     settings = Settings(

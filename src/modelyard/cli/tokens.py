@@ -32,9 +32,12 @@ def token_create(
 ) -> None:
     """Print a new token for an account."""
     db = open_database(data_dir_or_default(data_dir))
-    with db.session() as session:
-        account = account_for_token(session, username)
-        issued = issue_token(session, account, name)
+    try:
+        with db.session() as session:
+            account = account_for_token(session, username)
+            issued = issue_token(session, account, name)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     typer.echo(issued.token)
 
 
@@ -93,8 +96,11 @@ def password(
     if len(chosen) < MIN_PASSWORD:
         raise _fail(f"a password needs at least {MIN_PASSWORD} characters")
     db = open_database(data_dir_or_default(data_dir))
-    with db.session() as session:
-        set_password(account_for_token(session, username), chosen)
+    try:
+        with db.session() as session:
+            set_password(account_for_token(session, username), chosen)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     if new_password is None:
         typer.echo(chosen)
     else:

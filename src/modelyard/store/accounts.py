@@ -20,9 +20,20 @@ class IssuedToken:
     token: str
 
 
+#: First path segments of the API and the web pages: an account of that name would be shadowed.
+RESERVED_USERNAMES = frozenset({
+    "v1", "account", "collections", "deployments", "delivery", "files", "hardware", "models",
+    "predictions", "search", "streams", "trainings", "webhooks",
+    "p", "signin", "signout", "settings", "static", "explore",
+})  # fmt: skip
+
+
 def create_account(
     session: Session, username: str, *, name: str | None = None, is_admin: bool = False
 ) -> Account:
+    """Raises ValueError for a reserved username."""
+    if username.lower() in RESERVED_USERNAMES:
+        raise ValueError(f"{username!r} is reserved (it is a path of the API or the web pages)")
     account = Account(
         username=username,
         name=name or username,

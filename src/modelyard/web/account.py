@@ -88,7 +88,9 @@ def create_token(request: Request, csrf: str = Form(""), name: str = Form("")) -
     if not who.csrf_ok(csrf):
         return error_page(request, who, 403, "Form expired", "Reload the page and try again.")
     if len(name) > 200:
-        return error_page(request, who, 400, "Name too long", "A token's name has at most 200 characters.")
+        return error_page(
+            request, who, 400, "Name too long", "A token's name has at most 200 characters."
+        )
     with services(request).db.session() as session:
         account = session.get(Account, who.account.id)
         assert account is not None

@@ -1,16 +1,39 @@
 """Mounts the pages and their static files on the server's app (after the API's routes, so
-the API's paths win; usernames never take those names)."""
+the API's paths win; usernames never take those names), and answers browsers that ask for a
+page that does not exist with an HTML page instead of problem+json."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Any
+
+from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from . import account, explore, model_page, predictions
-from .context import HERE
+from .context import HERE, error_page, viewer
+
+TITLES = {404: "Page not found", 405: "Not allowed"}
 
 
 def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for module in (explore, account, predictions, model_page):  # model_page's /{o}/{n} last
         app.include_router(module.router)
+    api_handler = app.exception_handlers[StarletteHTTPException]  # the API's problem+json
+
+    async def page_or_problem(request: Request, exc: Any) -> Response:
+        if "text/html" in request.headers.get("accept", "") and not request.url.path.startswith(
+            "/v1/"
+        ):
+            title = TITLES.get(exc.status_code, "Something went wrong")
+            detail = (
+                f"There is nothing at {request.url.path}."
+                if exc.status_code == 404
+                else str(exc.detail)
+            )
+            return error_page(request, viewer(request), exc.status_code, title, detail)
+        return await api_handler(request, exc)  # type: ignore[no-any-return]
+
+    app.add_exception_handler(StarletteHTTPException, page_or_problem)

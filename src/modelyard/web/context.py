@@ -91,7 +91,7 @@ def markdown(text: str | None) -> str:
 
 
 def ago(when: datetime | None) -> str:
-    """"3 minutes ago", as a listing shows it."""
+    """ "3 minutes ago", as a listing shows it."""
     if when is None:
         return ""
     seconds = int((datetime.now(UTC) - when).total_seconds())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from modelyard.engine.views import prediction_json
@@ -18,10 +18,14 @@ from .forms import form_fields
 
 router = APIRouter()
 EXAMPLES_SHOWN = 12
+#: First path segments that are never an owner: an unknown API path stays an API 404.
+NOT_OWNERS = frozenset({"v1", "static", "delivery", "streams"})
 
 
 @router.get("/{owner}/{name}", response_class=HTMLResponse, include_in_schema=False)
 def model_page(request: Request, owner: str, name: str, version: str = "") -> HTMLResponse:
+    if owner in NOT_OWNERS:
+        raise HTTPException(404)
     who = viewer(request)
     platform = services(request)
     with platform.db.session() as session:
