@@ -219,7 +219,7 @@ def test_the_shipped_catalog_lists_every_package() -> None:
 
     index = yaml.safe_load((ROOT / "models" / "catalog.yaml").read_text())
     packages = sorted(p.name for p in (ROOT / "models").iterdir() if (p / "cog.yaml").exists())
-    assert len(packages) == 8 and sorted(index) == packages
+    assert len(packages) == 9 and sorted(index) == packages
     for name in packages:
         package = ROOT / "models" / name
         assert (package / "README.md").exists(), name

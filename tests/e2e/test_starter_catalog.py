@@ -125,6 +125,12 @@ def test_the_classifier_sees_the_recorded_cat(starter: LiveServer) -> None:
         assert abs(new["probability"] - old["probability"]) < 1e-3
 
 
+def test_the_text_classifier_gives_the_recorded_label(starter: LiveServer) -> None:
+    recorded, labelled = rerun(starter, "text-classifier")
+    assert labelled["label"] == recorded["label"] == "positive"
+    assert abs(labelled["confidence"] - recorded["confidence"]) < 1e-4
+
+
 def test_ocr_reads_the_recorded_text(starter: LiveServer) -> None:
     recorded, read = rerun(starter, "ocr")
     assert read["text"] == recorded["text"] and "segmentation" in read["text"]

@@ -30,6 +30,9 @@ def make_cover(package: Path, title: str, inputs: dict[str, Any], output: Any) -
     image = next((p for p in files if p.suffix.lower() in IMAGE_SUFFIXES), None)
     audio = next((p for p in files if p.suffix.lower() == ".wav"), None)
     caption = _caption(output) or _caption(inputs)  # a file or vectors out: show what went in
+    if isinstance(output, dict) and isinstance(output.get("label"), str):  # a classifier
+        caption = f'"{_caption(inputs)}" is {output["label"]}'
+
     for name in COVER_NAMES:
         (package / name).unlink(missing_ok=True)
     if image is not None:
