@@ -15,8 +15,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,16 +62,29 @@ class _StopWhenSet(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
 
 
+def load_base() -> tuple[Any, Any]:
+    """The tokenizer and the float32 model, read from the GGUF file (also used by train.py)."""
+    # Use every core this process may run on (2 on the reference machine); torch's default
+    # can count hyper-threads or cores outside the affinity mask and oversubscribe them.
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    folder = weights_dir()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
+    return tokenizer, model
+
+
 class Predictor(BasePredictor):
-    def setup(self) -> None:
-        # Use every core this process may run on (2 on the reference machine); torch's default
-        # can count hyper-threads or cores outside the affinity mask and oversubscribe them.
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-        folder = weights_dir()
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=GGUF_FILE, dtype=torch.float32
-        ).eval()
+    def setup(self, weights: Path | None = None) -> None:
+        self.tokenizer, model = load_base()
+        if weights:  # a fine-tuned version: the LoRA adapter train.py wrote, merged in
+            from peft import PeftModel
+
+            with tempfile.TemporaryDirectory() as folder:
+                with zipfile.ZipFile(weights) as archive:
+                    archive.extractall(folder)
+                model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+            print(f"Loaded the LoRA adapter {Path(weights).name}")
+        self.model = model.eval()
         self.context_length = int(self.model.config.max_position_embeddings)  # 8192
 
     @streaming
