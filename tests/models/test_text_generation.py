@@ -157,3 +157,22 @@ async def test_example_input(model: LocalModel) -> None:
     assert len(text.split()) >= 15, text
     assert "sleep" in text.lower() or "bed" in text.lower(), text
     assert done.metrics["output_token_count"] <= example.get("max_new_tokens", 128)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"prompt": "no completion"}\n', "line 1 is not a JSON object with prompt and completion"),
+        ("not json\n", "line 1 is not a JSON object with prompt and completion"),
+        ('{"prompt": " ", "completion": " "}\n\n', "holds no prompt/completion pairs"),
+    ],
+)
+async def test_bad_training_data_fails_before_loading_the_model(
+    env_builder: EnvironmentBuilder, tmp_path: Path, content: str, message: str
+) -> None:
+    """The LoRA trainer (train.py) reads its data first: a mistake costs seconds, not minutes."""
+    data = tmp_path / "data.jsonl"
+    data.write_text(content)
+    async with started_model(PACKAGE, env_builder, mode="train", allow_local_paths=True) as trainer:
+        done = await collect(trainer, {"train_data": str(data)}, timeout=120.0, limit=150.0)
+    assert done.status == "failed" and message in (done.error or ""), done.error

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import httpx
 import typer
 
 from modelyard.cogspec.config import load_config
@@ -23,6 +24,7 @@ from modelyard.runtime.runner import SetupFailed
 from .inputs import InputOptionError
 from .predict import Interrupted, PredictOptions, run_predict, stderr, warn_ignored_keys
 from .push import PushError, PushOptions, run_push
+from .remote_train import RemoteTrainOptions, run_remote_train
 from .record import record_example
 from .serve import serve as serve_command
 from .tokens import password, token_app
@@ -80,15 +82,54 @@ def predict(
     )
 
 
+ApiOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="The API base URL (default: $MODELYARD_API_URL, $REPLICATE_BASE_URL or "
+        "http://127.0.0.1:8000).",
+        show_default=False,
+    ),
+]
+TokenOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="The API token (default: $MODELYARD_API_TOKEN or $REPLICATE_API_TOKEN).",
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 def train(
     package_dir: PackageDir = Path("."),
     input: InputOptions = None,
     as_json: AsJson = False,
     output_dir: OutputDir = Path("."),
+    destination: Annotated[
+        Optional[str],
+        typer.Option(
+            "--destination", "-d",
+            help="Train on the server into this model (owner/name): the package is pushed "
+            "there, and the training's new version printed.",
+            show_default=False,
+        ),
+    ] = None,
+    api: ApiOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """Run the package's train: locally and write the weights it produces."""
-    _run(PredictOptions(package_dir, input or [], as_json, output_dir, mode="train"))
+    """Run the package's train: locally and write the weights, or on a server with -d."""
+    if destination is None:
+        _run(PredictOptions(package_dir, input or [], as_json, output_dir, mode="train"))
+        return
+    try:
+        code = run_remote_train(
+            RemoteTrainOptions(package_dir, input or [], destination, api=api, token=token)
+        )
+    except (CogSpecError, PackageError, PushError, InputOptionError) as exc:
+        fail(str(exc))
+    except httpx.HTTPError as exc:
+        fail(f"could not reach the server: {exc}")
+    raise typer.Exit(code)
 
 
 def _run(options: PredictOptions) -> None:
@@ -129,21 +170,8 @@ def push(
         Path, typer.Argument(help="The Cog package: a folder with cog.yaml.", show_default=False)
     ],
     model: Annotated[str, typer.Argument(help="The model to push to: owner/name.")],
-    api: Annotated[
-        Optional[str],
-        typer.Option(
-            help="The API base URL (default: $MODELYARD_API_URL, $REPLICATE_BASE_URL or "
-            "http://127.0.0.1:8000).",
-            show_default=False,
-        ),
-    ] = None,
-    token: Annotated[
-        Optional[str],
-        typer.Option(
-            help="The API token (default: $MODELYARD_API_TOKEN or $REPLICATE_API_TOKEN).",
-            show_default=False,
-        ),
-    ] = None,
+    api: ApiOption = None,
+    token: TokenOption = None,
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Check the server's TLS certificate.")
     ] = True,

@@ -188,7 +188,7 @@ class _Progress:
 def _result(model: str, response: httpx.Response, token: str | None) -> PushResult:
     status = response.status_code
     if status not in (200, 201):
-        message = _problem_detail(response)
+        message = problem_detail(response)
         if status == 401 and not token:
             message += "; no token was given: pass --token or set MODELYARD_API_TOKEN"
         raise PushError(message)
@@ -204,7 +204,7 @@ def _result(model: str, response: httpx.Response, token: str | None) -> PushResu
     return PushResult(model, version, created=status == 201)
 
 
-def _problem_detail(response: httpx.Response) -> str:
+def problem_detail(response: httpx.Response) -> str:
     """`<detail> (HTTP <status>)` from a problem+json body; the status and body start otherwise."""
     status = f"HTTP {response.status_code}"
     try:
