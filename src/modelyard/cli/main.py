@@ -24,8 +24,8 @@ from modelyard.runtime.runner import SetupFailed
 from .inputs import InputOptionError
 from .predict import Interrupted, PredictOptions, run_predict, stderr, warn_ignored_keys
 from .push import PushError, PushOptions, run_push
-from .remote_train import RemoteTrainOptions, run_remote_train
 from .record import record_example
+from .remote_train import RemoteTrainOptions, run_remote_train
 from .serve import serve as serve_command
 from .tokens import password, token_app
 

@@ -19,18 +19,18 @@ import httpx
 from modelyard.cogspec.inputs import file_fields
 
 from .inputs import parse_input_options
+from .predict import stderr
 from .push import (
     TIMEOUT,
     PushError,
     PushOptions,
-    problem_detail,
     api_base_url,
     api_token,
     check_package,
     parse_model,
+    problem_detail,
     run_push,
 )
-from .predict import stderr
 
 TERMINAL = ("succeeded", "failed", "canceled")
 POLL_SECONDS = 1.0
