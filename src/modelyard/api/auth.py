@@ -17,9 +17,10 @@ from modelyard.store.sessions import SESSION_COOKIE, session_account
 from modelyard.store.tables import Account, Model
 
 from .errors import Problem
-
-__all__ = ["AccountDep", "can_edit", "can_see", "current_account", "signed_in_by_cookie"]
 from .platform import Platform
+
+# `can_see` lives in the store (the web pages use it too); routes import it from here.
+__all__ = ["AccountDep", "can_edit", "can_see", "current_account", "signed_in_by_cookie"]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-requested-with"

@@ -3,7 +3,6 @@ examples and versions, and a Train form when the model has `train`."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -43,6 +42,7 @@ def model_page(request: Request, owner: str, name: str, version: str = "") -> HT
                               f"{owner}/{name} has no version {version}.")  # fmt: skip
         versions = list_versions(session, row.model.id)
         examples = list_examples(session, row.model.id, before=None, limit=EXAMPLES_SHOWN)
+    shown = [prediction_json(p, platform.engine.urls) for p in examples]
     schema: dict[str, Any] = chosen.openapi_schema if chosen else {}
     components = schema.get("components", {}).get("schemas", {})
     return render(
@@ -55,7 +55,8 @@ def model_page(request: Request, owner: str, name: str, version: str = "") -> HT
         versions=versions,
         fields=form_fields(schema) if chosen else [],
         train_fields=form_fields(schema, "TrainingInput") if "TrainingInput" in components else [],
-        output_schema=json.dumps(components.get("Output", {})),
-        examples=[prediction_json(p, platform.engine.urls) for p in examples],
+        output_schema=components.get("Output", {}),
+        examples=shown,
         default_example_id=row.model.default_example_id,
+        default_example=next((e for e in shown if e["id"] == row.model.default_example_id), None),
     )

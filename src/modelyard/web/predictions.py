@@ -3,8 +3,6 @@ make public to share by link."""
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -65,7 +63,7 @@ def prediction_page(request: Request, prediction_id: str) -> HTMLResponse:
         body=prediction_json(prediction, platform.engine.urls),
         model_public=model is not None and model.model.visibility == "public",
         is_owner=owner,
-        output_schema=json.dumps(output_schema or {}),
+        output_schema=output_schema or {},
     )
 
 
