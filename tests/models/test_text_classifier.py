@@ -80,7 +80,7 @@ async def test_training_learns_labels_it_never_saw(
             right += done.output["label"] == row["label"]
     accuracy = right / len(test_rows)
     print(f"held-out accuracy of the trained version: {right}/{len(test_rows)}")
-    # Chance is 1/3; measured: 15/15 on this split.
+    # Chance is 1/3; measured: 14/15 on this split.
     assert accuracy >= 0.8, f"{right}/{len(test_rows)}"
 
 
