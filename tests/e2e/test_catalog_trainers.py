@@ -46,6 +46,7 @@ def destination(server: LiveServer, name: str) -> str:
     return f"admin/{name}"
 
 
+@pytest.mark.timeout(900)  # on a fresh machine this builds the model's environment first
 def test_the_classifier_learns_topics(server: LiveServer, tmp_path: Path) -> None:
     version = server.push(MODELS / "text-classifier", "admin/text-classifier")
     rows = [json.loads(line) for line in (DATA / "topics.jsonl").read_text().splitlines()]
@@ -78,6 +79,7 @@ def beep(answer: str) -> bool:
     return answer.strip().upper().startswith("BEEP BOOP")
 
 
+@pytest.mark.timeout(1200)  # an environment build, two boots and ~3 minutes of training
 def test_the_llm_learns_a_pattern_with_lora(server: LiveServer) -> None:
     version = server.push(MODELS / "text-generation", "admin/smollm")
     client = server.replicate()
