@@ -5,15 +5,17 @@ the answers to malformed requests."""
 from __future__ import annotations
 
 import re
+import shutil
 from contextlib import contextmanager
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from live import EXAMPLES, LiveServer
+from live import EXAMPLES, LiveServer, fixture_package
 from predicting import wait_for
 
 PASSWORD = "correct horse battery"
@@ -266,3 +268,58 @@ def test_unknown_pages_are_html_for_browsers_and_problems_for_clients(site: Live
             problem = client.get(path, headers=headers)
             assert problem.status_code == 404, path
             assert problem.headers["content-type"] == "application/problem+json", path
+
+
+HTML_MAKER = """\
+import tempfile
+
+from cog import BasePredictor, Path
+
+
+class Predictor(BasePredictor):
+    def predict(self) -> Path:
+        out = Path(tempfile.mkdtemp()) / "page.html"
+        out.write_text("<script>fetch('/v1/account')</script>")
+        return out
+"""
+
+
+def test_output_files_cannot_run_script_on_this_site(site: LiveServer, tmp_path: Path) -> None:
+    """An HTML output is a download, sandboxed: a link to it cannot act as the signed-in user."""
+    package = tmp_path / "html-maker"
+    shutil.copytree(EXAMPLES / "hello-world", package)
+    (package / "predict.py").write_text(HTML_MAKER)
+    site.push(package, "admin/html-maker")
+    with site.http() as api:
+        made = api.post("/v1/models/admin/html-maker/predictions", json={"input": {}},
+                        headers={"Prefer": "wait"}).json()  # fmt: skip
+        done = wait_for(api, made["id"], {"succeeded"})
+        page = httpx.get(done["output"], verify=site.tls.context())
+        assert page.headers["content-disposition"].startswith("attachment")
+        assert page.headers["content-security-policy"] == "sandbox"
+        assert page.headers["x-content-type-options"] == "nosniff"
+
+
+def test_shared_pages_show_no_secrets_and_follow_the_models_visibility(
+    site: LiveServer, admin: httpx.Client
+) -> None:
+    site.push(fixture_package("input_secret"), "admin/secretive")
+    with site.http() as api:
+        assert api.patch("/v1/models/admin/secretive", json={"visibility": "public"}).is_success
+        made = api.post(
+            "/v1/models/admin/secretive/predictions",
+            json={"input": {"api_key": "sk-very-secret"},
+                  "webhook": "https://hooks.example/in?token=hook-secret"},
+        ).json()  # fmt: skip
+        wait_for(api, made["id"], {"succeeded", "failed"})
+    page = admin.get(f"/p/{made['id']}")
+    assert admin.post(f"/p/{made['id']}/share", data={"csrf": csrf(page), "public": "1"}).is_redirect
+    with browser(site) as anonymous:
+        public = anonymous.get(f"/p/{made['id']}")
+        assert public.status_code == 200
+        assert "sk-very-secret" not in public.text and "**********" in public.text
+        assert "hook-secret" not in public.text
+        with site.http() as api:  # the model goes private: its shared predictions go with it
+            assert api.patch("/v1/models/admin/secretive", json={"visibility": "private"}).is_success
+        assert anonymous.get(f"/p/{made['id']}").status_code == 404
+    assert admin.get(f"/p/{made['id']}").status_code == 200  # its owner still sees it

@@ -111,3 +111,23 @@ def duration(seconds: float | None) -> str:
 templates.env.filters["markdown"] = markdown
 templates.env.filters["ago"] = ago
 templates.env.filters["duration"] = duration
+
+
+SECRET_MASK = "**********"
+
+
+def shown_prediction(body: dict[str, Any], schema: dict[str, Any], kind: str) -> dict[str, Any]:
+    """What a page may show of a prediction's JSON: no webhook (its URL may hold a secret), and
+    the values of `Secret` inputs masked, as Cog itself prints them."""
+    component = "TrainingInput" if kind == "training" else "Input"
+    properties = schema.get("components", {}).get("schemas", {}).get(component, {})
+    secret = {
+        name for name, prop in properties.get("properties", {}).items()
+        if prop.get("x-cog-secret") or prop.get("format") == "password"
+    }  # fmt: skip
+    shown = {k: v for k, v in body.items() if k not in ("webhook", "webhook_events_filter")}
+    shown["input"] = {
+        k: SECRET_MASK if k in secret and v is not None else v
+        for k, v in (body.get("input") or {}).items()
+    }
+    return shown

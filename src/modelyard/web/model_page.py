@@ -9,21 +9,20 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from modelyard.engine.views import prediction_json
+from modelyard.store.accounts import RESERVED_USERNAMES
 from modelyard.store.catalog import list_examples
 from modelyard.store.models import can_see, get_model, get_version, latest_version, list_versions
 
-from .context import error_page, render, services, viewer
+from .context import error_page, render, services, shown_prediction, viewer
 from .forms import form_fields
 
 router = APIRouter()
 EXAMPLES_SHOWN = 12
-#: First path segments that are never an owner: an unknown API path stays an API 404.
-NOT_OWNERS = frozenset({"v1", "static", "delivery", "streams"})
 
 
 @router.get("/{owner}/{name}", response_class=HTMLResponse, include_in_schema=False)
 def model_page(request: Request, owner: str, name: str, version: str = "") -> HTMLResponse:
-    if owner in NOT_OWNERS:
+    if owner.lower() in RESERVED_USERNAMES:  # an unknown API path stays an API 404
         raise HTTPException(404)
     who = viewer(request)
     platform = services(request)
@@ -42,8 +41,10 @@ def model_page(request: Request, owner: str, name: str, version: str = "") -> HT
                               f"{owner}/{name} has no version {version}.")  # fmt: skip
         versions = list_versions(session, row.model.id)
         examples = list_examples(session, row.model.id, before=None, limit=EXAMPLES_SHOWN)
-    shown = [prediction_json(p, platform.engine.urls) for p in examples]
     schema: dict[str, Any] = chosen.openapi_schema if chosen else {}
+    shown = [
+        shown_prediction(prediction_json(p, platform.engine.urls), schema, p.kind) for p in examples
+    ]
     components = schema.get("components", {}).get("schemas", {})
     return render(
         request,

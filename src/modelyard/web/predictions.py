@@ -11,7 +11,7 @@ from modelyard.store.models import model_by_id
 from modelyard.store.predictions import PredictionFilter, get_prediction, list_predictions
 from modelyard.store.tables import Prediction, Version
 
-from .context import Viewer, error_page, render, services, viewer
+from .context import Viewer, error_page, render, services, shown_prediction, viewer
 
 router = APIRouter()
 PAGE_SIZE = 100
@@ -33,11 +33,12 @@ def my_predictions(request: Request) -> Response:
     return render(request, "predictions.html", who, predictions=rows)
 
 
-def _visible(who: Viewer, prediction: Prediction | None) -> bool:
+def _visible(who: Viewer, prediction: Prediction | None, model_public: bool) -> bool:
+    """Its owner sees it; others only while it is shared and its model is public."""
     if prediction is None:
         return False
     mine = who.account is not None and prediction.account_id == who.account.id
-    return mine or prediction.is_public
+    return mine or (prediction.is_public and model_public)
 
 
 @router.get("/p/{prediction_id}", response_class=HTMLResponse, include_in_schema=False)
@@ -46,22 +47,25 @@ def prediction_page(request: Request, prediction_id: str) -> HTMLResponse:
     platform = services(request)
     with platform.db.session() as session:
         prediction = get_prediction(session, prediction_id)
-        if not _visible(who, prediction):
+        model = model_by_id(session, prediction.model_id) if prediction else None
+        model_public = model is not None and model.model.visibility == "public"
+        if not _visible(who, prediction, model_public):
             return error_page(request, who, 404, "Prediction not found",
                               "It does not exist, or it is not shared with you.")  # fmt: skip
         assert prediction is not None
-        model = model_by_id(session, prediction.model_id)
         version = session.get(Version, prediction.version_pk)
-    schemas = version.openapi_schema.get("components", {}).get("schemas", {}) if version else {}
+    schema = version.openapi_schema if version else {}
+    schemas = schema.get("components", {}).get("schemas", {})
     output_schema = schemas.get("TrainingOutput" if prediction.kind == "training" else "Output")
     owner = who.account is not None and prediction.account_id == who.account.id
+    body = prediction_json(prediction, platform.engine.urls)
     return render(
         request,
         "prediction.html",
         who,
         prediction=prediction,
-        body=prediction_json(prediction, platform.engine.urls),
-        model_public=model is not None and model.model.visibility == "public",
+        body=shown_prediction(body, schema, prediction.kind),
+        model_public=model_public,
         is_owner=owner,
         output_schema=output_schema or {},
     )

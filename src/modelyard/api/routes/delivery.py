@@ -1,5 +1,11 @@
 """Output files at `/delivery/{key}/{name}`: no auth (the key is unguessable), expiring by policy
-(`--output-expiry`); after that, or for an unknown key, 404 problem+json."""
+(`--output-expiry`); after that, or for an unknown key, 404 problem+json.
+
+The files are made by models, so they are untrusted content on this site's origin: media and
+plain data are shown inline, anything else (HTML, SVG, scripts...) is a download, and every answer
+forbids sniffing and runs sandboxed if a browser opens it as a page, so an output can never act
+with the signed-in user's cookie.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,9 @@ from ..platform import PlatformDep
 
 router = APIRouter(tags=["delivery"])
 MAX_AGE = 3600
+INLINE_PREFIXES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "audio/",
+                   "video/", "text/plain", "application/json", "application/pdf")  # fmt: skip
+UNTRUSTED = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
 
 
 @router.api_route("/delivery/{access_key}/{name}", methods=["GET", "HEAD"])
@@ -28,6 +37,11 @@ async def deliver(access_key: str, name: str, platform: PlatformDep) -> FileResp
         path,
         media_type=file.content_type,
         filename=file.name,
-        content_disposition_type="inline",
-        headers={"ETag": f'"{file.md5}"', "Cache-Control": f"private, max-age={max_age}"},
+        content_disposition_type="inline" if shown_inline(file.content_type) else "attachment",
+        headers={"ETag": f'"{file.md5}"', "Cache-Control": f"private, max-age={max_age}",
+                 **UNTRUSTED},  # fmt: skip
     )
+
+
+def shown_inline(content_type: str) -> bool:
+    return content_type.lower().startswith(INLINE_PREFIXES)
