@@ -129,6 +129,8 @@ def test_signing_in_out_and_bad_credentials(site: LiveServer) -> None:
         home = client.get("/")
         assert "Sign out" in home.text and ">admin<" in home.text
         assert client.get("/v1/account").json()["username"] == "admin"  # the API, by cookie
+        client.post("/signout", data={"csrf": "forged"})  # another site's form: nothing happens
+        assert client.get("/v1/account").json()["username"] == "admin"
         client.post("/signout", data={"csrf": csrf(home)})
         assert "Sign in" in client.get("/").text
         assert client.get("/v1/account").status_code == 401
@@ -256,6 +258,8 @@ def test_password_command(site: LiveServer) -> None:
     assert len(chosen) >= 12
     with signed_in(site, "carol", chosen) as carol:
         assert carol.get("/v1/account").json()["username"] == "carol"
+        assert password("carol", "--password", "a brand new one").returncode == 0
+        assert carol.get("/v1/account").status_code == 401  # a new password signs out everywhere
 
 
 def test_unknown_pages_are_html_for_browsers_and_problems_for_clients(site: LiveServer) -> None:
@@ -313,13 +317,17 @@ def test_shared_pages_show_no_secrets_and_follow_the_models_visibility(
         ).json()  # fmt: skip
         wait_for(api, made["id"], {"succeeded", "failed"})
     page = admin.get(f"/p/{made['id']}")
-    assert admin.post(f"/p/{made['id']}/share", data={"csrf": csrf(page), "public": "1"}).is_redirect
+    assert admin.post(
+        f"/p/{made['id']}/share", data={"csrf": csrf(page), "public": "1"}
+    ).is_redirect
     with browser(site) as anonymous:
         public = anonymous.get(f"/p/{made['id']}")
         assert public.status_code == 200
         assert "sk-very-secret" not in public.text and "**********" in public.text
         assert "hook-secret" not in public.text
         with site.http() as api:  # the model goes private: its shared predictions go with it
-            assert api.patch("/v1/models/admin/secretive", json={"visibility": "private"}).is_success
+            assert api.patch(
+                "/v1/models/admin/secretive", json={"visibility": "private"}
+            ).is_success
         assert anonymous.get(f"/p/{made['id']}").status_code == 404
     assert admin.get(f"/p/{made['id']}").status_code == 200  # its owner still sees it

@@ -70,3 +70,14 @@ def test_training_inputs_have_fields_too() -> None:
     fields = fields_of("train_function", "TrainingInput")
     assert fields, "a train: entry declares its inputs"
     assert form_fields({}, "TrainingInput") == []
+
+
+def test_objects_unions_and_nested_lists_get_a_json_box() -> None:
+    schema = {"components": {"schemas": {"Input": {"properties": {
+        "options": {"type": "object", "title": "Options", "x-order": 0},
+        "either": {"anyOf": [{"type": "string"}, {"type": "integer"}], "x-order": 1},
+        "boxes": {"type": "array", "items": {"type": "object"}, "x-order": 2},
+        "tags": {"type": "array", "items": {"type": "string"}, "x-order": 3},
+    }}}}}  # fmt: skip
+    widgets = {f.name: f.widget for f in form_fields(schema)}
+    assert widgets == {"options": "json", "either": "json", "boxes": "json", "tags": "list"}

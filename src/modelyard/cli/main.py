@@ -129,6 +129,9 @@ def train(
         fail(str(exc))
     except httpx.HTTPError as exc:
         fail(f"could not reach the server: {exc}")
+    except KeyboardInterrupt:  # before the training started: nothing to cancel
+        typer.echo("Error: interrupted", err=True)
+        raise typer.Exit(130) from None
     raise typer.Exit(code)
 
 

@@ -52,6 +52,9 @@ def run_remote_train(options: RemoteTrainOptions) -> int:
     if "TrainingInput" not in schema.get("components", {}).get("schemas", {}):
         raise PushError(f"{options.package_dir}/cog.yaml has no 'train:' entry")
     values = parse_input_options(options.inputs, schema, "TrainingInput")
+    # Which values named local files (`@path`): everything else is a URL and goes as it is.
+    local = {o.partition("=")[2][1:] for o in options.inputs if o.partition("=")[2].startswith("@")}
+    local = {str(Path(p).expanduser().resolve()) for p in local}
     pushed = run_push(PushOptions(options.package_dir, options.destination, options.api,
                                   options.token))  # fmt: skip
     api, token = api_base_url(options.api), api_token(options.token)
@@ -60,7 +63,7 @@ def run_remote_train(options: RemoteTrainOptions) -> int:
         for field, is_list in file_fields(schema, "TrainingInput").items():
             if field in values:
                 paths = values[field] if is_list else [values[field]]
-                urls = [_upload(client, Path(p)) if Path(p).is_file() else p for p in paths]
+                urls = [_upload(client, Path(p)) if p in local else p for p in paths]
                 values[field] = urls if is_list else urls[0]
         version = pushed.version["id"]
         created = client.post(

@@ -15,7 +15,7 @@ from modelyard.store.accounts import (
     list_tokens,
     revoke_token,
 )
-from modelyard.store.sessions import set_password
+from modelyard.store.sessions import end_all_sessions, set_password
 
 from .serve import DataDir, data_dir_or_default, open_database
 
@@ -98,7 +98,9 @@ def password(
     db = open_database(data_dir_or_default(data_dir))
     try:
         with db.session() as session:
-            set_password(account_for_token(session, username), chosen)
+            account = account_for_token(session, username)
+            set_password(account, chosen)
+            end_all_sessions(session, account)  # signed-in browsers must sign in again
     except ValueError as exc:
         raise _fail(str(exc)) from None
     if new_password is None:

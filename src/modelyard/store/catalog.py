@@ -74,6 +74,18 @@ def list_models(
     return [ModelRow(model, owner) for model, owner in session.execute(query.limit(limit))]
 
 
+def popular_models(session: Session, viewer_id: int | None, limit: int) -> list[ModelRow]:
+    """Visible models, most runs first (then newest)."""
+    query = (
+        select(Model, Account.username)
+        .join(Account, Account.id == Model.owner_id)
+        .where(visible_to(viewer_id))
+        .order_by(Model.run_count.desc(), Model.id.desc())
+        .limit(limit)
+    )
+    return [ModelRow(model, owner) for model, owner in session.execute(query)]
+
+
 def search_terms(query: str) -> list[str]:
     """Lower-case words of the query; `owner/name` also matches as its two parts."""
     return [term for term in re.split(r"[\s/]+", query.lower()) if term]

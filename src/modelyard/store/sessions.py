@@ -57,6 +57,17 @@ def end_session(session: Session, plain: str) -> None:
         web.revoked_at = utcnow()
 
 
+def end_all_sessions(session: Session, account: Account) -> None:
+    """Sign the account out everywhere (after its password changes)."""
+    now = utcnow()
+    for web in session.scalars(
+        select(WebSession).where(
+            WebSession.account_id == account.id, WebSession.revoked_at.is_(None)
+        )
+    ):
+        web.revoked_at = now
+
+
 def set_password(account: Account, password: str) -> None:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)

@@ -57,9 +57,10 @@ def signin(
 @router.post("/signout", include_in_schema=False)
 def signout(request: Request, csrf: str = Form("")) -> Response:
     who = viewer(request)
-    if who.session_token is not None and who.csrf_ok(csrf):
-        with services(request).db.session() as session:
-            end_session(session, who.session_token)
+    if who.session_token is None or not who.csrf_ok(csrf):  # another site cannot sign you out
+        return RedirectResponse("/", status_code=303)
+    with services(request).db.session() as session:
+        end_session(session, who.session_token)
     response = RedirectResponse("/", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,6 +103,11 @@ def ago(when: datetime | None) -> str:
     return "just now"
 
 
+def pretty(value: Any) -> str:
+    """JSON for people, escaped by the template like any text (not `tojson`'s \u0027)."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
@@ -111,6 +117,7 @@ def duration(seconds: float | None) -> str:
 templates.env.filters["markdown"] = markdown
 templates.env.filters["ago"] = ago
 templates.env.filters["duration"] = duration
+templates.env.filters["pretty"] = pretty
 
 
 SECRET_MASK = "**********"

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from modelyard.store.catalog import collection_models, list_collections, list_models, search_models
+from modelyard.store.catalog import (
+    collection_models,
+    list_collections,
+    list_models,
+    popular_models,
+    search_models,
+    sort_value,
+)
 from modelyard.store.models import ModelRow
 
 from .context import render, services, viewer
@@ -42,14 +49,19 @@ def explore(
     sort = sort if sort in SORTS else "popular"
     with services(request).db.session() as session:
         collections = list_collections(session, after=None, limit=50)
-        if q.strip():
+        if q.strip():  # best matches first, whatever the sort
             rows = [row for row, _ in search_models(session, viewer_id, q, PAGE_SIZE)]
         elif collection:
             rows = collection_models(session, collection, viewer_id)
+            if sort == "popular":
+                rows.sort(key=lambda row: (-row.model.run_count, row.ref))
+            else:
+                rows.sort(key=lambda row: sort_value(row.model, "latest_version_created_at"),
+                          reverse=True)  # fmt: skip
+        elif sort == "popular":
+            rows = popular_models(session, viewer_id, PAGE_SIZE)
         else:
             rows = list_models(session, viewer_id, limit=PAGE_SIZE)
-    if sort == "popular" and not q.strip():
-        rows.sort(key=lambda row: (-row.model.run_count, row.ref))
     return render(
         request, "explore.html", who, cards=[card(r) for r in rows], q=q, sort=sort,
         sorts=SORTS, collection=collection, collections=collections,

@@ -14,7 +14,7 @@ from modelyard.cogspec.inputs import resolve_schema
 
 Widget = Literal[
     "text", "textarea", "number", "range", "select", "checkbox", "file", "files", "password",
-    "list",
+    "list", "json",
 ]  # fmt: skip
 
 #: Inputs by these names get a multi-line box, as on Replicate's pages.
@@ -91,7 +91,10 @@ def _field(name: str, prop: dict[str, Any], schemas: dict[str, Any], required: b
     }
     if kind == "array":
         common["item_type"] = items.get("type", "string")
-        widget: Widget = "files" if items.get("format") == "uri" else "list"
+        nested = common["item_type"] in ("object", "array")
+        widget: Widget = "files" if items.get("format") == "uri" else "json" if nested else "list"
+    elif kind == "object" or "type" not in flat:  # a dict, or a union (anyOf): JSON
+        widget = "json"
     else:
         widget = _scalar_widget(name, kind, flat)
     return Field(widget=widget, **common)

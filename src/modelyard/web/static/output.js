@@ -30,9 +30,18 @@ function fileElement(url) {
   const link = document.createElement("a");
   link.href = url;
   link.download = "";
-  link.textContent = "Download " + decodeURIComponent(url.split("/").pop().split("?")[0] || "file");
+  link.textContent = "Download " + fileName(url);
   wrap.appendChild(link);
   return wrap;
+}
+
+function fileName(url) {
+  const last = url.startsWith("data:") ? "file" : url.split("/").pop().split("?")[0] || "file";
+  try {
+    return decodeURIComponent(last);
+  } catch (error) {
+    return last;  // a stray % in a name
+  }
 }
 
 function textElement(text) {

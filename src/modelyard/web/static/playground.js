@@ -29,12 +29,12 @@
   const permalink = document.getElementById("permalink");
 
   // --- widgets ---------------------------------------------------------------------------------
-  form.querySelectorAll("input[type=range][data-slider-for]").forEach((slider) => {
+  document.querySelectorAll("input[type=range][data-slider-for]").forEach((slider) => {
     const number = document.getElementById(slider.dataset.sliderFor);
     slider.addEventListener("input", () => { number.value = slider.value; refreshCode(); });
     number.addEventListener("input", () => { if (number.value !== "") slider.value = number.value; });
   });
-  form.querySelectorAll(".drop").forEach((zone) => {
+  document.querySelectorAll(".drop").forEach((zone) => {
     const input = document.getElementById(zone.dataset.dropFor);
     zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
     zone.addEventListener("dragleave", () => zone.classList.remove("over"));
@@ -105,6 +105,14 @@
           if (bad) error = bad.error;
           else value = converted.map((c) => c.value);
         }
+      } else if (widget === "json") {
+        if (input.value.trim() !== "") {
+          try {
+            value = JSON.parse(input.value);
+          } catch (e) {
+            error = "Enter valid JSON.";
+          }
+        }
       } else if (input.value !== "") {
         const converted = convert(input.value, field.dataset.type);
         if (converted.error) error = converted.error;
@@ -129,11 +137,21 @@
         const max = input.getAttribute("maxlength");
         if (min !== null && value.length < Number(min)) return `Must be at least ${min} characters.`;
         if (max !== null && value.length > Number(max)) return `Must be at most ${max} characters.`;
-        const pattern = input.dataset.pattern;
-        if (pattern && !new RegExp(pattern, "u").test(value)) return `Must match ${pattern}.`;
+        const pattern = compiled(input.dataset.pattern);
+        if (pattern && !pattern.test(value)) return `Must match ${input.dataset.pattern}.`;
       }
     }
     return "";
+  }
+
+  // A Python pattern JavaScript cannot compile ((?P<name>...), \Z...) is left to the server.
+  function compiled(pattern) {
+    if (!pattern) return null;
+    try {
+      return new RegExp(pattern, "u");
+    } catch (error) {
+      return null;
+    }
   }
 
   function showErrors(errors, source = form) {
@@ -147,6 +165,13 @@
   }
 
   // --- running -----------------------------------------------------------------------------------
+  // The server's URLs carry its public URL; the page may be open under another name for the
+  // same server (localhost, 0.0.0.0), so only their path is used.
+  function here(url) {
+    const parsed = new URL(url, location.href);
+    return parsed.pathname + parsed.search;
+  }
+
   async function api(method, path, body) {
     const init = {method, headers: {...API_HEADERS}, credentials: "same-origin"};
     if (body instanceof FormData) init.body = body;
@@ -154,7 +179,7 @@
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
-    const response = await fetch(path.startsWith("http") ? path : "/v1" + path, init);
+    const response = await fetch(path.startsWith("http") ? here(path) : "/v1" + path, init);
     const data = await response.json().catch(() => ({}));
     if (!response.ok) throw Object.assign(new Error(data.detail || response.statusText), {data});
     return data;
@@ -205,7 +230,7 @@
     logs.textContent = "";
     setStatus(prediction.status);
     const text = window.streamingText(output);
-    const source = new EventSource(prediction.urls.stream);
+    const source = new EventSource(here(prediction.urls.stream));
     source.addEventListener("output", (e) => {
       if (current && current.id === prediction.id) {
         setStatus("processing");
@@ -222,17 +247,31 @@
       source.addEventListener("error", () => { if (source.readyState === EventSource.CLOSED) resolve(); });
     });
     // Status and timings come from the prediction itself; the stream carries output and logs.
+    // A failed poll (a restart, a rate limit) is retried: the prediction goes on regardless.
     const started = Date.now();
-    while (true) {
-      const latest = await api("GET", "/predictions/" + prediction.id);
-      if (["succeeded", "failed", "canceled"].includes(latest.status)) {
-        await Promise.race([ended, new Promise((r) => setTimeout(r, 500))]);
-        source.close();
-        return finish(latest);
+    let delay = 500;
+    try {
+      while (true) {
+        let latest;
+        try {
+          latest = await api("GET", "/predictions/" + prediction.id);
+          delay = 500;
+        } catch (error) {
+          delay = Math.min(delay * 2, 8000);
+          setStatus("reconnecting", "starting");
+          await new Promise((r) => setTimeout(r, delay));
+          continue;
+        }
+        if (["succeeded", "failed", "canceled"].includes(latest.status)) {
+          await Promise.race([ended, new Promise((r) => setTimeout(r, 500))]);
+          return finish(latest);
+        }
+        setStatus(latest.status);
+        timing.textContent = `${((Date.now() - started) / 1000).toFixed(1)} s`;
+        await new Promise((r) => setTimeout(r, delay));
       }
-      setStatus(latest.status);
-      timing.textContent = `${((Date.now() - started) / 1000).toFixed(1)} s`;
-      await new Promise((r) => setTimeout(r, 500));
+    } finally {
+      source.close();
     }
   }
 
@@ -249,7 +288,8 @@
     setStatus("uploading", "starting");
     try {
       const input = await uploaded(values);
-      const prediction = await api("POST", "/predictions", {version: form.dataset.version, input, stream: true});
+      const version = `${form.dataset.model}:${form.dataset.version}`;  // this model's, not a namesake's
+      const prediction = await api("POST", "/predictions", {version, input, stream: true});
       await follow(prediction);
     } catch (error) {
       runButton.disabled = false;
@@ -286,6 +326,7 @@
       else if (field.dataset.widget === "file") field.querySelector(".file-url").value = value;
       else if (field.dataset.widget === "files") field.querySelector(".file-url").value = [].concat(value)[0] || "";
       else if (field.dataset.widget === "list") input.value = [].concat(value).join("\n");
+      else if (field.dataset.widget === "json") input.value = JSON.stringify(value, null, 2);
       else input.value = value;
       const slider = field.querySelector("input[type=range]");
       if (slider) slider.value = input.value;
@@ -302,8 +343,10 @@
     const trainStatus = document.getElementById("train-status");
     const trainLogs = document.getElementById("train-logs");
     const result = document.getElementById("train-result");
+    const trainButton = trainForm.querySelector("button[type=submit]");
     trainForm.addEventListener("submit", async (event) => {
       event.preventDefault();
+      if (trainButton.disabled) return;  // one training per press
       const destination = document.getElementById("in-destination").value.trim();
       const {values, errors} = readForm(trainForm);
       const destinationError = document.getElementById("destination-error");
@@ -314,6 +357,7 @@
       if (badDestination || Object.keys(errors).length) return;
       const [owner, name] = trainForm.dataset.model.split("/");
       trainStatus.textContent = "uploading";
+      trainButton.disabled = true;
       try {
         const input = await uploaded(values);
         let training = await api("POST", `/models/${owner}/${name}/versions/${trainForm.dataset.version}/trainings`, {destination, input});
@@ -326,7 +370,7 @@
         }
         trainStatus.textContent = training.status;
         trainStatus.className = "status " + training.status;
-        trainLogs.textContent = training.logs || training.error || "";
+        trainLogs.textContent = (training.logs || "") + (training.error ? "\n" + training.error : "");
         if (training.status === "succeeded" && training.output && training.output.version) {
           const [ref, version] = training.output.version.split(":");
           result.href = `/${ref}?version=${version}`;
@@ -337,6 +381,8 @@
         trainStatus.textContent = "failed";
         trainStatus.className = "status failed";
         trainLogs.textContent = error.message;
+      } finally {
+        trainButton.disabled = false;
       }
     });
   }
@@ -352,11 +398,29 @@
     return shown;
   }
 
+  // A JSON value as a Python literal (strings keep their text: only the bare keywords change).
+  function python(value, indent) {
+    const inner = indent + "    ";
+    if (value === null) return "None";
+    if (value === true) return "True";
+    if (value === false) return "False";
+    if (Array.isArray(value)) {
+      if (!value.length) return "[]";
+      return "[\n" + value.map((v) => inner + python(v, inner)).join(",\n") + "\n" + indent + "]";
+    }
+    if (typeof value === "object") {
+      const entries = Object.entries(value);
+      if (!entries.length) return "{}";
+      return "{\n" + entries.map(([k, v]) => `${inner}${JSON.stringify(k)}: ${python(v, inner)}`).join(",\n") + "\n" + indent + "}";
+    }
+    return JSON.stringify(value);
+  }
+
   function refreshCode() {
     const ref = `${form.dataset.model}:${form.dataset.version}`;
     const input = codeValues();
     const json = JSON.stringify(input, null, 2);
-    const py = JSON.stringify(input, null, 4).replace(/\btrue\b/g, "True").replace(/\bfalse\b/g, "False").replace(/\bnull\b/g, "None");
+    const py = python(input, "");
     const body = JSON.stringify({version: form.dataset.version, input}, null, 2);
     const host = new URL(state.base).host;
     const code = {

@@ -9,7 +9,8 @@
   window.renderOutput(output, prediction.output, state.outputSchema);
   const done = ["succeeded", "failed", "canceled"];
   if (done.includes(prediction.status) || !prediction.urls.stream) return;
-  const source = new EventSource(prediction.urls.stream);
+  const stream = new URL(prediction.urls.stream, location.href);  // its path: any host name works
+  const source = new EventSource(stream.pathname + stream.search);
   const text = window.streamingText(output);
   source.addEventListener("output", (e) => text.append(e.data));
   source.addEventListener("logs", (e) => { logs.textContent += e.data + "\n"; });
