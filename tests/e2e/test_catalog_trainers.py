@@ -102,6 +102,28 @@ def test_the_llm_learns_a_pattern_with_lora(server: LiveServer) -> None:
     assert beep("".join(client.run(training.output["version"], input=other)))
 
 
+@pytest.mark.timeout(600)
+def test_a_lora_training_can_be_canceled(server: LiveServer) -> None:
+    version = server.push(MODELS / "text-generation", "admin/smollm")
+    client = server.replicate()
+    with (DATA / "beep.jsonl").open("rb") as handle:
+        training = client.trainings.create(
+            version=f"admin/smollm:{version}",
+            input={"train_data": handle, "epochs": 50},
+            destination=destination(server, "never-beeps"),
+        )
+    deadline = time.monotonic() + 300
+    while "training" not in training.logs:  # it has loaded the model and started to learn
+        assert time.monotonic() < deadline and training.status not in TERMINAL, training.logs
+        time.sleep(0.5)
+        training.reload()
+    client.trainings.cancel(training.id)
+    training = finished(client, training.id, limit=120)
+    assert training.status == "canceled"
+    with server.http() as api:
+        assert api.get("/v1/models/admin/never-beeps/versions").json()["results"] == []
+
+
 def test_bad_training_data_fails_the_training(server: LiveServer, tmp_path: Path) -> None:
     version = server.push(MODELS / "text-classifier", "admin/text-classifier")
     data = tmp_path / "one-label.jsonl"
