@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelyard.cogspec.inputs import file_fields
 from modelyard.engine.examples import (
     FILE_MARK,
     ExampleError,
@@ -34,7 +33,7 @@ class Recorded:
 async def record_example(package: Path, say: Callable[[str], None]) -> Recorded:
     """Build and start the model, run its example input once, write the output and the cover."""
     model = LocalModel(package, allow_local_paths=True)
-    fields = file_fields(model.schema, model.component)
+    fields = model.file_fields
     inputs = read_input(package, fields)
     if inputs is None:
         raise ExampleError(f"{example_dir(package) / 'input.json'} does not exist")

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from modelyard.runtime.home import modelyard_home
 from modelyard.settings import RateLimits, Settings
-from modelyard.store.accounts import RESERVED_USERNAMES, account_by_username, ensure_admin
+from modelyard.store.accounts import ensure_admin, is_reserved
 from modelyard.store.database import Database
-from modelyard.store.sessions import set_password
 
 DataDir = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--data-dir", help="Database, blobs and packages. Default: $MODELYARD_HOME/data."),
 ]
 
@@ -37,15 +36,15 @@ def serve(
     port: int = 8000,
     data_dir: DataDir = None,
     public_url: Annotated[
-        Optional[str], typer.Option(help="The URL clients reach this server at.")
+        str | None, typer.Option(help="The URL clients reach this server at.")
     ] = None,
     database_url: Annotated[
-        Optional[str], typer.Option(help="SQLAlchemy URL. Default: SQLite in the data folder.")
+        str | None, typer.Option(help="SQLAlchemy URL. Default: SQLite in the data folder.")
     ] = None,
     ssl_certfile: Annotated[
-        Optional[Path], typer.Option(help="Serve https with this cert.")
+        Path | None, typer.Option(help="Serve https with this cert.")
     ] = None,
-    ssl_keyfile: Annotated[Optional[Path], typer.Option(help="The certificate's key.")] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="The certificate's key.")] = None,
     max_instances: Annotated[int, typer.Option(help="Instances per version at most.")] = 1,
     idle_timeout: Annotated[
         float, typer.Option(help="Seconds before an idle instance stops.")
@@ -56,7 +55,7 @@ def serve(
     ),
     file_expiry: Annotated[float, typer.Option(help="Seconds an uploaded file lives.")] = 86400.0,
     output_expiry: Annotated[
-        Optional[float], typer.Option(help="Seconds output files live (default: kept).")
+        float | None, typer.Option(help="Seconds output files live (default: kept).")
     ] = None,
     creates_per_minute: Annotated[
         int, typer.Option(help="Prediction creates per account a minute (0: no limit).")
@@ -75,7 +74,7 @@ def serve(
     ] = True,
     catalog_owner: Annotated[str, typer.Option(help="The account that owns them.")] = "modelyard",
     catalog_dir: Annotated[
-        Optional[Path], typer.Option(help="Where the starter models are (default: models/).")
+        Path | None, typer.Option(help="Where the starter models are (default: models/).")
     ] = None,
     deny_private_urls: Annotated[
         bool,
@@ -92,7 +91,7 @@ def serve(
     from modelyard.web.app import install as install_web
 
     for username in (admin, catalog_owner):
-        if username.lower() in RESERVED_USERNAMES:
+        if is_reserved(username):
             typer.echo(f"Error: the username {username!r} is reserved (a path of the API or "
                        "the web pages)", err=True)  # fmt: skip
             raise typer.Exit(1)
@@ -117,11 +116,7 @@ def serve(
     db = open_database(folder, database_url)
     password = secrets.token_urlsafe(12)
     with db.session() as session:
-        issued = ensure_admin(session, admin)
-        if issued is not None:
-            account = account_by_username(session, admin)
-            assert account is not None  # just created
-            set_password(account, password)
+        issued = ensure_admin(session, admin, password)
     db.dispose()
     if issued is not None:
         typer.echo(f"Created the account {admin!r} and an API token (shown only now):\n")

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .ids import new_token, new_webhook_secret, token_hash
+from .sessions import set_password
 from .tables import Account, Token, utcnow
 
 
@@ -28,11 +29,15 @@ RESERVED_USERNAMES = frozenset({
 })  # fmt: skip
 
 
+def is_reserved(username: str) -> bool:
+    return username.lower() in RESERVED_USERNAMES
+
+
 def create_account(
     session: Session, username: str, *, name: str | None = None, is_admin: bool = False
 ) -> Account:
     """Raises ValueError for a reserved username."""
-    if username.lower() in RESERVED_USERNAMES:
+    if is_reserved(username):
         raise ValueError(f"{username!r} is reserved (it is a path of the API or the web pages)")
     account = Account(
         username=username,
@@ -90,9 +95,14 @@ def account_for_token(session: Session, username: str) -> Account:
     return create_account(session, username, is_admin=first)
 
 
-def ensure_admin(session: Session, username: str = "admin") -> IssuedToken | None:
-    """On first start: an admin account and a token for it; None when accounts already exist."""
+def ensure_admin(
+    session: Session, username: str = "admin", password: str | None = None
+) -> IssuedToken | None:
+    """On first start: an admin account (with `password` for the web pages, when given) and a
+    token for it; None when accounts already exist."""
     if session.scalar(select(Account.id).limit(1)) is not None:
         return None
     account = create_account(session, username, is_admin=True)
+    if password is not None:
+        set_password(account, password)
     return issue_token(session, account, name="created on first start")

@@ -16,7 +16,7 @@ from modelyard.store.sessions import (
 )
 from modelyard.store.tables import Account
 
-from .context import error_page, render, services, viewer
+from .context import Viewer, error_page, refuse_form, render, services, sign_in_first, viewer
 
 router = APIRouter()
 
@@ -67,27 +67,27 @@ def signout(request: Request, csrf: str = Form("")) -> Response:
 
 
 @router.get("/settings", response_class=HTMLResponse, include_in_schema=False)
-def settings_page(request: Request, created: str = "") -> Response:
+def settings_page(request: Request) -> Response:
     who = viewer(request)
     if who.account is None:
-        return RedirectResponse("/signin?next=/settings", status_code=303)
-    return _settings(request, who.account, new_token="")
+        return sign_in_first("/settings")
+    return _settings(request, who, new_token="")
 
 
-def _settings(request: Request, account: Account, new_token: str, status: int = 200) -> Response:
+def _settings(request: Request, who: Viewer, new_token: str, status: int = 200) -> Response:
+    assert who.account is not None
     with services(request).db.session() as session:
-        tokens = [t for t in list_tokens(session, account) if t.revoked_at is None]
-    return render(request, "settings.html", viewer(request), status, tokens=tokens,
-                  new_token=new_token, secret=account.webhook_secret)  # fmt: skip
+        tokens = [t for t in list_tokens(session, who.account) if t.revoked_at is None]
+    return render(request, "settings.html", who, status, tokens=tokens,
+                  new_token=new_token, secret=who.account.webhook_secret)  # fmt: skip
 
 
 @router.post("/settings/tokens", include_in_schema=False)
 def create_token(request: Request, csrf: str = Form(""), name: str = Form("")) -> Response:
     who = viewer(request)
-    if who.account is None:
-        return RedirectResponse("/signin?next=/settings", status_code=303)
-    if not who.csrf_ok(csrf):
-        return error_page(request, who, 403, "Form expired", "Reload the page and try again.")
+    if (refused := refuse_form(request, who, csrf, "/settings")) is not None:
+        return refused
+    assert who.account is not None
     if len(name) > 200:
         return error_page(
             request, who, 400, "Name too long", "A token's name has at most 200 characters."
@@ -96,16 +96,15 @@ def create_token(request: Request, csrf: str = Form(""), name: str = Form("")) -
         account = session.get(Account, who.account.id)
         assert account is not None
         issued = issue_token(session, account, name=name.strip() or "created on the web")
-    return _settings(request, who.account, new_token=issued.token, status=201)
+    return _settings(request, who, new_token=issued.token, status=201)
 
 
 @router.post("/settings/tokens/{token_id}/revoke", include_in_schema=False)
 def revoke(request: Request, token_id: int, csrf: str = Form("")) -> Response:
     who = viewer(request)
-    if who.account is None:
-        return RedirectResponse("/signin?next=/settings", status_code=303)
-    if not who.csrf_ok(csrf):
-        return error_page(request, who, 403, "Form expired", "Reload the page and try again.")
+    if (refused := refuse_form(request, who, csrf, "/settings")) is not None:
+        return refused
+    assert who.account is not None
     with services(request).db.session() as session:
         if not revoke_token(session, who.account, token_id):
             return error_page(request, who, 404, "Token not found",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
 
@@ -81,6 +81,19 @@ def render(
     """A page; every template gets the viewer, the public URL and the request."""
     base = {"viewer": who, "public_url": services(request).settings.public_url}
     return templates.TemplateResponse(request, template, {**base, **context}, status_code=status)
+
+
+def sign_in_first(next_path: str) -> RedirectResponse:
+    return RedirectResponse(f"/signin?next={next_path}", status_code=303)
+
+
+def refuse_form(request: Request, who: Viewer, csrf: str, back: str) -> Response | None:
+    """Why a posted form may not act (not signed in, or not this page's form), or None."""
+    if who.account is None:
+        return sign_in_first(back)
+    if not who.csrf_ok(csrf):
+        return error_page(request, who, 403, "Form expired", "Reload the page and try again.")
+    return None
 
 
 def error_page(request: Request, who: Viewer, status: int, title: str, detail: str) -> HTMLResponse:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from modelyard.engine.views import prediction_json
-from modelyard.store.accounts import RESERVED_USERNAMES
+from modelyard.store.accounts import is_reserved
 from modelyard.store.catalog import list_examples
 from modelyard.store.models import can_see, get_model, get_version, latest_version, list_versions
 
@@ -22,7 +22,7 @@ EXAMPLES_SHOWN = 12
 
 @router.get("/{owner}/{name}", response_class=HTMLResponse, include_in_schema=False)
 def model_page(request: Request, owner: str, name: str, version: str = "") -> HTMLResponse:
-    if owner.lower() in RESERVED_USERNAMES:  # an unknown API path stays an API 404
+    if is_reserved(owner):  # an unknown API path stays an API 404
         raise HTTPException(404)
     who = viewer(request)
     platform = services(request)

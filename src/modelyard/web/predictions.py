@@ -11,14 +11,19 @@ from modelyard.store.models import model_by_id
 from modelyard.store.predictions import PredictionFilter, get_prediction, list_predictions
 from modelyard.store.tables import Prediction, Version
 
-from .context import Viewer, error_page, render, services, shown_prediction, viewer
+from .context import (
+    Viewer,
+    error_page,
+    refuse_form,
+    render,
+    services,
+    shown_prediction,
+    sign_in_first,
+    viewer,
+)
 
 router = APIRouter()
 PAGE_SIZE = 100
-
-
-def sign_in_first(next_path: str) -> RedirectResponse:
-    return RedirectResponse(f"/signin?next={next_path}", status_code=303)
 
 
 @router.get("/p", response_class=HTMLResponse, include_in_schema=False)
@@ -76,10 +81,9 @@ def share(
     request: Request, prediction_id: str, csrf: str = Form(""), public: str = Form("")
 ) -> Response:
     who = viewer(request)
-    if who.account is None:
-        return sign_in_first(f"/p/{prediction_id}")
-    if not who.csrf_ok(csrf):
-        return error_page(request, who, 403, "Form expired", "Reload the page and try again.")
+    if (refused := refuse_form(request, who, csrf, f"/p/{prediction_id}")) is not None:
+        return refused
+    assert who.account is not None
     with services(request).db.session() as session:
         prediction = session.get(Prediction, prediction_id)
         if prediction is None or prediction.account_id != who.account.id:
