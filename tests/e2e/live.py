@@ -30,6 +30,11 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 PACKAGES = Path(__file__).parent / "packages"
 START_TIMEOUT = 60.0
+PORT_ATTEMPTS = 3
+
+
+class _PortTaken(RuntimeError):
+    """The server could not bind its port: something took it after `free_port` chose it."""
 
 
 def free_port() -> int:
@@ -90,6 +95,16 @@ class LiveServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.token:
             self.token = self.cli("token", "create", "--username", "admin").strip()
+        # The port was free when it was picked, but another process (a test worker running beside
+        # this one, an outgoing connection) may take it before the server binds: try another.
+        for _attempt in range(PORT_ATTEMPTS - 1):
+            try:
+                return self._launch()
+            except _PortTaken:
+                self.port = free_port()
+        return self._launch()
+
+    def _launch(self) -> LiveServer:
         self.log_path = self.data_dir / f"server-{int(time.time() * 1000)}.log"
         args = [
             "serve",
@@ -113,7 +128,10 @@ class LiveServer:
             while time.monotonic() < deadline:
                 assert self.process is not None
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"modelyard serve exited:\n{self.logs()}")
+                    logs = self.logs()
+                    if "address already in use" in logs.lower():
+                        raise _PortTaken(logs)
+                    raise RuntimeError(f"modelyard serve exited:\n{logs}")
                 try:
                     if client.get("/v1/predictions").status_code == 200:
                         return
@@ -217,11 +235,13 @@ def serving(
         live.stop()
 
 
-def push_gated_setup(server: LiveServer, folder: Path, name: str) -> tuple[str, Path]:
-    """packages/slow_setup copied under `folder` and pushed as a fresh version of admin/`name`
+def push_gated_setup(
+    server: LiveServer, folder: Path, name: str, source: str = "slow_setup"
+) -> tuple[str, Path]:
+    """packages/`source` copied under `folder` and pushed as a fresh version of admin/`name`
     (so nothing has booted it yet); its setup waits until the test creates the returned gate."""
     package = folder / name
-    shutil.copytree(PACKAGES / "slow_setup", package)
+    shutil.copytree(PACKAGES / source, package)
     gate = folder / "gate"
     (package / "gate_path").write_text(str(gate))
     return server.push(package, f"admin/{name}"), gate

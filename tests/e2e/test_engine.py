@@ -139,6 +139,29 @@ def test_concurrency_max_runs_two_on_one_instance(
     assert {wait_for(api, p["id"], TERMINAL)["status"] for p in (a, b)} == {"succeeded"}
 
 
+def test_slots_come_from_the_worker_and_a_ready_instance_takes_the_queue(
+    server: LiveServer, api: httpx.Client, tmp_path: Path
+) -> None:
+    """`@cog.concurrent(max=3)` (not cog.yaml) gives three slots, and the two predictions that
+    queued during the cold boot start as soon as it ends, beside the one that booted it (nothing
+    else happens that could wake the queue: all three stay held on their gates)."""
+    version, setup_gate = push_gated_setup(server, tmp_path, "trio", source="trio")
+    gates = [tmp_path / tag for tag in ("a", "b", "c", "d")]
+    first, second, third = (
+        start(api, version, tag=g.name, gate=str(g)) for g in gates[:3]
+    )
+    assert {get(api, p["id"])["status"] for p in (first, second, third)} == {"starting"}
+    setup_gate.touch()
+    for prediction in (first, second, third):
+        wait_for(api, prediction["id"], {"processing"})
+    fourth = start(api, version, tag="d", gate=str(gates[3]))
+    assert get(api, fourth["id"])["status"] == "starting"  # three slots, all taken
+    for gate in gates:
+        gate.touch()
+    done = [wait_for(api, p["id"], TERMINAL) for p in (first, second, third, fourth)]
+    assert [p["output"] for p in done] == ["a", "b", "c", "d"]
+
+
 def test_each_version_has_its_own_queue(
     server: LiveServer, api: httpx.Client, slow: str, tmp_path: Path
 ) -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import Connection
 import replicate
 from replicate.webhook import WebhookSigningSecret
 from standardwebhooks import Webhook
@@ -29,7 +31,8 @@ from modelyard.store.database import Database
 from modelyard.store.models import add_version, create_model, get_model
 from modelyard.store.predictions import NewEvent, NewPrediction, create_prediction
 from modelyard.store.tables import Prediction, WebhookDelivery
-from modelyard.store.webhooks import deliveries_of
+from modelyard.store.webhooks import deliveries_of, enqueue
+from modelyard.store.writer import Writer
 
 # The outbox's tasks live on the loop its fixture started it on: the tests share that loop.
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -46,6 +49,7 @@ def receiver() -> Iterator[Receiver]:
 @dataclass
 class Setup:
     db: Database
+    writer: Writer
     log: EventLog
     outbox: WebhookOutbox
     account_id: int
@@ -54,10 +58,10 @@ class Setup:
     version_pk: int
 
     def create(self, webhook: str, events: list[str] | None = None) -> Prediction:
-        """What the API and Engine.submit do: store the prediction, then tell the outbox."""
-        with self.db.session() as session:
+        """What Engine.create does: store the prediction and its `start` webhook together."""
+        with self.db.engine.begin() as connection:
             prediction = create_prediction(
-                session,
+                connection,
                 NewPrediction(
                     account_id=self.account_id,
                     model_id=self.model_id,
@@ -69,8 +73,13 @@ class Setup:
                     webhook_events_filter=events,
                 ),
             )
-        self.outbox.created(prediction)
+            self.store_start(connection, prediction)
+        self.outbox.wake()
         return prediction
+
+    def store_start(self, connection: Connection, prediction: Prediction) -> bool:
+        delivery = self.outbox.start_delivery(prediction)
+        return delivery is not None and enqueue(connection, delivery)
 
     def deliveries(self, prediction_id: str) -> list[WebhookDelivery]:
         with self.db.session() as session:
@@ -94,10 +103,18 @@ async def make_setup(tmp_path: Path, **overrides: Any) -> Setup:
             openapi_schema={},
         )
         ids = (account.id, account.webhook_secret, model.model.id, version.pk)
-    log = EventLog(db)
-    outbox = WebhookOutbox(config, db, Urls("https://example.test"), log)
+    writer = Writer(db)
+    log = EventLog(db, writer)
+    outbox = WebhookOutbox(config, db, writer, Urls("https://example.test"), log)
     await outbox.start()
-    return Setup(db, log, outbox, *ids)
+    return Setup(db, writer, log, outbox, *ids)
+
+
+async def close(setup: Setup) -> None:
+    await setup.outbox.stop()
+    await setup.log.drain()
+    setup.writer.stop()
+    setup.db.dispose()
 
 
 @pytest_asyncio.fixture
@@ -106,8 +123,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     try:
         yield made
     finally:
-        await made.outbox.stop()
-        made.db.dispose()
+        await close(made)
 
 
 def done(status: str = "succeeded", **data: Any) -> NewEvent:
@@ -155,6 +171,7 @@ async def test_default_filter_sends_output_and_completed_only(
     setup.log.append(prediction.id, NewEvent("status", {"status": "processing"}))
     setup.log.append(prediction.id, NewEvent("logs", "working\n"))
     setup.log.append(prediction.id, NewEvent("output", "a"))
+    await setup.log.settled(prediction.id)  # committed before the end: its own webhook
     setup.log.append(prediction.id, done(output=["a"], streamed=True))
     rows = await settled(setup, prediction.id, 2)
     assert [r.event for r in rows] == ["output", "completed"]
@@ -218,11 +235,13 @@ async def test_logs_are_coalesced_and_the_last_state_is_sent(
 ) -> None:
     prediction = setup.create(receiver.url, ["logs"])
     lines = [f"line {i}\n" for i in range(50)]
-    for line in lines:  # no await in between: the throttle's timer cannot fire meanwhile
+    setup.log.append(prediction.id, NewEvent("logs", lines[0]))
+    await setup.log.settled(prediction.id)  # committed: its webhook goes out at once
+    for line in lines[1:]:  # no await in between: the throttle's timer cannot fire meanwhile
         setup.log.append(prediction.id, NewEvent("logs", line))
     rows = await settled(setup, prediction.id, 2)
-    # The first change goes out at once; the rest wait for the window's end and go as one
-    # (a third only if appending 50 lines took longer than one window).
+    # The rest wait for the window's end and go as one (a third only if appending 49 lines
+    # took longer than one window).
     assert 2 <= len(rows) <= 3 and {r.event for r in rows} == {"logs"}
     await settled(setup, prediction.id, len(rows))
     hits = receiver.wait_for(lambda h: len(h) == len(rows))
@@ -261,7 +280,8 @@ async def test_start_is_stored_once_and_nothing_without_a_webhook(
     setup: Setup, receiver: Receiver
 ) -> None:
     prediction = setup.create(receiver.url, ["start"])
-    setup.outbox.created(prediction)  # requeued after a restart: the same message id
+    with setup.db.engine.begin() as connection:  # stored again: the same message id
+        assert not setup.store_start(connection, prediction)
     quiet = setup.create(None, None)  # type: ignore[arg-type]
     setup.log.append(quiet.id, done(output="x"))
     [row] = await settled(setup, prediction.id, 1)
@@ -280,12 +300,11 @@ async def test_pending_terminal_webhook_survives_a_restart(
     prediction = first.create(receiver.url, ["completed"])
     first.log.append(prediction.id, done(output="kept"))
     await settled_attempts(first, prediction.id, 2)  # failed twice; the next try is 60 s away
-    await first.outbox.stop()
+    await close(first)
     with first.db.session() as session:  # as if the 60 s had passed while the server was down
         row = session.get(WebhookDelivery, first.deliveries(prediction.id)[0].id)
         assert row is not None
         row.next_attempt_at = row.created_at
-    first.db.dispose()
     receiver.default = 200
     second = await make_setup(tmp_path, webhook_retry_delays=(0.05, 60.0))
     try:
@@ -293,7 +312,7 @@ async def test_pending_terminal_webhook_survives_a_restart(
         assert row.delivered_at is not None and row.attempts == 3
         assert receiver.hits[-1].json()["output"] == "kept"
     finally:
-        await second.outbox.stop()
+        await close(second)
 
 
 async def settled_attempts(setup: Setup, prediction_id: str, attempts: int) -> None:
@@ -317,7 +336,7 @@ async def test_private_targets_are_refused_when_not_allowed(
         assert "private address" in (row.last_error or "")
         assert receiver.hits == []
     finally:
-        await strict.outbox.stop()
+        await close(strict)
 
 
 @pytest.mark.parametrize("url", ["https://", "https:///path", "http://[::1"])
@@ -328,3 +347,52 @@ async def test_a_url_that_cannot_be_posted_to_is_abandoned_at_once(setup: Setup,
     [row] = await settled(setup, prediction.id, 1)
     assert row.abandoned_at is not None and row.attempts == 1
     assert (row.last_error or "").startswith("not a valid URL")
+
+
+@contextmanager
+def outbox_refuses_writes(db: Database) -> Iterator[None]:
+    """The database refuses every new webhook row (a trigger raising SQLite's full-disk message)
+    while the events around it could still be written: the moment a webhook written in a
+    transaction of its own is lost."""
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE TRIGGER full BEFORE INSERT ON webhook_deliveries "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    try:
+        yield
+    finally:
+        with db.engine.begin() as connection:
+            connection.exec_driver_sql("DROP TRIGGER full")
+
+
+def stored_status(setup: Setup, prediction_id: str) -> str:
+    with setup.db.session() as session:
+        row = session.get(Prediction, prediction_id)
+        assert row is not None
+        return row.status
+
+
+async def test_a_full_database_keeps_the_end_and_its_webhook_together(
+    setup: Setup, receiver: Receiver
+) -> None:
+    """The terminal event and its webhook row commit in one transaction: while the database is
+    full neither is stored (and nothing is lost: the log retries), then both are, once."""
+    prediction = setup.create(receiver.url, ["completed"])
+    setup.log.append(prediction.id, NewEvent("status", {"status": "processing"}))
+    await setup.log.settled(prediction.id)
+    with outbox_refuses_writes(setup.db):
+        setup.log.append(prediction.id, done(output="small"))
+        for _ in range(int(WAIT / 0.02)):  # until the writer has failed at least twice
+            if setup.log.retries(prediction.id) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert setup.log.retries(prediction.id) >= 2
+        assert stored_status(setup, prediction.id) == "processing"
+        assert setup.deliveries(prediction.id) == []
+    await asyncio.wait_for(setup.log.settled(prediction.id), WAIT)
+    assert stored_status(setup, prediction.id) == "succeeded"
+    [row] = await settled(setup, prediction.id, 1)
+    assert row.delivered_at is not None and row.attempts == 1
+    [hit] = receiver.wait_for(lambda h: len(h) == 1)
+    assert hit.json()["status"] == "succeeded"

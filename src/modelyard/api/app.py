@@ -10,10 +10,6 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from modelyard.engine.catalog import Registered, register_catalog
-from modelyard.engine.engine import Engine
-from modelyard.settings import Settings
-from modelyard.store.blobs import BlobStore
-from modelyard.store.database import Database
 
 from . import errors
 from .platform import Platform
@@ -49,12 +45,9 @@ def _report_catalog(task: asyncio.Task[Registered]) -> None:
                 f"; skipped {done.skipped}" if done.skipped else "")  # fmt: skip
 
 
-def create_app(settings: Settings) -> FastAPI:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.db_url)
-    db.migrate()
-    blobs = BlobStore(settings.blob_dir)
-    platform = Platform(settings, db, blobs, Engine(settings, db, blobs))
+def create_app(platform: Platform) -> FastAPI:
+    """The API over a built platform (see `modelyard.platform`, the composition root)."""
+    settings, db = platform.settings, platform.db
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -72,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await platform.engine.stop()
+            await asyncio.to_thread(platform.writer.stop)
             db.dispose()
 
     app = FastAPI(

@@ -24,7 +24,7 @@ from modelyard.store.models import (
     latest_version,
     versions_by_id,
 )
-from modelyard.store.predictions import TERMINAL, NewPrediction, create_prediction
+from modelyard.store.predictions import TERMINAL, NewPrediction
 from modelyard.store.tables import Account, Prediction, Version, utcnow
 
 from .auth import can_see, signed_in_by_cookie
@@ -112,11 +112,12 @@ def latest_target(session: Any, model: ModelRow, version_id: str | None = None) 
 
 def validated_input(
     platform: Platform, account: Account, target: Target, payload: dict[str, Any], component: str
-) -> None:
-    """422 with Replicate's `invalid_fields` when the input does not match the schema."""
+) -> dict[str, Any]:
+    """The input with defaults applied, validated once, against the version's stored schema;
+    422 with Replicate's `invalid_fields` when it does not match."""
     schema = target.version.openapi_schema
     try:
-        validate_input(schema, payload, component)
+        inputs = validate_input(schema, payload, component)
     except InputValidationError as exc:
         fields = [_invalid_field(error.loc, error.type, error.msg) for error in exc.errors]
         raise invalid_fields_problem(fields, "Input validation failed") from None
@@ -135,6 +136,7 @@ def validated_input(
                 )
     if problems:
         raise invalid_fields_problem(problems, "Input validation failed")
+    return inputs
 
 
 def _invalid_field(loc: tuple[str | int, ...], kind: str, message: str) -> dict[str, str]:
@@ -207,7 +209,7 @@ def prefer_wait(request: Request, maximum: float) -> float | None:
     return float(min(max(seconds, 1), maximum))
 
 
-def create_job(
+async def create_job(
     platform: Platform,
     request: Request,
     account: Account,
@@ -219,7 +221,7 @@ def create_job(
     destination: ModelRow | None = None,
 ) -> Prediction:
     component = "TrainingInput" if kind == "training" else "Input"
-    validated_input(platform, account, target, body.input, component)
+    inputs = validated_input(platform, account, target, body.input, component)
     webhook = body.webhook or body.webhook_completed
     if webhook is not None and not _is_http_url(webhook):
         raise invalid_fields_problem(
@@ -254,10 +256,7 @@ def create_job(
         destination_ref=destination.ref if destination else None,
         stream_key=new_access_key() if wants_stream else None,
     )
-    with platform.db.engine.begin() as connection:
-        prediction = create_prediction(connection, new)
-    platform.engine.submit(prediction)
-    return prediction
+    return await platform.engine.create(new, inputs)
 
 
 async def respond(platform: Platform, request: Request, prediction: Prediction) -> JSONResponse:

@@ -13,6 +13,7 @@ from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore
 from modelyard.store.database import Database
 from modelyard.store.tables import Account
+from modelyard.store.writer import Writer
 
 from .caches import TtlCache
 
@@ -23,6 +24,7 @@ class Platform:
     db: Database
     blobs: BlobStore
     engine: Engine
+    writer: Writer
     tokens: TtlCache[Account] = field(default_factory=lambda: TtlCache(ttl=5.0))
     versions: TtlCache[Any] = field(default_factory=lambda: TtlCache(ttl=2.0))
 

@@ -86,9 +86,8 @@ def serve(
     """Run the API, the engine and the web pages on one port."""
     import uvicorn
 
-    from modelyard.api.app import create_app
     from modelyard.engine.catalog import default_catalog_dir
-    from modelyard.web.app import install as install_web
+    from modelyard.platform import build_app
 
     for username in (admin, catalog_owner):
         if is_reserved(username):
@@ -126,8 +125,7 @@ def serve(
         typer.echo(f"Sign in to the web pages at {settings.public_url}/signin as {admin!r} with "
                    f"the password {password} (`modelyard password` changes it).")  # fmt: skip
     typer.echo(f"Modelyard is serving at {settings.public_url} (data in {folder})", err=True)
-    app = create_app(settings)
-    install_web(app)
+    app = build_app(settings)
     uvicorn.run(
         app,
         host=host,

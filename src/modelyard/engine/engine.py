@@ -1,6 +1,7 @@
-"""The engine: takes stored predictions, queues them per version, runs them on instances and
-turns the runtime's events into the persisted event log.
+"""The engine: takes stored predictions, queues them per version, runs them on instances that a
+backend provides, and turns the instances' events into the persisted event log.
 
+Each queued or running prediction is one `Job` in `Engine.jobs`; cancel and deadlines act on it.
 Nothing is lost across a restart: `start()` requeues predictions that never started and fails,
 with an error saying why, those that were running when the server stopped.
 """
@@ -10,24 +11,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from modelyard.cogspec.inputs import InputValidationError
-from modelyard.runtime.environment import EnvironmentBuilder
+from sqlalchemy import Connection
+
+from modelyard.cogspec.inputs import InputValidationError, file_fields, validate_input
 from modelyard.runtime.events import Done, Log, Metric, Output, Started
-from modelyard.runtime.local import LocalModel
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore
 from modelyard.store.database import Database
 from modelyard.store.deployments import deployment_limits
-from modelyard.store.predictions import TERMINAL, NewEvent, unfinished
-from modelyard.store.tables import Prediction, Version, utcnow
+from modelyard.store.predictions import (
+    TERMINAL,
+    NewEvent,
+    NewPrediction,
+    create_prediction,
+    unfinished,
+)
+from modelyard.store.tables import File, Prediction, Version, utcnow
+from modelyard.store.webhooks import enqueue
+from modelyard.store.writer import Writer
 
+from .backend import Backend, Instance, InstanceSpec
 from .eventlog import EventLog
 from .files import PURGE_EVERY, FileService
+from .jobs import Job, JobState, PoolKey
 from .packages import PackageInfo, inspect_package, unpacked
 from .pools import Pool, PoolPolicy
 from .trainings import training_finisher
@@ -40,43 +50,38 @@ RESTART_ERROR = (
     "The server stopped while this prediction was running, so it did not finish. "
     "Run it again."
 )
+CANCEL_WAIT = 5.0  # seconds a cancel waits for a running prediction to end
 
-
-Finisher = Callable[[Prediction, NewEvent], Awaitable[NewEvent]]
-
-
-@dataclass(frozen=True)
-class PoolKey:
-    version_pk: int
-    mode: str  # predict | train
-    deployment_id: int | None = None
+# kind -> turns a successful Done into the final event (trainings make a version there)
+Finisher = Callable[[Prediction, NewEvent, Sequence[File]], Awaitable[NewEvent]]
 
 
 class Engine:
-    """Owns the pools, the event log and the file service of one server process."""
+    """Owns the jobs, the pools, the event log and the file service of one server process."""
 
     def __init__(
         self,
         settings: Settings,
         db: Database,
+        writer: Writer,
         blobs: BlobStore,
-        builder: EnvironmentBuilder | None = None,
+        files: FileService,
+        backend: Backend,
     ) -> None:
         self.settings = settings
         self.db = db
+        self.writer = writer
         self.blobs = blobs
-        self.urls = Urls(settings.public_url)
-        self.log = EventLog(db)
-        self.webhooks = WebhookOutbox(settings, db, self.urls, self.log)
-        self.files = FileService(settings, db, blobs, self.urls)
-        self.builder = builder or EnvironmentBuilder()
+        self.files = files
+        self.backend = backend
+        self.urls: Urls = files.urls
+        self.log = EventLog(db, writer)
+        self.webhooks = WebhookOutbox(settings, db, writer, self.urls, self.log)
+        self.jobs: dict[str, Job] = {}
         self.pools: dict[PoolKey, Pool] = {}
-        self._where: dict[str, PoolKey] = {}  # queued or running prediction -> its pool
-        self._running: dict[str, LocalModel] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._http = self.files.http_client()
         self.policies: dict[int, PoolPolicy] = {}  # deployment id -> its policy
-        # kind -> turns a successful Done into the final event (trainings make a version there)
+        self._specs: dict[PoolKey, InstanceSpec] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()  # referenced until they end
         self._sweeper: asyncio.Task[None] | None = None
         self.finishers: dict[str, Finisher] = {"training": training_finisher(db, self.files)}
 
@@ -87,9 +92,7 @@ class Engine:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         await self.webhooks.start()  # pending webhooks of an earlier run go out again
-        with self.db.session() as session:
-            leftovers = unfinished(session)
-            limits = deployment_limits(session)
+        leftovers, limits = await asyncio.to_thread(self._recovery_state)
         for deployment_id, (low, high) in limits.items():
             self.set_policy(deployment_id, low, high)
         for prediction in leftovers:
@@ -98,6 +101,10 @@ class Engine:
             else:
                 self.submit(prediction)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="expired files")
+
+    def _recovery_state(self) -> tuple[list[Prediction], dict[int, tuple[int, int]]]:
+        with self.db.session() as session:
+            return unfinished(session), deployment_limits(session)
 
     async def _sweep_forever(self) -> None:
         """Expired files leave the disk even when nobody uploads (uploads sweep too)."""
@@ -111,52 +118,82 @@ class Engine:
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for timer in self._timers.values():
-            timer.cancel()
+        for job in self.jobs.values():
+            if job.deadline is not None:
+                job.deadline.cancel()
         for pool in self.pools.values():
             await pool.close()
         self.pools.clear()
-        self.log.flush()
-        await self._http.aclose()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.log.drain()
+        await self.backend.close()
         await self.webhooks.stop()
+
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """A background task, referenced until it ends (the loop keeps only weak references)."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- predictions -----------------------------------------------------------------------
 
-    def submit(self, prediction: Prediction) -> None:
+    async def create(self, new: NewPrediction, inputs: dict[str, Any]) -> Prediction:
+        """Store a prediction (with its `start` webhook, in one transaction) and queue it with
+        its validated `inputs`."""
+        outbox = self.webhooks
+
+        def store(connection: Connection) -> Prediction:
+            prediction = create_prediction(connection, new)
+            delivery = outbox.start_delivery(prediction)
+            if delivery is not None:
+                enqueue(connection, delivery)
+            return prediction
+
+        prediction = await self.writer.write(store)
+        if new.webhook:
+            self.webhooks.wake()
+        self.submit(prediction, inputs)
+        return prediction
+
+    def submit(self, prediction: Prediction, inputs: dict[str, Any] | None = None) -> None:
         """Queue a stored prediction on its version's (or deployment's) pool."""
-        self.webhooks.created(prediction)  # `start` (stored once, also when requeued)
         self.log.track(prediction)
         mode = "train" if prediction.kind == "training" else "predict"
         key = PoolKey(prediction.version_pk, mode, prediction.deployment_id)
-        pool = self.pools.get(key) or self._new_pool(key)
-        self._where[prediction.id] = key
+        job = Job(prediction.id, key, inputs)
+        self.jobs[prediction.id] = job
         if prediction.deadline is not None:
-            self._cancel_at(prediction.id, prediction.deadline.timestamp())
-        pool.put(prediction.id)
+            delay = max(0.0, prediction.deadline.timestamp() - utcnow().timestamp())
+            loop = asyncio.get_running_loop()
+            job.deadline = loop.call_later(delay, self._expired, prediction.id)
+        pool = self.pools.get(key) or self._new_pool(key)
+        pool.put(job)
+
+    def _expired(self, prediction_id: str) -> None:
+        self._spawn(self.cancel(prediction_id), name=f"deadline {prediction_id}")
 
     async def cancel(self, prediction_id: str) -> Prediction | None:
         """Cancel wherever it is; the returned prediction is terminal unless it ignores cancel."""
-        key = self._where.get(prediction_id)
-        pool = self.pools.get(key) if key else None
-        if pool is not None and pool.remove(prediction_id):
-            return self._finish(prediction_id, _done("canceled"))
-        model = self._running.get(prediction_id)
-        if model is not None:
-            await model.cancel(prediction_id)
-            return await self.log.wait_until(
-                prediction_id, lambda p: p.status in TERMINAL, timeout=5.0
-            )
-        prediction = self.log.snapshot(prediction_id)
-        if prediction is not None and prediction.status not in TERMINAL:
-            # booting for it, or known to another process: mark it; the runner skips it later
-            return self._finish(prediction_id, _done("canceled"))
-        return prediction
-
-    def _cancel_at(self, prediction_id: str, when: float) -> None:
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, when - utcnow().timestamp())
-        self._timers[prediction_id] = loop.call_later(
-            delay, lambda: asyncio.ensure_future(self.cancel(prediction_id))
+        job = self.jobs.get(prediction_id)
+        if job is None:
+            prediction = await self.log.latest(prediction_id)
+            if prediction is not None and prediction.status not in TERMINAL:
+                # known to another process: mark it; that process skips it when it gets to it
+                return await self._finish_now(prediction_id, _done("canceled"))
+            return prediction
+        if job.state is JobState.QUEUED:
+            pool = self.pools.get(job.key)
+            if pool is not None and pool.remove(job):
+                return await self._finish_now(prediction_id, _done("canceled"))
+        if job.state is JobState.BOOTING:  # it will not run when its instance is ready
+            return await self._finish_now(prediction_id, _done("canceled"))
+        if job.state is JobState.RUNNING and job.instance is not None:
+            job.cancel_requested = True  # sent again once the worker has it (see `_run`)
+            await job.instance.cancel(prediction_id)
+        return await self.log.wait_until(
+            prediction_id, lambda p: p.status in TERMINAL, timeout=CANCEL_WAIT
         )
 
     # -- pools -----------------------------------------------------------------------------
@@ -171,7 +208,7 @@ class Engine:
         self.policies[deployment_id] = policy
         for key, pool in self.pools.items():
             if key.deployment_id == deployment_id:
-                pool.policy = policy  # read on every dispatch round
+                pool.set_policy(policy)
 
     async def forget_deployment(self, deployment_id: int) -> None:
         """A deleted deployment (with nothing queued or running): its pools stop, its policy goes.
@@ -185,35 +222,43 @@ class Engine:
             max_instances=self.settings.max_instances, idle_timeout=self.settings.idle_timeout
         )
 
-        async def make_model() -> LocalModel:
-            return await self._model_for(key)
+        async def make_instance() -> Instance:
+            return self.backend.instance(await self._spec(key))
 
         pool = Pool(
             name=f"{key.mode}:{key.version_pk}",
             policy=policy,
-            make_model=make_model,
+            make_instance=make_instance,
             run=self._run,
             boot_log=self._boot_log,
-            boot_failed=lambda pid, error: self._finish(pid, _done("failed", error=error)),
-        )
+            boot_failed=lambda job, error: self._finish(job.prediction_id, _done("failed", error=error)),
+        )  # fmt: skip
         self.pools[key] = pool
         pool.start()
         return pool
 
-    async def _model_for(self, key: PoolKey) -> LocalModel:
+    async def _spec(self, key: PoolKey) -> InstanceSpec:
+        """What an instance of the pool runs, from the stored version (read once per pool)."""
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = await asyncio.to_thread(self._load_spec, key)
+            self._specs[key] = spec
+        return spec
+
+    def _load_spec(self, key: PoolKey) -> InstanceSpec:
         with self.db.session() as session:
             version = session.get(Version, key.version_pk)
             if version is None:
                 raise LookupError("this version was deleted")
-            package_key, weights_key = version.package_key, version.weights_key
-        directory = self.package_dir(package_key)
-        weights = str(self.blobs.path(weights_key)) if weights_key else None
-        return LocalModel(
-            directory,
+            version_id, package_key = version.id, version.package_key
+            weights_key, schema = version.weights_key, version.openapi_schema
+        return InstanceSpec(
+            version_id=version_id,
+            package_key=package_key,
+            package_dir=self.package_dir(package_key),
             mode=key.mode,
-            builder=self.builder,
-            weights=weights,
-            http_client=self._http,
+            schema=schema,
+            weights=str(self.blobs.path(weights_key)) if weights_key else None,
         )
 
     def package_dir(self, package_key: str) -> Path:
@@ -232,66 +277,85 @@ class Engine:
             self._loop.call_soon_threadsafe(self._append_log, prediction_id, text)
 
     def _append_log(self, prediction_id: str, text: str) -> None:
-        self.log.append(prediction_id, NewEvent("logs", text))
+        if self.log.known(prediction_id) is not None:  # not once it is over (and forgotten)
+            self.log.append(prediction_id, NewEvent("logs", text))
 
     # -- running one prediction ------------------------------------------------------------
 
-    async def _run(self, model: LocalModel, prediction_id: str) -> None:
-        prediction = self.log.snapshot(prediction_id)
-        if prediction is None or prediction.status in TERMINAL:
-            self._where.pop(prediction_id, None)
+    def _inputs(self, job: Job, spec: InstanceSpec, prediction: Prediction) -> dict[str, Any]:
+        """The validated input: as the API validated it, or (requeued after a restart) validated
+        again against the same stored schema. Own file URLs are rewritten for the instance."""
+        component = "TrainingInput" if spec.mode == "train" else "Input"
+        inputs = job.inputs
+        if inputs is None:
+            inputs = validate_input(spec.schema, prediction.input, component)
+        return self.files.rewrite_inputs(inputs, file_fields(spec.schema, component))
+
+    async def _run(self, instance: Instance, job: Job) -> None:
+        prediction_id = job.prediction_id
+        prediction = self.log.known(prediction_id)
+        if prediction is None or prediction.status in TERMINAL:  # canceled while it waited
+            self.jobs.pop(prediction_id, None)
             return
         try:
-            inputs = model.validate(prediction.input)
+            inputs = self._inputs(job, await self._spec(job.key), prediction)
         except InputValidationError as exc:
             self._finish(prediction_id, _done("failed", error=exc.detail()))
             return
-        inputs = self.files.rewrite_inputs(inputs, model.file_fields)
-        self._running[prediction_id] = model
         account_id = prediction.account_id
         try:
-            async for event in model.predict(inputs, prediction_id=prediction_id):
+            async for event in instance.predict(inputs, prediction_id):
                 if isinstance(event, Started):
                     # At once, not grouped: after a crash, a prediction that started must be
                     # found `processing` (and failed), never requeued to run a second time.
                     self.log.append(prediction_id, NewEvent("status", {"status": "processing"}))
+                    if job.cancel_requested:  # asked before the worker had it
+                        await instance.cancel(prediction_id)
                 elif isinstance(event, Log):
                     self.log.append(prediction_id, NewEvent("logs", event.text), urgent=False)
                 elif isinstance(event, Output):
-                    value = self.files.outputs_to_urls(account_id, prediction_id, event.value)
-                    self.log.append(prediction_id, NewEvent("output", value), urgent=False)
+                    stored = await self.files.store_outputs(account_id, prediction_id, event.value)
+                    self.log.append(prediction_id, NewEvent("output", stored.value), urgent=False)
                 elif isinstance(event, Metric):
                     data = {"name": event.name, "value": event.value, "mode": event.mode}
                     self.log.append(prediction_id, NewEvent("metric", data), urgent=False)
                 elif isinstance(event, Done):
-                    final = self._done_event(prediction, event)
-                    finisher = self.finishers.get(prediction.kind)
-                    if finisher is not None and event.status == "succeeded":
-                        final = await finisher(prediction, final)
-                    self._finish(prediction_id, final)
+                    job.state = JobState.FINISHING
+                    self._finish(prediction_id, await self._final_event(prediction, event))
         finally:
-            self._running.pop(prediction_id, None)
-            if self.log.snapshot(prediction_id).status not in TERMINAL:  # type: ignore[union-attr]
+            latest = self.log.known(prediction_id)
+            if latest is not None and latest.status not in TERMINAL:
                 self._finish(prediction_id, _done("failed", error="the prediction ended early"))
+            self.jobs.pop(prediction_id, None)
 
-    def _done_event(self, prediction: Prediction, done: Done) -> NewEvent:
+    async def _final_event(self, prediction: Prediction, done: Done) -> NewEvent:
         metrics = dict(done.metrics)
         if done.predict_time is not None:
             metrics["predict_time"] = done.predict_time
+        files: Sequence[File] = ()
         if done.is_stream:  # the items already arrived as output events
-            output = self.log.snapshot(prediction.id).output  # type: ignore[union-attr]
+            output = prediction.output
         else:
-            output = self.files.outputs_to_urls(prediction.account_id, prediction.id, done.output)
+            stored = await self.files.store_outputs(prediction.account_id, prediction.id, done.output)
+            output, files = stored.value, stored.files
         event = _done(done.status, output=output, error=done.error, metrics=metrics)
         event.data["streamed"] = done.is_stream
+        finisher = self.finishers.get(prediction.kind)
+        if finisher is not None and done.status == "succeeded":
+            event = await finisher(prediction, event, files)
         return event
 
     def _finish(self, prediction_id: str, event: NewEvent) -> Prediction:
-        self._where.pop(prediction_id, None)
-        timer = self._timers.pop(prediction_id, None)
-        if timer is not None:
-            timer.cancel()
+        job = self.jobs.pop(prediction_id, None)
+        if job is not None and job.deadline is not None:
+            job.deadline.cancel()
         return self.log.append(prediction_id, event)
+
+    async def _finish_now(self, prediction_id: str, event: NewEvent) -> Prediction:
+        """`_finish`, returning once the end is committed (an answer the API may give)."""
+        prediction = self._finish(prediction_id, event)
+        await self.log.settled(prediction_id)
+        return prediction
 
 
 def _done(

@@ -1,22 +1,28 @@
-"""The event log's live side: append (persisted first), then wake everyone who follows it.
+"""The event log's live side: append (projected at once, persisted by the writer), then wake
+everyone who follows it once the events are committed.
 
-Predictions this process runs are kept in memory while they are live (`track`), so appending is
-one UPDATE and one INSERT, and waiting reads no database. Followers of other predictions re-read
-the database after every wake-up and at least once a second, so a follower in another process (an
-API replica on the same database) sees the same events, only later.
+Predictions this process runs are kept in memory while they are live (`track`), so appending
+reads no database and waiting reads no database. The writer thread commits the events; one
+prediction has at most one write in flight, so its events commit in order, and whatever arrives
+meanwhile shares the next commit (group commit across predictions too). A terminal event
+commits in the same transaction as the rows that depend on it (its webhooks: `add_companion`).
+Followers of other predictions re-read the database, off the loop, after every wake-up and at
+least once a second, so a follower in another process (an API replica) sees the same events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection
 
 from modelyard.store.database import Database
 from modelyard.store.predictions import (
@@ -25,16 +31,21 @@ from modelyard.store.predictions import (
     events_after,
     get_prediction,
     project,
+    projected_state,
     write_events,
 )
 from modelyard.store.tables import Prediction
+from modelyard.store.writer import Writer
 
 POLL_INTERVAL = 1.0
 RECENT = 1024  # finished predictions kept in memory for waiters that wake late
 FLUSH_DELAY = 0.005  # seconds a non-urgent event may wait to share a commit
+RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # after a failed commit (a full disk, a lost database)
+DRAIN_TIMEOUT = 10.0
 
 Listener = Callable[[Prediction, list[NewEvent]], None]
-Pending = tuple[Prediction, list[tuple[int, NewEvent]]]
+# Writes that must commit with a prediction's events (its terminal webhooks), made on the loop.
+Companion = Callable[[Prediction, list[NewEvent]], list[Callable[[Connection], Any]]]
 log = logging.getLogger(__name__)
 
 
@@ -46,17 +57,32 @@ class LoggedEvent:
     created_at: datetime
 
 
+@dataclass
+class _Backlog:
+    """One prediction's events projected but not committed yet."""
+
+    prediction: Prediction
+    numbered: list[tuple[int, NewEvent]] = field(default_factory=list)
+    writing: bool = False  # a write of its events is with the writer
+    failures: int = 0
+    settled: list[asyncio.Future[None]] = field(default_factory=list)
+
+
 class EventLog:
     """Appends to the persisted log and fans out to waiters and listeners (webhooks)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, writer: Writer) -> None:
         self.db = db
+        self.writer = writer
         self._wakeups: dict[str, asyncio.Event] = {}
         self._listeners: list[Listener] = []
+        self._companions: list[Companion] = []
         self._live: dict[str, Prediction] = {}  # running here: the newest state, in memory
         self._recent: OrderedDict[str, Prediction] = OrderedDict()  # just finished
-        self._pending: dict[str, Pending] = {}
+        self._backlog: dict[str, _Backlog] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._last_warning = 0.0
+        self._retries: set[asyncio.Task[None]] = set()
 
     def track(self, prediction: Prediction) -> None:
         """Keep a prediction this process will run in memory until it ends."""
@@ -67,67 +93,168 @@ class EventLog:
         """Called after each commit with the prediction's state and the events written."""
         self._listeners.append(listener)
 
-    def append(self, prediction_id: str, *events: NewEvent, urgent: bool = True) -> Prediction:
-        """Project `events` onto the prediction now; persist them now when `urgent` (and always
-        for the final event), else within `FLUSH_DELAY` together with whatever else came.
+    def add_companion(self, companion: Companion) -> None:
+        """Asked, before each write, for writes that must share its transaction."""
+        self._companions.append(companion)
 
-        Grouping matters for speed: a quick prediction's `processing` and `done` become one
-        commit, and a model streaming tokens writes a few per commit, not one each.
-        Followers are woken once the events are committed.
+    def append(self, prediction_id: str, *events: NewEvent, urgent: bool = True) -> Prediction:
+        """Project `events` onto the prediction now; hand them to the writer now when `urgent`
+        (and always for the final event), else within `FLUSH_DELAY` with whatever else came.
+
+        Grouping matters for speed: a model streaming tokens writes a few per commit, not one
+        each. Followers are woken once the events are committed.
         """
-        prediction = self._live.get(prediction_id) or self._load(prediction_id)
+        backlog = self._backlog.get(prediction_id)
+        prediction = (
+            self._live.get(prediction_id)
+            or (backlog.prediction if backlog is not None else None)  # not committed yet
+            or self._load(prediction_id)
+        )
         numbered = project(prediction, list(events))
         if numbered:
-            pending = self._pending.setdefault(prediction_id, (prediction, []))
-            pending[1].extend(numbered)
+            backlog = self._backlog.setdefault(prediction_id, _Backlog(prediction))
+            backlog.numbered.extend(numbered)
         if urgent or prediction.status in TERMINAL:
             self.flush()
-        elif self._pending and self._flush_timer is None:
+        elif self._backlog and self._flush_timer is None:
             loop = asyncio.get_running_loop()
             self._flush_timer = loop.call_later(FLUSH_DELAY, self.flush)
         return prediction
 
+    async def settled(self, prediction_id: str) -> None:
+        """Return once every event appended to the prediction so far is committed."""
+        backlog = self._backlog.get(prediction_id)
+        if backlog is None:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        backlog.settled.append(waiter)
+        await waiter
+
     def flush(self) -> None:
-        """Commit every pending event (one transaction), then wake followers and tell listeners
-        what was written: nothing is announced that is not persisted."""
+        """Hand every prediction's waiting events to the writer, unless a write of that
+        prediction is in flight (its events follow when it commits, in order)."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, {}
-        for prediction_id, (prediction, numbered) in self._write(pending).items():
-            if prediction.status in TERMINAL:
-                self._retire(prediction)
-            self.wake(prediction_id)
-            for listener in self._listeners:
-                listener(prediction, [event for _, event in numbered])
+        for prediction_id, backlog in self._backlog.items():
+            if not backlog.writing and backlog.numbered:
+                self._write(prediction_id, backlog)
 
-    def _write(self, pending: dict[str, Pending]) -> dict[str, Pending]:
-        """What was committed. When the group fails, each prediction is written on its own, so
-        one bad row (a prediction deleted with its version) cannot lose the others' events."""
-        try:
-            with self.db.engine.begin() as connection:
-                for prediction, numbered in pending.values():
-                    write_events(connection, prediction, numbered)
-            return pending
-        except SQLAlchemyError:
-            log.warning(
-                "a group commit of %d predictions failed; retrying one by one", len(pending)
+    def _write(self, prediction_id: str, backlog: _Backlog) -> None:
+        numbered, backlog.numbered = backlog.numbered, []
+        backlog.writing = True
+        prediction = backlog.prediction
+        events = [event for _, event in numbered]
+        state = projected_state(prediction)
+        view = _as_of_now(prediction)  # what listeners see: the state this write commits
+        extra = []
+        if prediction.status in TERMINAL:
+            for companion in self._companions:
+                extra.extend(companion(view, events))
+
+        def job(connection: Connection) -> None:
+            write_events(connection, state, numbered)
+            for write in extra:
+                write(connection)
+
+        loop = asyncio.get_running_loop()
+        future = self.writer.submit(job)
+        future.add_done_callback(
+            lambda done: loop.call_soon_threadsafe(
+                self._written, prediction_id, numbered, view, done
             )
-        written: dict[str, Pending] = {}
-        for prediction_id, (prediction, numbered) in pending.items():
+        )
+
+    def _written(
+        self,
+        prediction_id: str,
+        numbered: list[tuple[int, NewEvent]],
+        view: Prediction,
+        done: Future[None],
+    ) -> None:
+        """Back on the loop after a commit (or its failure)."""
+        backlog = self._backlog.get(prediction_id)
+        if backlog is None:  # dropped meanwhile
+            return
+        backlog.writing = False
+        error = done.exception()
+        prediction = backlog.prediction
+        if error is not None:
+            self._failed(prediction_id, backlog, numbered, error)
+            return
+        backlog.failures = 0
+        self.wake(prediction_id)
+        events = [event for _, event in numbered]
+        for listener in self._listeners:  # before the next write: what they store comes first
             try:
-                with self.db.engine.begin() as connection:
-                    write_events(connection, prediction, numbered)
-                written[prediction_id] = (prediction, numbered)
-            except SQLAlchemyError:
-                if self._exists(prediction_id):  # kept for the next flush
-                    log.exception("events of %s not written yet; will retry", prediction_id)
-                    self._pending.setdefault(prediction_id, (prediction, []))[1][:0] = numbered
-                else:  # deleted meanwhile: nothing left to write to
-                    self._live.pop(prediction_id, None)
-        return written
+                listener(view, events)
+            except Exception:  # a listener's bug must not stop the log
+                log.exception("an event listener failed for %s", prediction_id)
+        if backlog.numbered:  # what came meanwhile follows, in order
+            self._write(prediction_id, backlog)
+            return
+        del self._backlog[prediction_id]  # settled
+        for waiter in backlog.settled:
+            if not waiter.done():
+                waiter.set_result(None)
+        if prediction.status in TERMINAL:
+            self._retire(prediction)
+
+    def _failed(
+        self,
+        prediction_id: str,
+        backlog: _Backlog,
+        numbered: list[tuple[int, NewEvent]],
+        error: BaseException,
+    ) -> None:
+        """Keep the events for a retry, unless the prediction is gone (deleted with its
+        version): nothing is lost while the database can still take them."""
+        backlog.numbered[:0] = numbered
+        backlog.failures += 1
+        delay = RETRY_DELAYS[min(backlog.failures, len(RETRY_DELAYS)) - 1]
+        now = time.monotonic()
+        if now - self._last_warning > 10:  # one line, not a traceback per event
+            self._last_warning = now
+            log.warning("events of %s not written (%s); retrying in %g s", prediction_id,
+                        str(error).splitlines()[0][:200], delay)  # fmt: skip
+        backlog.writing = True  # held until the retry
+
+        async def retry() -> None:
+            await asyncio.sleep(delay)
+            if await asyncio.to_thread(self._exists, prediction_id):
+                self._write(prediction_id, backlog)
+            else:
+                self._drop(prediction_id, backlog)
+
+        task = asyncio.get_running_loop().create_task(retry())
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    def _drop(self, prediction_id: str, backlog: _Backlog) -> None:
+        self._backlog.pop(prediction_id, None)
+        self._live.pop(prediction_id, None)
+        for waiter in backlog.settled:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.wake(prediction_id)
+
+    def retries(self, prediction_id: str) -> int:
+        """Failed writes of the prediction's waiting events in a row (0 when none wait)."""
+        backlog = self._backlog.get(prediction_id)
+        return 0 if backlog is None else backlog.failures
+
+    async def drain(self, timeout: float = DRAIN_TIMEOUT) -> None:
+        """Commit everything appended so far (at shutdown), waiting at most `timeout`."""
+        self.flush()
+        pending = list(self._backlog)
+        if not pending:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                for prediction_id in pending:
+                    await self.settled(prediction_id)
+        except TimeoutError:
+            log.error("%d predictions' events were not committed at shutdown", len(self._backlog))
 
     def _exists(self, prediction_id: str) -> bool:
         with self.db.session() as session:
@@ -173,24 +300,42 @@ class EventLog:
         while len(self._recent) > RECENT:
             self._recent.popitem(last=False)
 
+    def known(self, prediction_id: str) -> Prediction | None:
+        """The newest state when it runs (or just ran) here; None when only the database knows."""
+        return self._live.get(prediction_id) or self._recent.get(prediction_id)
+
     def snapshot(self, prediction_id: str) -> Prediction | None:
         """The newest state: from memory when it runs (or just ran) here, else the database."""
-        known = self._live.get(prediction_id) or self._recent.get(prediction_id)
+        known = self.known(prediction_id)
         if known is not None:
             return known
+        with self.db.session() as session:
+            return get_prediction(session, prediction_id)
+
+    async def latest(self, prediction_id: str) -> Prediction | None:
+        """`snapshot`, reading the database (when it must) off the event loop."""
+        known = self.known(prediction_id)
+        if known is not None:
+            return known
+        return await asyncio.to_thread(self._read, prediction_id)
+
+    def _read(self, prediction_id: str) -> Prediction | None:
         with self.db.session() as session:
             return get_prediction(session, prediction_id)
 
     async def wait_until(
         self, prediction_id: str, done: Callable[[Prediction], bool], timeout: float
     ) -> Prediction | None:
-        """The prediction once `done(prediction)` holds or `timeout` seconds have passed."""
+        """The prediction once `done(prediction)` holds, and is committed, or `timeout` seconds
+        have passed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             wakeup = self._wakeup(prediction_id)
-            prediction = self.snapshot(prediction_id)
+            prediction = await self.latest(prediction_id)
             remaining = deadline - loop.time()
+            if prediction is not None and done(prediction):
+                await self.settled(prediction_id)  # nothing is announced before it is stored
             if prediction is None or done(prediction) or remaining <= 0:
                 self._release(prediction_id, wakeup, prediction)
                 return prediction
@@ -207,12 +352,10 @@ class EventLog:
         quiet_since = loop.time()
         while True:
             wakeup = self._wakeup(prediction_id)
-            with self.db.session() as session:
-                rows = events_after(session, prediction_id, after)
-                status = None if rows else _status(session, prediction_id)
+            rows, status = await asyncio.to_thread(self._events, prediction_id, after)
             for row in rows:
                 after = row.seq
-                yield LoggedEvent(row.seq, row.type, row.data, row.created_at)
+                yield row
                 if row.type == "done":
                     self._release(prediction_id, wakeup, None)
                     return
@@ -227,7 +370,20 @@ class EventLog:
                 yield None
             await self._changed(wakeup, min(POLL_INTERVAL, heartbeat))
 
+    def _events(self, prediction_id: str, after: int) -> tuple[list[LoggedEvent], str | None]:
+        """Committed events after `after` (and, when there are none, the status)."""
+        with self.db.session() as session:
+            rows = events_after(session, prediction_id, after)
+            events = [LoggedEvent(r.seq, r.type, r.data, r.created_at) for r in rows]
+            if events:
+                return events, None
+            prediction = get_prediction(session, prediction_id)
+            return [], None if prediction is None else prediction.status
 
-def _status(session: Any, prediction_id: str) -> str | None:
-    prediction = get_prediction(session, prediction_id)
-    return None if prediction is None else prediction.status
+
+def _as_of_now(prediction: Prediction) -> Prediction:
+    """A detached copy of the prediction's row as it is now (the live one keeps changing)."""
+    return Prediction(**{column.key: getattr(prediction, column.key) for column in _COLUMNS})
+
+
+_COLUMNS = tuple(Prediction.__mapper__.columns)

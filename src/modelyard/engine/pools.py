@@ -1,7 +1,8 @@
-"""A pool of instances for one version (or deployment): a FIFO queue, instances started on
-demand up to a maximum, and instances stopped when idle (scale to zero).
+"""A pool of instances for one version (or deployment): a FIFO queue of jobs, instances started
+on demand up to a maximum, and instances stopped when idle (scale to zero).
 
-A prediction waits in the queue while every slot is busy: never a 409.
+A prediction waits in the queue while every slot is busy: never a 409. How many predictions an
+instance runs at once is what its worker reported when it started (`Instance.start`).
 """
 
 from __future__ import annotations
@@ -13,22 +14,23 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from modelyard.runtime.local import LocalModel
+from .backend import BootFailed, Instance
+from .jobs import Job, JobState
 
 log = logging.getLogger(__name__)
 
-MakeModel = Callable[[], Awaitable[LocalModel]]
-RunPrediction = Callable[[LocalModel, str], Awaitable[None]]
+MakeInstance = Callable[[], Awaitable[Instance]]
+RunJob = Callable[[Instance, Job], Awaitable[None]]
 BootLog = Callable[[str, str], None]  # (prediction id, text)
-BootFailed = Callable[[str, str], None]  # (prediction id, error)
+BootFailedCallback = Callable[[Job, str], None]  # (job, error)
 
 
-@dataclass
-class Instance:
-    """One running (or booting) worker of the pool's version."""
+@dataclass(eq=False)
+class Member:
+    """One instance of the pool, booting or running, and what it is doing."""
 
-    model: LocalModel | None  # None while it is being created
-    slots: int
+    instance: Instance | None  # None while the backend makes it
+    slots: int = 1
     ready: bool = False
     busy: int = 0
     idle_since: float = 0.0
@@ -50,25 +52,25 @@ class PoolPolicy:
 
 
 class Pool:
-    """Runs queued predictions of one version on up to `max_instances` instances."""
+    """Runs queued jobs of one version on up to `max_instances` instances."""
 
     def __init__(
         self,
         name: str,
         policy: PoolPolicy,
-        make_model: MakeModel,
-        run: RunPrediction,
+        make_instance: MakeInstance,
+        run: RunJob,
         boot_log: BootLog,
-        boot_failed: BootFailed,
+        boot_failed: BootFailedCallback,
     ) -> None:
         self.name = name
         self.policy = policy
-        self._make_model = make_model
+        self._make_instance = make_instance
         self._run = run
         self._boot_log = boot_log
         self._boot_failed = boot_failed
-        self.queue: deque[str] = deque()
-        self.instances: list[Instance] = []
+        self.queue: deque[Job] = deque()
+        self.members: list[Member] = []
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -77,102 +79,120 @@ class Pool:
         if self._task is None:
             self._task = asyncio.create_task(self._dispatch(), name=f"pool {self.name}")
 
-    def put(self, prediction_id: str) -> None:
-        self.queue.append(prediction_id)
+    def set_policy(self, policy: PoolPolicy) -> None:
+        """New limits, applied at once (more instances may boot; idle ones may stop)."""
+        self.policy = policy
         self._kick.set()
 
-    def remove(self, prediction_id: str) -> bool:
-        """Take a queued prediction out; False if it already left the queue."""
+    def put(self, job: Job) -> None:
+        job.state = JobState.QUEUED
+        self.queue.append(job)
+        self._kick.set()
+
+    def remove(self, job: Job) -> bool:
+        """Take a queued job out; False if it already left the queue."""
         try:
-            self.queue.remove(prediction_id)
+            self.queue.remove(job)
         except ValueError:
             return False
         return True
 
     @property
     def idle(self) -> bool:
-        return not self.queue and all(i.busy == 0 for i in self.instances)
+        return not self.queue and all(m.busy == 0 for m in self.members)
 
     async def _dispatch(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._closed:
             self._kick.clear()
             while self.queue:
-                instance = next((i for i in self.instances if i.free), None)
-                if instance is not None:
-                    self._launch(instance, self.queue.popleft(), self._run_on)
-                elif len(self.instances) < self.policy.max_instances:
+                member = next((m for m in self.members if m.free), None)
+                if member is not None:
+                    job = self.queue.popleft()
+                    job.instance, job.state = member.instance, JobState.RUNNING  # before it runs
+                    self._launch(member, job, self._run_on)
+                elif len(self.members) < self.policy.max_instances:
                     self._boot(self.queue.popleft())
                 else:
                     break
             await self._stop_idle(loop.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), timeout=self._tick())
+                async with asyncio.timeout(self._until_idle_stop(loop.time())):
+                    await self._kick.wait()
 
-    def _tick(self) -> float:
-        return max(0.05, min(5.0, self.policy.idle_timeout / 2))
+    def _until_idle_stop(self, now: float) -> float | None:
+        """Seconds until an idle instance is due to stop; None when none is (then only a kick,
+        a job queued, an instance ready or a slot freed, wakes the dispatcher)."""
+        if len(self.members) <= self.policy.min_instances:
+            return None
+        idle = [m.idle_since for m in self.members if m.ready and m.busy == 0]
+        if not idle:
+            return None
+        return max(0.05, min(idle) + self.policy.idle_timeout - now)
 
     def _launch(
-        self,
-        instance: Instance,
-        prediction_id: str,
-        job: Callable[[Instance, str], Awaitable[None]],
+        self, member: Member, job: Job, work: Callable[[Member, Job], Awaitable[None]]
     ) -> None:
-        instance.busy += 1
-        task = asyncio.create_task(job(instance, prediction_id), name=f"run {prediction_id}")
-        instance.tasks.add(task)
-        task.add_done_callback(instance.tasks.discard)
+        member.busy += 1
+        task = asyncio.create_task(work(member, job), name=f"run {job.prediction_id}")
+        member.tasks.add(task)
+        task.add_done_callback(member.tasks.discard)
 
-    async def _run_on(self, instance: Instance, prediction_id: str) -> None:
-        assert instance.model is not None
-        instance.log_to = prediction_id
+    async def _run_on(self, member: Member, job: Job) -> None:
+        assert member.instance is not None
+        member.log_to = job.prediction_id
+        job.instance, job.state = member.instance, JobState.RUNNING
         try:
-            await self._run(instance.model, prediction_id)
+            await self._run(member.instance, job)
         except Exception:  # a bug of ours must not stop the pool
-            log.exception("prediction %s failed inside the engine", prediction_id)
+            log.exception("prediction %s failed inside the engine", job.prediction_id)
         finally:
-            instance.busy -= 1
-            instance.idle_since = asyncio.get_running_loop().time()
+            member.busy -= 1
+            member.idle_since = asyncio.get_running_loop().time()
             self._kick.set()
 
-    def _boot(self, prediction_id: str) -> None:
-        """A new instance; the prediction that asked for it sees its build and setup logs."""
-        instance = Instance(model=None, slots=1, log_to=prediction_id)
-        self.instances.append(instance)
-        self._launch(instance, prediction_id, self._boot_then_run)
+    def _boot(self, job: Job) -> None:
+        """A new instance; the job that asked for it sees its build and setup logs."""
+        member = Member(instance=None, log_to=job.prediction_id)
+        job.state = JobState.BOOTING
+        self.members.append(member)
+        self._launch(member, job, self._boot_then_run)
 
-    async def _boot_then_run(self, instance: Instance, prediction_id: str) -> None:
+    async def _boot_then_run(self, member: Member, job: Job) -> None:
         def progress(text: str) -> None:
-            self._boot_log(instance.log_to, text if text.endswith("\n") else text + "\n")
+            self._boot_log(member.log_to, text if text.endswith("\n") else text + "\n")
 
         try:
-            instance.model = await self._make_model()
-            setup = await instance.model.start(progress)
-            error = setup.error if setup.status != "succeeded" else None
-        except Exception as exc:  # noqa: BLE001 - build and package errors end this prediction
+            member.instance = await self._make_instance()
+            member.slots = await member.instance.start(progress)
+            error = None
+        except BootFailed as exc:
+            error = str(exc)
+        except Exception as exc:
+            log.exception("booting an instance of %s failed", self.name)
             error = str(exc) or type(exc).__name__
         if error is not None:
-            self.instances.remove(instance)
-            instance.busy -= 1
-            if instance.model is not None:
-                await instance.model.stop()
-            self._boot_failed(prediction_id, f"setup failed: {error}")
+            self.members.remove(member)
+            member.busy -= 1
+            if member.instance is not None:
+                await member.instance.stop()
+            self._boot_failed(job, f"setup failed: {error}")
             self._kick.set()
             return
-        instance.slots = max(1, instance.model.config.concurrency_max)
-        instance.ready = True
-        await self._run_on(instance, prediction_id)
+        member.ready = True
+        self._kick.set()  # its other slots may take queued jobs now
+        await self._run_on(member, job)
 
     async def _stop_idle(self, now: float) -> None:
         keep = self.policy.min_instances
-        for instance in list(self.instances):
-            if len(self.instances) <= keep:
+        for member in list(self.members):
+            if len(self.members) <= keep:
                 return
-            if instance.ready and instance.busy == 0 and not self.queue:
-                if now - instance.idle_since >= self.policy.idle_timeout:
-                    self.instances.remove(instance)
-                    if instance.model is not None:
-                        await instance.model.stop()
+            if member.ready and member.busy == 0 and not self.queue:
+                if now - member.idle_since >= self.policy.idle_timeout:
+                    self.members.remove(member)
+                    if member.instance is not None:
+                        await member.instance.stop()
 
     async def close(self) -> None:
         self._closed = True
@@ -181,11 +201,11 @@ class Pool:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        tasks = [t for i in self.instances for t in i.tasks]
+        tasks = [t for m in self.members for t in m.tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for instance in self.instances:
-            if instance.model is not None:
-                await instance.model.stop()
-        self.instances.clear()
+        for member in self.members:
+            if member.instance is not None:
+                await member.instance.stop()
+        self.members.clear()

@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection
 from standardwebhooks import Webhook
 
 from modelyard import __version__
@@ -43,6 +47,7 @@ from modelyard.store.webhooks import (
     record_attempt,
     release,
 )
+from modelyard.store.writer import Writer
 
 from .eventlog import EventLog
 from .netguard import private_address
@@ -94,6 +99,7 @@ class WebhookOutbox:
         self,
         settings: Settings,
         db: Database,
+        writer: Writer,
         urls: Urls,
         event_log: EventLog | None = None,
         *,
@@ -101,6 +107,7 @@ class WebhookOutbox:
     ) -> None:
         self.settings = settings
         self.db = db
+        self.writer = writer
         self.urls = urls
         self.throttle = throttle
         self._event_log = event_log
@@ -110,6 +117,7 @@ class WebhookOutbox:
         self._sender: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
         if event_log is not None:
+            event_log.add_companion(self.terminal_writes)
             event_log.add_listener(self.on_events)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -137,8 +145,8 @@ class WebhookOutbox:
         for task in list(self._in_flight.values()):
             task.cancel()
         await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
-        with self.db.session() as session:
-            release(session, claimed)  # unsettled tries are due again at the next start
+        # unsettled tries are due again at the next start
+        await self.writer.write_session(lambda session: release(session, claimed))
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -148,43 +156,29 @@ class WebhookOutbox:
 
     # -- from the event log to the outbox ----------------------------------------------------
 
-    def created(self, prediction: Prediction) -> None:
-        """The `start` webhook (the first event is written with the prediction, not appended)."""
+    def start_delivery(self, prediction: Prediction) -> NewDelivery | None:
+        """The `start` webhook, stored in the transaction that stores the prediction."""
         if prediction.webhook and "start" in wanted_events(prediction):
-            try:
-                self._store(prediction, "start")
-            except Exception:  # the prediction is stored and runs regardless
-                log.exception("webhook of %s: storing `start` failed", prediction.id)
+            return self._delivery(prediction, "start")
+        return None
 
-    def on_events(self, prediction: Prediction, events: list[NewEvent]) -> None:
-        """EventLog listener: runs in the event loop after each append with the new state."""
-        if not prediction.webhook:
-            return
-        try:
-            self._changed(prediction, events)
-        except Exception:  # the append is committed; a webhook problem must not undo the run
-            log.exception("webhook of %s: storing it failed", prediction.id)
+    def terminal_writes(
+        self, prediction: Prediction, events: list[NewEvent]
+    ) -> list[Callable[[Connection], Any]]:
+        """EventLog companion: the webhook of a prediction's end, written in the transaction of
+        its terminal event, so a crash or a full disk can never keep one without the other."""
+        if not prediction.webhook or not any(e.type == "done" for e in events):
+            return []
+        delivery = self._final_delivery(prediction, events)
+        return [] if delivery is None else [lambda connection: enqueue(connection, delivery)]
 
-    def _changed(self, prediction: Prediction, events: list[NewEvent]) -> None:
+    def _final_delivery(self, prediction: Prediction, events: list[NewEvent]) -> NewDelivery | None:
         wanted = wanted_events(prediction)
-        types = {event.type for event in events}
-        if prediction.status in TERMINAL:
-            if "done" in types:
-                self._finished(prediction, wanted, events)
-            return  # anything else came after the end and was not appended
-        changes = {"output", "logs"} & types & wanted
-        if changes:
-            self._throttled(prediction, changes)
-
-    def _finished(
-        self, prediction: Prediction, wanted: frozenset[str], events: list[NewEvent]
-    ) -> None:
+        window = self._windows.pop(prediction.id, None)
+        if window is not None and window.timer is not None:
+            window.timer.cancel()  # the final body carries the latest state anyway
         if "completed" in wanted:
-            window = self._windows.pop(prediction.id, None)
-            if window is not None and window.timer is not None:
-                window.timer.cancel()  # the terminal body carries the latest state anyway
-            self._store(prediction, "completed", terminal=True)
-            return
+            return self._delivery(prediction, "completed", terminal=True)
         # No terminal webhook asked for: a final output (non-iterator models have theirs only in
         # `done`) still goes out as an `output` webhook, as Cog sends it.
         final_output = any(
@@ -193,11 +187,29 @@ class WebhookOutbox:
         changes = {"output"} & wanted if final_output else set()
         # Events committed together with the end (the event log groups them) count too.
         changes |= {"output", "logs"} & {e.type for e in events} & wanted
-        window = self._windows.get(prediction.id)
-        if changes or (window is not None and window.changes):
+        if window is not None:
+            changes |= window.changes
+        if not changes:
+            return None
+        event = "output" if "output" in changes else "logs"
+        not_before = None
+        if window is not None:  # still throttled: the row waits for the window's end
+            wait = window.last_sent + self.throttle - asyncio.get_running_loop().time()
+            if wait > 0:
+                not_before = utcnow() + timedelta(seconds=wait)
+        return self._delivery(prediction, event, not_before=not_before)
+
+    def on_events(self, prediction: Prediction, events: list[NewEvent]) -> None:
+        """EventLog listener: runs in the event loop after each commit with the new state."""
+        if not prediction.webhook:
+            return
+        if prediction.status in TERMINAL:
+            if any(e.type == "done" for e in events):
+                self.wake()  # its final row was committed with it
+            return  # anything else came after the end and was not appended
+        changes = {"output", "logs"} & {event.type for event in events} & wanted_events(prediction)
+        if changes:
             self._throttled(prediction, changes)
-        else:
-            self._windows.pop(prediction.id, None)
 
     def _throttled(self, prediction: Prediction, changes: set[str]) -> None:
         window = self._windows.setdefault(prediction.id, _Window())
@@ -237,9 +249,16 @@ class WebhookOutbox:
         with self.db.session() as session:
             return get_prediction(session, prediction_id)
 
-    def _store(self, prediction: Prediction, event: str, *, terminal: bool = False) -> None:
-        """Write the webhook to the outbox (its body is the JSON as of now), then wake the sender."""
-        new = NewDelivery(
+    def _delivery(
+        self,
+        prediction: Prediction,
+        event: str,
+        *,
+        terminal: bool = False,
+        not_before: datetime | None = None,
+    ) -> NewDelivery:
+        """The webhook as a row: its body is the prediction's JSON as of now."""
+        return NewDelivery(
             message_id=message_id(prediction, event),
             prediction_id=prediction.id,
             account_id=prediction.account_id,
@@ -247,14 +266,22 @@ class WebhookOutbox:
             event=event,
             body=encode(prediction_json(prediction, self.urls)),
             terminal=terminal,
+            not_before=not_before,
         )
-        try:
-            with self.db.session() as session:
-                stored = enqueue(session, new)
-        except IntegrityError:  # another process stored the same message first
-            stored = False
-        if stored:
-            self.wake()
+
+    def _store(self, prediction: Prediction, event: str) -> None:
+        """Write an intermediate webhook to the outbox, then wake the sender."""
+        new = self._delivery(prediction, event)
+        loop = asyncio.get_running_loop()
+
+        def stored(future: Future[bool]) -> None:
+            if future.exception() is not None:  # intermediate webhooks get one chance
+                log.warning("webhook of %s: storing it failed: %s", new.prediction_id,
+                            future.exception())  # fmt: skip
+            elif future.result():
+                loop.call_soon_threadsafe(self.wake)
+
+        self.writer.submit(lambda connection: enqueue(connection, new)).add_done_callback(stored)
 
     # -- from the outbox to the receivers ----------------------------------------------------
 
@@ -262,7 +289,9 @@ class WebhookOutbox:
         while True:
             self._wakeup.clear()  # before reading, so a wake during the read is not lost
             try:
-                wait = self._dispatch()
+                wait = await self._dispatch()
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 log.exception("webhook outbox: reading pending deliveries failed")
                 wait = POLL
@@ -272,12 +301,11 @@ class WebhookOutbox:
                 async with asyncio.timeout(min(wait, POLL)):
                     await self._wakeup.wait()
 
-    def _dispatch(self) -> float:
+    async def _dispatch(self) -> float:
         """Start a try for every due row that heads its prediction's queue; returns the seconds
         until the next row becomes due."""
         now = utcnow()
-        with self.db.session() as session:
-            rows = pending(session)
+        rows = await asyncio.to_thread(self._pending)
         heads: dict[str, PendingDelivery] = {}
         for row in rows:
             heads.setdefault(row.prediction_id, row)  # later rows wait: webhooks arrive in order
@@ -291,12 +319,18 @@ class WebhookOutbox:
             if len(self._in_flight) >= MAX_IN_FLIGHT:
                 break
             lease = self.settings.webhook_timeout + 30  # due again if this process dies mid-try
-            with self.db.session() as session:
-                if not claim(session, row.id, now, lease):
-                    continue  # another process took it
+            claimed = await self.writer.write_session(
+                functools.partial(claim, delivery_id=row.id, now=now, lease=lease)
+            )
+            if not claimed:
+                continue  # another process took it
             task = asyncio.create_task(self._attempt(row), name=f"webhook-{row.message_id}")
             self._in_flight[row.id] = task
         return max(wait, 0.0)
+
+    def _pending(self) -> list[PendingDelivery]:
+        with self.db.session() as session:
+            return pending(session)
 
     async def _attempt(self, row: PendingDelivery) -> None:
         try:
@@ -307,14 +341,12 @@ class WebhookOutbox:
             except Exception as exc:  # counted as a failed try, so a bad row cannot loop forever
                 log.exception("webhook %s: the try failed unexpectedly", row.message_id)
                 error, retry = f"{type(exc).__name__}: {exc}", True
-            with self.db.session() as session:
-                record_attempt(
-                    session,
-                    row.id,
-                    error=error,
-                    retry_delays=self.settings.webhook_retry_delays,
-                    retry=retry,
+            delays = self.settings.webhook_retry_delays
+            await self.writer.write_session(
+                lambda session: record_attempt(
+                    session, row.id, error=error, retry_delays=delays, retry=retry
                 )
+            )
             if error is not None:
                 log.info("webhook %s to %s: %s", row.message_id, row.url, error)
         except asyncio.CancelledError:

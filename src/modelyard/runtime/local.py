@@ -41,11 +41,15 @@ class LocalModel:
         weights: str | None = None,
         allow_local_paths: bool = False,
         http_client: httpx.AsyncClient | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> None:
         self.package_dir = Path(package_dir).resolve()
         self.mode = mode
         self.config: CogConfig = load_config(self.package_dir)
-        self.schema: dict[str, Any] = predictor_schema(self.package_dir, self.config)
+        # A pushed version's schema was stored when it was pushed: use it, do not derive it again.
+        self.schema: dict[str, Any] = (
+            schema if schema is not None else predictor_schema(self.package_dir, self.config)
+        )
         self.component = "TrainingInput" if mode == "train" else "Input"
         _ = self.ref  # fails early, with a clear message, when cog.yaml lacks the entry
         self.builder = builder or EnvironmentBuilder()

@@ -84,7 +84,8 @@ def add_finished(
         *([NewEvent("logs", run.logs)] if run.logs else []),
         NewEvent("done", {"status": "succeeded", "output": run.output, "metrics": metrics}),
     ]
-    write_events(session.connection(), prediction, project(prediction, events))
+    numbered = project(prediction, events)
+    write_events(session.connection(), projected_state(prediction), numbered)
     return prediction
 
 
@@ -138,7 +139,8 @@ def append_events(session: Session, prediction_id: str, events: list[NewEvent]) 
     if prediction is None:
         raise LookupError(f"no prediction {prediction_id}")
     session.expunge(prediction)  # changed in memory, written by write_events
-    write_events(session.connection(), prediction, project(prediction, events))
+    numbered = project(prediction, events)
+    write_events(session.connection(), projected_state(prediction), numbered)
     return prediction
 
 
@@ -155,20 +157,27 @@ def project(prediction: Prediction, events: list[NewEvent]) -> list[tuple[int, N
     return numbered
 
 
+def projected_state(prediction: Prediction) -> dict[str, Any]:
+    """The projected columns as they are now: a copy another thread may write while the event
+    loop goes on projecting (`_project` replaces values, it never mutates them in place)."""
+    state = {name: getattr(prediction, name) for name in _PROJECTED}
+    state["pid"] = prediction.id
+    return state
+
+
 def write_events(
-    connection: Connection, prediction: Prediction, numbered: list[tuple[int, NewEvent]]
+    connection: Connection, state: dict[str, Any], numbered: list[tuple[int, NewEvent]]
 ) -> None:
-    """Persist projected events and the prediction's new state in the caller's transaction."""
+    """Persist projected events and the prediction's state (`projected_state`) in the caller's
+    transaction."""
     if not numbered:
         return
     now = utcnow()
-    state = {name: getattr(prediction, name) for name in _PROJECTED}
-    state["pid"] = prediction.id
     connection.execute(_UPDATE_PROJECTION, state)
     connection.execute(
         _INSERT_EVENT,
         [
-            {"prediction_id": prediction.id, "seq": seq, "type": event.type, "data": event.data,
+            {"prediction_id": state["pid"], "seq": seq, "type": event.type, "data": event.data,
              "created_at": now}
             for seq, event in numbered
         ],

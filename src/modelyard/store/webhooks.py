@@ -8,11 +8,14 @@ processes on the same database never send the same try twice; a claim that is ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from .tables import Account, WebhookDelivery, utcnow
@@ -27,6 +30,7 @@ class NewDelivery:
     event: str  # start | output | logs | completed
     body: bytes
     terminal: bool = False
+    not_before: datetime | None = None  # the end of the prediction's throttle window
 
 
 @dataclass(frozen=True)
@@ -45,32 +49,30 @@ class PendingDelivery:
     secret: str
 
 
-def enqueue(session: Session, new: NewDelivery) -> bool:
-    """Store a delivery; False when one with this message id already exists (sent once only)."""
-    exists = session.scalar(
-        select(WebhookDelivery.id).where(WebhookDelivery.message_id == new.message_id)
-    )
-    if exists is not None:
-        return False
+def enqueue(connection: Connection, new: NewDelivery) -> bool:
+    """Store a delivery in the caller's transaction; False when one with this message id
+    exists already (stored by an earlier try or another process): each is sent once only."""
     now = utcnow()
-    # Another process may store the same id in between: the flush then raises IntegrityError,
-    # which the caller treats like False (outside this session, which is spoiled by then).
-    session.add(
-        WebhookDelivery(
-            message_id=new.message_id,
-            prediction_id=new.prediction_id,
-            account_id=new.account_id,
-            url=new.url,
-            event=new.event,
-            body=new.body,
-            terminal=new.terminal,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
-    )
-    session.flush()
-    return True
+    row = {
+        "message_id": new.message_id,
+        "prediction_id": new.prediction_id,
+        "account_id": new.account_id,
+        "url": new.url,
+        "event": new.event,
+        "body": new.body,
+        "terminal": new.terminal,
+        "attempts": 0,
+        "next_attempt_at": max(now, new.not_before) if new.not_before else now,
+        "created_at": now,
+    }
+    # ON CONFLICT DO NOTHING: a duplicate must not fail the transaction it shares with the
+    # prediction's terminal event.
+    insert = _INSERTS[connection.dialect.name](WebhookDelivery.__table__)
+    statement = insert.values(row).on_conflict_do_nothing(index_elements=["message_id"])
+    return connection.execute(statement).rowcount == 1  # type: ignore[attr-defined]
+
+
+_INSERTS: dict[str, Callable[..., Any]] = {"sqlite": sqlite_insert, "postgresql": pg_insert}
 
 
 def pending(session: Session, limit: int = 500) -> list[PendingDelivery]:

@@ -241,7 +241,7 @@ async def create_prediction(
     release = row.current.release  # type: ignore[union-attr]
     if row.deployment.id not in platform.engine.policies:  # e.g. made by another API replica
         platform.engine.set_policy(row.deployment.id, release.min_instances, release.max_instances)
-    prediction = create_job(
+    prediction = await create_job(
         platform, request, account, target, body, deployment=(row.deployment.id, row.ref)
     )
     return await respond(platform, request, prediction)

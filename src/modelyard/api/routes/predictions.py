@@ -37,7 +37,7 @@ async def create(
     body: VersionedRequest, request: Request, platform: PlatformDep, account: AccountDep
 ) -> JSONResponse:
     target = resolve_version(platform, account, body.version)
-    prediction = create_job(platform, request, account, target, body)
+    prediction = await create_job(platform, request, account, target, body)
     return await respond(platform, request, prediction)
 
 
@@ -58,7 +58,7 @@ async def create_for_model(
         if model.model.latest_version_id is None:
             raise INVALID_VERSION
         target = latest_target(session, model)
-    prediction = create_job(platform, request, account, target, body)
+    prediction = await create_job(platform, request, account, target, body)
     return await respond(platform, request, prediction)
 
 

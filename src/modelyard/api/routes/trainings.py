@@ -54,7 +54,7 @@ async def create(
         if "TrainingInput" not in version.openapi_schema.get("components", {}).get("schemas", {}):
             raise NO_TRAINING
         destination = _destination(session, account, body.destination)
-    training = create_job(
+    training = await create_job(
         platform,
         request,
         account,

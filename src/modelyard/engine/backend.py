@@ -1,0 +1,67 @@
+"""The seam between the engine and the machines: a Backend makes Instances of a version.
+
+An Instance is one worker of one version, somewhere: on this machine (`LocalBackend`) or, later,
+in an actor on another machine. The engine knows only this interface, and builds an instance
+from plain values (`InstanceSpec`), so an instance can live in another process: nothing of the
+engine crosses the seam, only the spec, inputs (JSON with file URLs) and events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from modelyard.runtime.events import Event
+
+Mode = Literal["predict", "train"]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What an instance runs: a version's package, weights and stored schema, in one mode."""
+
+    version_id: str
+    package_key: str  # the package archive's blob key (where another machine fetches it)
+    package_dir: Path  # the package unpacked on this machine
+    mode: Mode
+    schema: dict[str, Any]  # the version's stored OpenAPI schema: never re-derived
+    weights: str | None = None  # a path or URL handed to setup(weights=...)
+    setup_timeout: float | None = None
+
+
+class BootFailed(Exception):
+    """The instance could not start: its environment, its worker or `setup()` failed."""
+
+
+class Instance(Protocol):
+    """One worker of one version."""
+
+    async def start(self, progress: Progress) -> int:
+        """Build or reuse the environment, start the worker and run `setup()`, reporting build
+        and setup output to `progress`; returns the slots the worker reported (predictions it
+        runs at once). Raises `BootFailed` with the reason."""
+        ...
+
+    def predict(self, inputs: dict[str, Any], prediction_id: str) -> AsyncIterator[Event]:
+        """Run one prediction on validated `inputs`: Started, then Log/Output/Metric, then Done
+        (Done also when it could not run)."""
+        ...
+
+    async def cancel(self, prediction_id: str) -> bool:
+        """Ask the worker to cancel a prediction; False when it does not run here."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop the worker (a running prediction ends first, briefly) and free what it held."""
+        ...
+
+
+class Backend(Protocol):
+    """Makes instances; the engine asks it for one per boot."""
+
+    def instance(self, spec: InstanceSpec) -> Instance: ...
+
+    async def close(self) -> None: ...
