@@ -1,26 +1,31 @@
 """FileService on a real SQLite database and blob folder: uploads' JSON, signed download URLs,
-deleting and expiring files without deleting bytes that something else still uses, and the
-in-process transport that serves this server's own files to models."""
+deleting and expiring files without deleting bytes that something else still uses, the
+in-process transport that serves this server's own files to models, and storing output files
+(off the event loop, handing back their records)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from sqlalchemy import func, select
 
-from modelyard.engine.files import FileService, clean_name
+from modelyard.engine.files import FileService, StoredOutputs, clean_name
 from modelyard.engine.urls import Urls
+from modelyard.runtime.events import OutputFile
 from modelyard.settings import Settings
 from modelyard.store.accounts import create_account
-from modelyard.store.blobs import BlobStore
+from modelyard.store.blobs import Blob, BlobStore
 from modelyard.store.database import Database
 from modelyard.store.models import add_version, create_model
-from modelyard.store.tables import Account
+from modelyard.store.predictions import NewPrediction, create_prediction
+from modelyard.store.tables import Account, File, Prediction
 
 PUBLIC = "https://files.example"
 
@@ -193,3 +198,109 @@ async def test_the_transport_serves_own_files_to_models(files: FileService) -> N
 def test_clean_name(given: str | None, expected: str) -> None:
     assert clean_name(given) == expected
     assert len(clean_name(given).encode()) <= 255
+
+
+# -- outputs ------------------------------------------------------------------------------------
+
+
+def prediction(files: FileService, owner: Account, kind: str = "prediction") -> Prediction:
+    """A stored prediction of a fresh model of `owner` (output records point at one)."""
+    with files.db.session() as session:
+        model = create_model(session, session.get(Account, owner.id), f"m-{kind}")
+        version, _ = add_version(
+            session,
+            model.model,
+            version_id="a" * 64,
+            package_key="b" * 64,
+            cog_version="0.16",
+            openapi_schema={},
+        )
+        new = NewPrediction(
+            account_id=owner.id,
+            model_id=model.model.id,
+            model_ref=f"{owner.username}/m-{kind}",
+            version_pk=version.pk,
+            version_id=version.id,
+            input={},
+            kind=kind,
+        )
+        return create_prediction(session, new)
+
+
+def output_file(folder: Path, name: str, data: bytes) -> OutputFile:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return OutputFile(path)
+
+
+async def test_store_outputs_replaces_files_by_urls_and_returns_the_records(
+    tmp_path: Path,
+) -> None:
+    files = make_service(tmp_path / "data", output_expiry=3600.0)
+    ada = account(files, "ada")
+    run = prediction(files, ada)
+    value = {
+        "image": output_file(tmp_path / "1", "cat.png", b"png bytes"),
+        "frames": [output_file(tmp_path / "2", "a.txt", b"A"), "caption", 3],
+        "nested": {"last": output_file(tmp_path / "3", "b.bin", b"B")},
+    }
+    stored = await files.store_outputs(ada.id, run.id, value)
+    assert isinstance(stored, StoredOutputs)
+    assert [f.name for f in stored.files] == ["cat.png", "a.txt", "b.bin"]  # output order
+    urls = [files.delivery_url(f) for f in stored.files]
+    assert stored.value == {
+        "image": urls[0],
+        "frames": [urls[1], "caption", 3],
+        "nested": {"last": urls[2]},
+    }
+    assert urls[0].startswith(f"{PUBLIC}/delivery/") and urls[0].endswith("/cat.png")
+    for file, data, ctype in zip(
+        stored.files,
+        [b"png bytes", b"A", b"B"],
+        ["image/png", "text/plain", "application/octet-stream"],
+        strict=True,
+    ):
+        assert file.purpose == "output" and file.prediction_id == run.id
+        assert file.account_id == ada.id and file.content_type == ctype
+        assert file.size == len(data) and file.sha256 == hashlib.sha256(data).hexdigest()
+        assert file.expires_at is not None
+        found = files.delivered(file.access_key)
+        assert found is not None and found[1].read_bytes() == data
+    # Without files the value comes back as it is, with no records.
+    plain = await files.store_outputs(ada.id, run.id, ["a", {"b": 1}])
+    assert plain == StoredOutputs(["a", {"b": 1}], [])
+    files.db.dispose()
+
+
+async def test_store_outputs_hashes_and_copies_off_the_event_loop(
+    files: FileService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ada = account(files, "ada")
+    run = prediction(files, ada)
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+    put_file = files.blobs.put_file
+
+    def watched(path: Path) -> Blob:
+        seen.append(threading.get_ident())
+        return put_file(path)
+
+    monkeypatch.setattr(files.blobs, "put_file", watched)
+    stored = await files.store_outputs(ada.id, run.id, output_file(tmp_path, "w.bin", b"x" * 10))
+    assert len(seen) == 1 and seen[0] != loop_thread
+    assert stored.value == files.delivery_url(stored.files[0])
+    assert stored.files[0].expires_at is None  # no output expiry configured
+
+
+async def test_a_missing_output_file_raises_and_stores_nothing(
+    files: FileService, tmp_path: Path
+) -> None:
+    ada = account(files, "ada")
+    run = prediction(files, ada)
+    value = [output_file(tmp_path, "ok.txt", b"ok"), OutputFile(tmp_path / "gone.txt")]
+    with pytest.raises(FileNotFoundError):
+        await files.store_outputs(ada.id, run.id, value)
+    with files.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(File)) == 0
+    assert [p.name for p in files.blobs.root.rglob("*") if p.is_file()] == []

@@ -5,7 +5,9 @@ seconds later. Their JSON carries `urls.get` (what the clients put into predicti
 `urls.download`, a signed download URL that works without auth until the file expires.
 Outputs: every file a model returns becomes a blob and a File record, served at an unguessable
 `/delivery/{key}/{name}` URL (no auth needed: the JS client downloads without a token), expiring
-after `settings.output_expiry` seconds when that is set.
+after `settings.output_expiry` seconds when that is set. `store_outputs` hashes, copies and records
+them in a thread pool of their own, so a big output never stalls the event loop; it hands back the
+records too (a training's finisher takes its weights from them).
 Inputs: this server's own `/v1/files/{id}` URLs are rewritten to their delivery URLs and fetched
 through an in-process transport, so a model reads them without a network hop or a token.
 Signed download URLs of this server are read the same way (anyone holding one may use it).
@@ -17,6 +19,7 @@ string Replicate's spec names), keyed by a key derived from the server secret in
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -27,7 +30,9 @@ import re
 import secrets
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +48,7 @@ from modelyard.store.files import (
     NewFile,
     account_upload,
     add_file,
+    blob_in_use,
     delete_file,
     expired_files,
     file_by_access_key,
@@ -63,6 +69,20 @@ SECRET_FILE = "secret.key"
 PURGE_EVERY = 60.0  # seconds between sweeps of expired files
 PURGE_BATCH = 500
 MAX_NAME_BYTES = 255
+
+
+# Output files are hashed and copied into blobs here, never on the event loop; a pool of its own
+# so that big outputs do not hold up the loop's default executor.
+OUTPUTS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="outputs")
+
+
+@dataclass(frozen=True)
+class StoredOutputs:
+    """A model's output once its files are stored: `value` with every OutputFile replaced by its
+    absolute delivery URL, and `files`, the File records of those files in output order."""
+
+    value: Any
+    files: list[File]
 
 
 class FileService:
@@ -204,32 +224,59 @@ class FileService:
 
     # -- outputs ----------------------------------------------------------------------------
 
-    def save_output(self, account_id: int, prediction_id: str, path: Path) -> str:
-        blob = self.blobs.put_file(path)
-        expiry, now = self.settings.output_expiry, utcnow()
-        new = NewFile(
-            account_id=account_id,
-            name=path.name,
-            content_type=guess_type(path.name),
-            purpose="output",
-            prediction_id=prediction_id,
-            created_at=now,
-            expires_at=None if expiry is None else now + timedelta(seconds=expiry),
+    async def store_outputs(self, account_id: int, prediction_id: str, value: Any) -> StoredOutputs:
+        """Store every OutputFile in `value` as a blob with an output record, off the event loop
+        (hashing, copying and the insert run in the outputs' thread pool; a value without files
+        never leaves the loop). Returns `value` with each file replaced by its delivery URL,
+        and the records in output order."""
+        paths: list[Path] = []
+        _collect(value, paths)
+        if not paths:
+            return StoredOutputs(value, [])
+        loop = asyncio.get_running_loop()
+        stored = await loop.run_in_executor(
+            OUTPUTS, self._save_outputs, account_id, prediction_id, paths
         )
-        return self.delivery_url(self.save(new, blob))
+        urls = iter([self.delivery_url(file) for file in stored])
+        return StoredOutputs(_replace(value, urls), stored)
+
+    def _save_outputs(self, account_id: int, prediction_id: str, paths: list[Path]) -> list[File]:
+        """Blobs for the files at `paths` and their records, added in one transaction (when a
+        file cannot be read, none is recorded and the bytes already copied are let go)."""
+        blobs: list[Blob] = []
+        try:
+            blobs.extend(self.blobs.put_file(path) for path in paths)
+        except BaseException:
+            self._drop_unused(blob.key for blob in blobs)
+            raise
+        expiry, now = self.settings.output_expiry, utcnow()
+        with self.db.session() as session:
+            return [
+                add_file(
+                    session,
+                    NewFile(
+                        account_id=account_id,
+                        name=path.name,
+                        content_type=guess_type(path.name),
+                        purpose="output",
+                        prediction_id=prediction_id,
+                        created_at=now,
+                        expires_at=None if expiry is None else now + timedelta(seconds=expiry),
+                    ),
+                    blob,
+                )
+                for path, blob in zip(paths, blobs, strict=True)
+            ]
+
+    def _drop_unused(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            with self.db.session() as session:
+                if blob_in_use(session, key):
+                    continue
+            self.blobs.delete(key)
 
     def delivery_url(self, file: File) -> str:
         return self.urls.delivery(file.access_key, file.name)
-
-    def outputs_to_urls(self, account_id: int, prediction_id: str, value: Any) -> Any:
-        """`value` with every OutputFile stored and replaced by its URL."""
-        if isinstance(value, OutputFile):
-            return self.save_output(account_id, prediction_id, value.path)
-        if isinstance(value, list):
-            return [self.outputs_to_urls(account_id, prediction_id, v) for v in value]
-        if isinstance(value, dict):
-            return {k: self.outputs_to_urls(account_id, prediction_id, v) for k, v in value.items()}
-        return value
 
     def delivered(self, access_key: str) -> tuple[File, Path] | None:
         with self.db.session() as session:
@@ -320,6 +367,29 @@ class _FileStream(httpx.AsyncByteStream):
         with self.path.open("rb") as stream:
             while chunk := stream.read(1 << 20):
                 yield chunk
+
+
+def _collect(value: Any, paths: list[Path]) -> None:
+    """The paths of the OutputFiles in `value`, depth first, in order."""
+    if isinstance(value, OutputFile):
+        paths.append(value.path)
+    elif isinstance(value, list):
+        for item in value:
+            _collect(item, paths)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect(item, paths)
+
+
+def _replace(value: Any, urls: Iterator[str]) -> Any:
+    """`value` with its OutputFiles replaced, in the order `_collect` found them, by `urls`."""
+    if isinstance(value, OutputFile):
+        return next(urls)
+    if isinstance(value, list):
+        return [_replace(item, urls) for item in value]
+    if isinstance(value, dict):
+        return {key: _replace(item, urls) for key, item in value.items()}
+    return value
 
 
 def guess_type(name: str) -> str:

@@ -1,19 +1,21 @@
 """What a successful training leaves behind: a new version of its destination model.
 
 The trainer (Cog's `train:`) returns its weights as a file (`TrainingOutput(weights=Path)`, or a
-bare `Path`). By the time the finisher runs, the engine has stored that file as a blob and put its
-delivery URL in the output. The new version is the trained version's package plus that blob:
-`id = sha256(package_key + ":" + weights_key)`, so training to the same weights twice gives the
-same version. When the version boots, the engine hands the blob to `setup(weights=...)`.
+bare `Path`). By the time the finisher runs, the engine has stored that file as a blob, put its
+delivery URL in the output and handed the finisher the File records it stored
+(`FileService.store_outputs`): the weights are the record behind that URL, taken as it is (no
+lookup by URL, no second read of the bytes). The new version is the trained version's package
+plus that blob: `id = sha256(package_key + ":" + weights_key)`, so training to the same weights
+twice gives the same version. When the version boots, the engine hands the blob to `setup(weights=...)`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
 from sqlalchemy import update
 
@@ -45,12 +47,13 @@ def weights_url(output: Any) -> str | None:
 
 def training_finisher(
     db: Database, files: FileService
-) -> Callable[[Prediction, NewEvent], Awaitable[NewEvent]]:
-    """The engine's finisher for kind `training` (see `Engine.finishers`)."""
+) -> Callable[[Prediction, NewEvent, Sequence[File]], Awaitable[NewEvent]]:
+    """The engine's finisher for kind `training` (see `Engine.finishers`): `finish(training,
+    done, files)`, where `files` are the records `store_outputs` made of the output's files."""
 
-    async def finish(training: Prediction, done: NewEvent) -> NewEvent:
+    async def finish(training: Prediction, done: NewEvent, stored: Sequence[File]) -> NewEvent:
         try:
-            return _finish(db, files, training, done)
+            return await asyncio.to_thread(_finish, db, files, training, done, stored)
         except Exception as exc:  # a bug here must still end the training with a reason
             log.exception("could not create the version of training %s", training.id)
             return _failed(done, f"The training ran, but creating its version failed: {exc}")
@@ -58,12 +61,19 @@ def training_finisher(
     return finish
 
 
-def _finish(db: Database, files: FileService, training: Prediction, done: NewEvent) -> NewEvent:
+def weights_file(files: FileService, url: str | None, stored: Sequence[File]) -> File | None:
+    """The record of the weights: the stored file whose delivery URL is `url` (a URL that is
+    no file of this output, such as a link elsewhere, names no weights)."""
+    return next((file for file in stored if url and files.delivery_url(file) == url), None)
+
+
+def _finish(
+    db: Database, files: FileService, training: Prediction, done: NewEvent, stored: Sequence[File]
+) -> NewEvent:
     url = weights_url(done.data.get("output"))
-    found = files.delivered(_access_key(files, url)) if url else None
-    if url is None or found is None:
+    weights = weights_file(files, url, stored)
+    if weights is None:
         return _failed(done, NO_WEIGHTS)
-    weights, _path = found
     with db.session() as session:
         source = session.get(Version, training.version_pk)
         destination = (
@@ -94,15 +104,6 @@ def _finish(db: Database, files: FileService, training: Prediction, done: NewEve
     data = dict(done.data)
     data["output"] = {"version": ref, "weights": url}
     return NewEvent("done", data)
-
-
-def _access_key(files: FileService, url: str) -> str:
-    """The key of one of our delivery URLs (`{public}/delivery/{key}/{name}`), else ""."""
-    public = files.settings.public_url
-    if not url.startswith(public + "/"):
-        return ""
-    parts = urlparse(url[len(public) :]).path.split("/")  # the public URL may have a path
-    return parts[2] if len(parts) == 4 and parts[1] == "delivery" else ""
 
 
 def _failed(done: NewEvent, error: str) -> NewEvent:

@@ -1,17 +1,26 @@
-"""Blob storage on local disk, addressed by SHA-256 so the same bytes are stored once."""
+"""Blob storage on local disk, addressed by SHA-256 so the same bytes are stored once.
+
+Bytes arriving on the event loop (a request body) go in through `receive`: a worker thread
+hashes and writes them while it pulls them from the loop one chunk at a time, so the loop never
+waits on the disk and the body is never held in memory.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 CHUNK = 1 << 20
+_POLL = 1.0  # seconds a pulling thread waits before checking whether its receiver gave up
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,31 @@ class BlobStore:
             raise
         return Blob(key=key, size=size, md5=md5.hexdigest())
 
+    async def receive(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        transform: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None,
+        executor: Executor | None = None,
+    ) -> Blob:
+        """Store what `chunks` (an async iterator on the running loop) yields, as it arrives.
+
+        A thread of `executor` (the loop's default when None) pulls the chunks from the loop one
+        at a time and hashes and writes each before asking for the next: nothing waits on the
+        disk in the loop and at most a chunk is held. `transform`, run in that thread, turns
+        the pulled chunks into the blob's bytes (a multipart parser, a size check). An exception
+        from `chunks` or `transform` is raised here and what was written is discarded; so is it
+        when the awaiting task is cancelled (the thread stops at its next chunk).
+        """
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        pulled = _pull(chunks, loop, stop)
+        body = pulled if transform is None else transform(pulled)
+        try:
+            return await loop.run_in_executor(executor, self.put_chunks, body)
+        finally:
+            stop.set()
+
     def read_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()
 
@@ -73,3 +107,36 @@ class BlobStore:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+
+class ReceiveAbandoned(Exception):
+    """The task awaiting `BlobStore.receive` went away (cancelled, or the loop closed)."""
+
+
+def _pull(
+    chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop, stop: threading.Event
+) -> Iterator[bytes]:
+    """In a worker thread: the chunks of an async iterator that runs on `loop`, one at a time."""
+
+    async def step() -> bytes | None:
+        try:
+            return await chunks.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    while True:
+        if stop.is_set():
+            raise ReceiveAbandoned
+        future = asyncio.run_coroutine_threadsafe(step(), loop)
+        while True:
+            try:
+                chunk = future.result(timeout=_POLL)
+                break
+            except TimeoutError:
+                if stop.is_set() or loop.is_closed():
+                    future.cancel()
+                    raise ReceiveAbandoned from None
+        if chunk is None:
+            return
+        if chunk:
+            yield chunk

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,7 +22,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from modelyard.engine.files import FileService, clean_name, guess_type
-from modelyard.store.blobs import Blob
+from modelyard.store.blobs import Blob, BlobStore
 from modelyard.store.tables import Account, File
 
 from ..auth import AccountDep, authenticate_request
@@ -46,7 +46,7 @@ async def create(request: Request, platform: PlatformDep, account: AccountDep) -
     files = platform.engine.files
     form = _Form(_boundary(request), platform.settings.upload_limit)
     try:
-        blob = await _receive(request, form, files.blobs.put_chunks)
+        blob = await _receive(request, form, files.blobs)
     except ClientDisconnect:
         raise Problem(400, "The upload was interrupted before the body ended.") from None
     assert form.result is not None
@@ -170,24 +170,17 @@ def _too_large(limit: int) -> Problem:
     return Problem(413, f"Files must be at most {_size(limit)} in size.", title="Content too large")
 
 
-async def _receive(request: Request, form: _Form, store: Callable[[Iterator[bytes]], Blob]) -> Blob:
-    """Stream the body through `form` into `store` (a worker thread pulls the chunks from the
-    event loop); raises the form's problem, and `store` then discards what it wrote."""
+async def _receive(request: Request, form: _Form, blobs: BlobStore) -> Blob:
+    """Stream the body through `form` into blob storage (`BlobStore.receive`: a worker thread
+    pulls the chunks from the event loop, parses and writes them); raises the form's problem,
+    and what was written is then discarded."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > form.limit + FIELD_LIMIT:
         form.error = _too_large(form.limit)  # the content alone cannot fit; read no more of it
-    loop = asyncio.get_running_loop()
-    stream = request.stream()
 
-    async def step() -> bytes | None:
-        try:
-            return await stream.__anext__()
-        except StopAsyncIteration:
-            return None
-
-    def chunks() -> Iterator[bytes]:
+    def content(body: Iterator[bytes]) -> Iterator[bytes]:
         drained = 0
-        while (chunk := asyncio.run_coroutine_threadsafe(step(), loop).result()) is not None:
+        for chunk in body:
             if form.error is None:
                 form.feed(chunk)
                 yield from form.take()
@@ -200,7 +193,7 @@ async def _receive(request: Request, form: _Form, store: Callable[[Iterator[byte
         if form.error is not None:
             raise form.error
 
-    return await loop.run_in_executor(UPLOADS, store, chunks())
+    return await blobs.receive(request.stream(), transform=content, executor=UPLOADS)
 
 
 class _Form:

@@ -3,29 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
-from modelyard.engine.packages import InvalidPackage
+from modelyard.engine.packages import InvalidPackage, PackageInfo
 from modelyard.engine.views import timestamp
 from modelyard.store.blobs import Blob
-from modelyard.store.models import (
-    ModelRow,
-    add_version,
-    create_model,
-    get_model,
-    get_version,
-    list_versions as versions_of,
-)
+from modelyard.store.files import blob_in_use
+from modelyard.store.models import ModelRow, add_version, create_model, get_model, get_version
+from modelyard.store.models import list_versions as versions_of
 from modelyard.store.tables import Account, Model, Prediction, Release, Version
 
 from ..auth import AccountDep, can_edit, can_see
 from ..errors import Problem, not_found
 from ..pages import page
 from ..platform import Platform, PlatformDep
+from .files import UPLOADS
 
 router = APIRouter(tags=["versions"])
 
@@ -58,43 +56,73 @@ async def push(
     try:
         package = await asyncio.to_thread(platform.engine.inspect_package, blob.key)
     except InvalidPackage as exc:
+        await asyncio.to_thread(_discard, platform, blob.key)
         raise Problem(422, f"The package is not a valid Cog package: {exc}") from None
+    version, created = await asyncio.to_thread(
+        _add_version, platform, account, owner, name, blob.key, package
+    )
+    return JSONResponse(version_json(version), status_code=201 if created else 200)
+
+
+def _add_version(
+    platform: Platform, account: Account, owner: str, name: str, key: str, package: PackageInfo
+) -> tuple[Version, bool]:
+    """The version of package `key` in owner/name (made private if new), and whether it is new."""
     with platform.db.session() as session:
         model = get_model(session, owner, name)
         if model is None:
             owner_account = session.get(Account, account.id)
-            if owner != account.username:
+            if owner != account.username or owner_account is None:
                 raise not_found(f"The model {owner}/{name} does not exist.")
             model = create_model(session, owner_account, name, visibility="private")
         elif not can_edit(model.model, account):
             raise not_found(f"The model {owner}/{name} does not exist.")
-        version, created = add_version(
+        return add_version(
             session,
-            session.get(Model, model.model.id),
-            version_id=blob.key,
-            package_key=blob.key,
+            model.model,
+            version_id=key,
+            package_key=key,
             cog_version=package.cog_version,
             openapi_schema=package.openapi_schema,
         )
-    return JSONResponse(version_json(version), status_code=201 if created else 200)
 
 
 async def _receive(platform: Platform, request: Request) -> Blob:
+    """The body, streamed into blob storage as it arrives (hashed and written by a worker
+    thread, never collected in memory); a refused body leaves nothing behind."""
     limit = platform.settings.package_limit
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise Problem(413, f"The package is larger than the limit of {limit} bytes.")
-    received = 0
-    chunks: list[bytes] = []
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise Problem(413, f"The package is larger than the limit of {limit} bytes.")
-        chunks.append(chunk)
-    if not received:
-        raise Problem(400, "The request body is empty; send the package archive made by "
-                      "`modelyard push`.")
-    return platform.blobs.put_chunks(chunks)
+        raise _too_large(limit)
+
+    def checked(chunks: Iterator[bytes]) -> Iterator[bytes]:
+        received = 0
+        for chunk in chunks:
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(limit)
+            yield chunk
+        if not received:
+            raise Problem(
+                400,
+                "The request body is empty; send the package archive made by `modelyard push`.",
+            )
+
+    return await platform.blobs.receive(request.stream(), transform=checked, executor=UPLOADS)
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(413, f"The package is larger than the limit of {limit} bytes.")
+
+
+def _discard(platform: Platform, key: str) -> None:
+    """Remove a refused package's blob (and what unpacking it left), unless something else
+    stores the same bytes."""
+    with platform.db.session() as session:
+        if blob_in_use(session, key):
+            return
+    platform.blobs.delete(key)
+    shutil.rmtree(platform.settings.package_dir / key, ignore_errors=True)
 
 
 @router.get("/models/{owner}/{name}/versions")
