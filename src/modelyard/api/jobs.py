@@ -4,6 +4,7 @@ and answer at once or (with `Prefer: wait`) once done. Shared by every create ro
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -67,12 +68,12 @@ class Target:
     model: ModelRow
 
 
-def resolve_version(platform: Platform, account: Account, ref: str) -> Target:
+async def resolve_version(platform: Platform, account: Account, ref: str) -> Target:
     """`ref` is a 64-hex id, `owner/name:id` or `owner/name` (its latest version)."""
     pinned = ":" in ref or _HEX64.match(ref) is not None  # `owner/name` moves with each push
     candidates = platform.versions.get(ref) if pinned else None
     if candidates is None:
-        candidates = _candidates(platform, ref)
+        candidates = await asyncio.to_thread(_candidates, platform, ref)
         if pinned:
             platform.versions.put(ref, candidates)
     for target in candidates:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from modelyard.engine.views import prediction_json
 from modelyard.store.models import get_model
@@ -18,6 +19,7 @@ from ..errors import Problem, not_found
 from ..jobs import (
     INVALID_VERSION,
     JobRequest,
+    Target,
     VersionedRequest,
     create_job,
     latest_target,
@@ -36,7 +38,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 async def create(
     body: VersionedRequest, request: Request, platform: PlatformDep, account: AccountDep
 ) -> JSONResponse:
-    target = resolve_version(platform, account, body.version)
+    target = await resolve_version(platform, account, body.version)
     prediction = await create_job(platform, request, account, target, body)
     return await respond(platform, request, prediction)
 
@@ -51,13 +53,17 @@ async def create_for_model(
     account: AccountDep,
 ) -> JSONResponse:
     """Every model, not only "official" ones: it runs the latest version."""
-    with platform.db.session() as session:
-        model = get_model(session, owner, name)
-        if model is None or not can_see(model.model, account):
-            raise not_found("The requested model does not exist.")
-        if model.model.latest_version_id is None:
-            raise INVALID_VERSION
-        target = latest_target(session, model)
+
+    def find() -> Target:
+        with platform.db.session() as session:
+            model = get_model(session, owner, name)
+            if model is None or not can_see(model.model, account):
+                raise not_found("The requested model does not exist.")
+            if model.model.latest_version_id is None:
+                raise INVALID_VERSION
+            return latest_target(session, model)
+
+    target = await run_in_threadpool(find)
     prediction = await create_job(platform, request, account, target, body)
     return await respond(platform, request, prediction)
 
@@ -77,14 +83,14 @@ def get_job(platform: Platform, account: Account, job_id: str, kind: str) -> JSO
 
 
 async def cancel_job(platform: Platform, account: Account, job_id: str, kind: str) -> JSONResponse:
-    owned(platform, account, job_id, kind)
+    await run_in_threadpool(owned, platform, account, job_id, kind)
     job = await platform.engine.cancel(job_id)
     assert job is not None
     return JSONResponse(prediction_json(job, platform.urls))
 
 
 @router.get("/predictions/{prediction_id}")
-async def get(prediction_id: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
+def get(prediction_id: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
     return get_job(platform, account, prediction_id, "prediction")
 
 
@@ -94,7 +100,7 @@ async def cancel(prediction_id: str, platform: PlatformDep, account: AccountDep)
 
 
 @router.get("/predictions")
-async def list_(
+def list_(
     request: Request,
     platform: PlatformDep,
     account: AccountDep,

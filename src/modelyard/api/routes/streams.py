@@ -7,6 +7,7 @@ comments, because the Python client rejects any other event name.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,10 +27,11 @@ router = APIRouter(tags=["streams"])
 
 @router.get("/streams/{stream_key}")
 async def stream(stream_key: str, request: Request, platform: PlatformDep) -> StreamingResponse:
-    with platform.db.session() as session:
-        prediction_id = session.scalar(
-            select(Prediction.id).where(Prediction.stream_key == stream_key)
-        )
+    def find() -> str | None:
+        with platform.db.session() as session:
+            return session.scalar(select(Prediction.id).where(Prediction.stream_key == stream_key))
+
+    prediction_id = await asyncio.to_thread(find)
     if prediction_id is None:
         raise not_found("The requested stream does not exist.")
     after, skip = _last_event_id(request.headers.get("last-event-id"))

@@ -85,7 +85,7 @@ def _destination(session: Session, account: Account, ref: str) -> ModelRow:
 
 
 @router.get("/trainings/{training_id}")
-async def get(training_id: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
+def get(training_id: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
     return get_job(platform, account, training_id, "training")
 
 
@@ -95,7 +95,7 @@ async def cancel(training_id: str, platform: PlatformDep, account: AccountDep) -
 
 
 @router.get("/trainings")
-async def list_(
+def list_(
     request: Request,
     platform: PlatformDep,
     account: AccountDep,
