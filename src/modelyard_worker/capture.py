@@ -15,8 +15,10 @@ import select
 import threading
 from collections.abc import Callable
 
+from .protocol import LogSource
+
 # (prediction id or None, source, text) -> None
-LogSink = Callable[[str | None, str, str], None]
+LogSink = Callable[[str | None, LogSource, str], None]
 
 current_prediction: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "modelyard_prediction", default=None
@@ -31,7 +33,11 @@ class RoutedStream(io.TextIOBase):
     """
 
     def __init__(
-        self, source: str, sink: LogSink, fallback: io.TextIOBase, owner: Callable[[], str | None]
+        self,
+        source: LogSource,
+        sink: LogSink,
+        fallback: io.TextIOBase,
+        owner: Callable[[], str | None],
     ) -> None:
         self._source = source
         self._sink = sink
@@ -105,8 +111,9 @@ class FdCapture:
         self._owner = owner
         self._lock = threading.Lock()
         self._pending: dict[int, bytes] = {}
-        self._sources: dict[int, str] = {}
-        for fd, source in ((1, "stdout"), (2, "stderr")):
+        self._sources: dict[int, LogSource] = {}
+        sources: tuple[tuple[int, LogSource], ...] = ((1, "stdout"), (2, "stderr"))
+        for fd, source in sources:
             read_end, write_end = os.pipe()
             os.dup2(write_end, fd)
             os.close(write_end)

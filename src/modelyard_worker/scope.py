@@ -15,10 +15,10 @@ from typing import Any
 from . import protocol
 
 _SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-MODES = ("replace", "incr", "append")
+MODES: tuple[protocol.MetricMode, ...] = ("replace", "incr", "append")
 
 # (name, value, mode) -> None, called after the metric is recorded
-MetricSink = Callable[[str, Any, str], None]
+MetricSink = Callable[[str, Any, protocol.MetricMode], None]
 
 
 class MetricError(ValueError):
@@ -74,6 +74,8 @@ class Metrics(MutableMapping[str, Any]):
         """Refuse what could not be reported: non-JSON values, names that clash when nested."""
         try:
             protocol.encode({"value": value})
+        except protocol.FrameTooLarge as exc:
+            raise MetricError(f"metric {name!r} is too large to send: {exc}") from None
         except (TypeError, ValueError):
             raise MetricError(f"metric {name!r}: {value!r} is not a JSON value") from None
         for other in self._values:

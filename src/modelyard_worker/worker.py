@@ -23,9 +23,13 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO, TypedDict, cast
 
 from . import capture, predictor, protocol, scope
+
+#: The longest text one log message carries: a longer line goes as several messages, so that no
+#: frame is over protocol.MAX_FRAME (JSON escapes a character as at most 6 bytes).
+LOG_CHUNK = protocol.MAX_FRAME // 8
 
 
 @dataclass
@@ -33,13 +37,25 @@ class WorkerConfig:
     """What the runner tells the worker at start (as JSON in an environment variable)."""
 
     ref: str
-    mode: str = "predict"
+    mode: protocol.Mode = "predict"
     weights: str | None = None
     max_concurrency: int | None = None
 
     @property
     def method_names(self) -> tuple[str, ...]:
         return ("train",) if self.mode == "train" else ("run", "predict")
+
+
+class _OutcomeRequired(TypedDict):
+    status: protocol.Status
+    output: Any
+
+
+class Outcome(_OutcomeRequired, total=False):
+    """How a prediction ended: the part of its `DoneMessage` that depends on the outcome."""
+
+    error: str
+    is_stream: bool
 
 
 class CancelationFallback(BaseException):
@@ -78,7 +94,7 @@ class Running:
     """One prediction in flight inside the worker."""
 
     id: str
-    message: dict[str, Any]
+    message: protocol.PredictMessage
     thread_id: int | None = None
     task: asyncio.Task[Any] | None = None
     canceled: bool = False
@@ -106,17 +122,27 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.cancel_exception = _cancel_exception()
         self.predictor: predictor.LoadedPredictor | None = None
+        self.log_capture: capture.FdCapture | None = None  # fds 1 and 2, once main() set it up
+        self.crash_log: TextIO | None = sys.__stderr__  # for what the runner cannot be sent
         self._stopping = False
+        self._stopped: asyncio.Event | None = None
 
     # --- sending ------------------------------------------------------------------------
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: protocol.WorkerMessage) -> None:
         frame = protocol.encode(message)
         with self.send_lock:
             self.sock.sendall(frame)
 
-    def send_log(self, prediction_id: str | None, source: str, text: str) -> None:
-        self.send({"t": "log", "id": prediction_id, "source": source, "text": text})
+    def send_log(self, prediction_id: str | None, source: protocol.LogSource, text: str) -> None:
+        for start in range(0, len(text), LOG_CHUNK):  # a huge line: in pieces that fit a frame
+            chunk = text[start : start + LOG_CHUNK]
+            self.send({"t": "log", "id": prediction_id, "source": source, "text": chunk})
+
+    def drain_captured(self) -> None:
+        """Forward what reached fds 1 and 2 so far (C extensions, subprocesses)."""
+        if self.log_capture is not None:
+            self.log_capture.drain()
 
     def sole_prediction(self) -> str | None:
         with self.running_lock:
@@ -137,12 +163,12 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - every setup failure is reported, not raised
             traceback.print_exc()
             sys.stderr.flush()
-            self.capture.drain()
+            self.drain_captured()
             self.send({"t": "setup_failed", "error": _describe(exc)})
             return False
         sys.stdout.flush()
         sys.stderr.flush()
-        self.capture.drain()
+        self.drain_captured()
         self.send({"t": "ready", "slots": slots, "is_async": self.predictor.is_async})
         return True
 
@@ -158,11 +184,11 @@ class Worker:
 
     def serve(self) -> None:
         assert self.predictor is not None
-        if self.predictor.is_async:
+        if self.predictor.is_async:  # before the control thread starts: its shutdown uses them
             self.loop = self.loop or asyncio.new_event_loop()
             self._stopped = asyncio.Event()
         threading.Thread(target=self._control_loop, name="modelyard-control", daemon=True).start()
-        if self.predictor.is_async:
+        if self.loop is not None and self._stopped is not None:
             threading.Thread(target=self._data_loop, name="modelyard-reader", daemon=True).start()
             self.loop.run_until_complete(self._stopped.wait())
         else:
@@ -172,17 +198,26 @@ class Worker:
         control = self.control.makefile("rb")
         try:
             while True:
-                message = protocol.read_message(control)
-                kind = message["t"]
-                if kind == "cancel":
+                message = cast(protocol.ControlMessage, self._read(control))
+                if message["t"] == "cancel":
                     self._cancel(message["id"])
-                elif kind == "health":
+                elif message["t"] == "health":
                     threading.Thread(target=self._healthcheck, args=(message["id"],)).start()
-                elif kind == "shutdown":
+                elif message["t"] == "shutdown":
                     break
         except (EOFError, OSError):
             os._exit(0)  # the runner is gone: nobody will read what this process does
         self._shutdown()
+
+    def _read(self, stream: Any) -> dict[str, Any]:
+        """The next message from the runner. A frame that cannot be accepted leaves the stream
+        out of step, so the worker exits: the runner fails what was in flight and starts anew."""
+        try:
+            return protocol.read_message(stream, "the runner")
+        except protocol.ProtocolError as exc:
+            if self.crash_log is not None:
+                print(f"modelyard worker: {exc}", file=self.crash_log, flush=True)
+            os._exit(protocol.EXIT_PROTOCOL_ERROR)
 
     def _shutdown(self) -> None:
         """Stop taking predictions: wake whoever waits on the data socket; async predictions
@@ -199,7 +234,7 @@ class Worker:
         self._stopping = True
         with self.running_lock:
             idle = not self.running
-        if idle:
+        if idle and self._stopped is not None:
             self._stopped.set()
 
     def _data_loop(self) -> None:
@@ -207,7 +242,7 @@ class Worker:
         assert self.loop is not None
         try:
             while True:
-                message = protocol.read_message(self.incoming)
+                message = cast(protocol.PredictMessage, self._read(self.incoming))
                 self.loop.call_soon_threadsafe(self._dispatch_async, message)
         except (EOFError, OSError):
             self._shutdown()
@@ -217,7 +252,7 @@ class Worker:
     def _serve_sync(self) -> None:
         while True:
             try:
-                message = protocol.read_message(self.incoming)
+                message = cast(protocol.PredictMessage, self._read(self.incoming))
             except (EOFError, OSError):
                 return
             self._run_sync(message)
@@ -234,11 +269,11 @@ class Worker:
             elif run.thread_id is None and self.loop is not None:
                 run.task = self.loop.create_task(self._run_async(run))
         if canceled:
-            outcome = {"status": "canceled", "output": None}
+            outcome: Outcome = {"status": "canceled", "output": None}
             self._done(run, outcome, self._scope(run), time.perf_counter())
         return not canceled
 
-    def _run_sync(self, message: dict[str, Any]) -> None:
+    def _run_sync(self, message: protocol.PredictMessage) -> None:
         run = Running(message["id"], message, thread_id=threading.get_ident())
         if not self._register(run):
             return
@@ -246,7 +281,7 @@ class Worker:
         token = capture.current_prediction.set(run.id)
         metric_scope = self._scope(run)
         scope_token = scope.enter(metric_scope)
-        outcome: dict[str, Any]
+        outcome: Outcome
         try:
             assert self.predictor is not None
             inputs = predictor.convert_inputs(self.predictor, message["input"])
@@ -261,7 +296,7 @@ class Worker:
         self._done(run, outcome, metric_scope, started)
         capture.current_prediction.reset(token)
 
-    def _finish_sync(self, run: Running, result: Any) -> dict[str, Any]:
+    def _finish_sync(self, run: Running, result: Any) -> Outcome:
         if inspect.isgenerator(result) or _is_plain_iterator(result):
             for index, item in enumerate(result):
                 self._send_output(run, index, item)
@@ -303,7 +338,7 @@ class Worker:
 
     # --- async predictions --------------------------------------------------------------
 
-    def _dispatch_async(self, message: dict[str, Any]) -> None:
+    def _dispatch_async(self, message: protocol.PredictMessage) -> None:
         self._register(Running(message["id"], message))
 
     async def _run_async(self, run: Running) -> None:
@@ -312,7 +347,7 @@ class Worker:
         capture.current_prediction.set(run.id)
         metric_scope = self._scope(run)
         scope.enter(metric_scope)
-        outcome: dict[str, Any] = {"status": "failed", "output": None, "error": "internal error"}
+        outcome: Outcome = {"status": "failed", "output": None, "error": "internal error"}
         try:
             assert self.predictor is not None
             inputs = predictor.convert_inputs(self.predictor, message["input"])
@@ -337,16 +372,21 @@ class Worker:
     # --- shared -------------------------------------------------------------------------
 
     def _scope(self, run: Running) -> scope.Scope:
-        def sink(name: str, value: Any, mode: str) -> None:
+        def sink(name: str, value: Any, mode: protocol.MetricMode) -> None:
             self.send({"t": "metric", "id": run.id, "name": name, "value": value, "mode": mode})
 
         return scope.Scope(sink, run.message.get("context"))
 
     def _send_output(self, run: Running, index: int, item: Any) -> None:
         value = predictor.encode_output(item, run.output_dir)
-        self.send({"t": "output", "id": run.id, "index": index, "value": value})
+        try:
+            self.send({"t": "output", "id": run.id, "index": index, "value": value})
+        except protocol.FrameTooLarge as exc:
+            raise ValueError(
+                f"output item {index} is too large to send to the runner: {exc}"
+            ) from None
 
-    def _failure(self, run: Running, exc: BaseException) -> dict[str, Any]:
+    def _failure(self, run: Running, exc: BaseException) -> Outcome:
         if run.canceled and isinstance(exc, (self.cancel_exception, asyncio.CancelledError)):
             return {"status": "canceled", "output": None}
         # SystemExit included: Cog fails the prediction and keeps the worker.
@@ -354,13 +394,13 @@ class Worker:
         return {"status": "failed", "output": None, "error": _describe(exc)}
 
     def _done(
-        self, run: Running, outcome: dict[str, Any], metric_scope: scope.Scope, started: float
+        self, run: Running, outcome: Outcome, metric_scope: scope.Scope, started: float
     ) -> None:
         predict_time = time.perf_counter() - started
         self.flush_logs(run.id)
         with self.running_lock:
             self.running.pop(run.id, None)
-        message = {
+        message: protocol.DoneMessage = {
             "t": "done",
             "id": run.id,
             "predict_time": predict_time,
@@ -369,11 +409,23 @@ class Worker:
         }
         try:
             frame = protocol.encode(message)
-        except (TypeError, ValueError) as exc:  # values that JSON cannot carry
-            error = f"output cannot be encoded as JSON: {exc}"
-            frame = protocol.encode(
-                {**message, "status": "failed", "output": None, "error": error, "metrics": {}}
-            )
+        except (TypeError, ValueError) as exc:  # values that JSON cannot carry, or too big
+            if isinstance(exc, protocol.FrameTooLarge):
+                error = f"the output is too large to send to the runner: {exc}"
+            else:
+                error = f"output cannot be encoded as JSON: {exc}"
+            failed: protocol.DoneMessage = {
+                "t": "done",
+                "id": run.id,
+                "predict_time": predict_time,
+                "metrics": {},
+                "status": "failed",
+                "output": None,
+                "error": error[:10000],
+            }
+            if outcome.get("is_stream"):
+                failed["is_stream"] = True
+            frame = protocol.encode(failed)
         with self.send_lock:
             self.sock.sendall(frame)
 
@@ -382,11 +434,12 @@ class Worker:
             if isinstance(stream, capture.RoutedStream):
                 stream.flush_prediction(prediction_id)
         _flush_c_stdio()
-        self.capture.drain()
+        self.drain_captured()
 
     def _healthcheck(self, request_id: int) -> None:
         check = getattr(self.predictor.instance, "healthcheck", None) if self.predictor else None
-        ok, error = True, None
+        ok: bool = True
+        error: str | None = None
         if check is not None:
             try:
                 result = check()
@@ -447,7 +500,8 @@ def main() -> None:
     faulthandler.enable(file=crash_log)
     sys.path.insert(0, os.getcwd())
     worker = Worker(socket.socket(fileno=data_fd), socket.socket(fileno=control_fd), config)
-    worker.capture = capture.FdCapture(worker.send_log, worker.sole_prediction)
+    worker.crash_log = crash_log
+    worker.log_capture = capture.FdCapture(worker.send_log, worker.sole_prediction)
     stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     sys.stdout = capture.RoutedStream("stdout", worker.send_log, stdout, worker.sole_prediction)

@@ -71,7 +71,7 @@ class Target:
 async def resolve_version(platform: Platform, account: Account, ref: str) -> Target:
     """`ref` is a 64-hex id, `owner/name:id` or `owner/name` (its latest version)."""
     pinned = ":" in ref or _HEX64.match(ref) is not None  # `owner/name` moves with each push
-    candidates = platform.versions.get(ref) if pinned else None
+    candidates: list[Target] | None = platform.versions.get(ref) if pinned else None
     if candidates is None:
         candidates = await asyncio.to_thread(_candidates, platform, ref)
         if pinned:

@@ -19,6 +19,7 @@ from modelyard.cogspec.inputs import file_fields
 from modelyard.runtime.downloads import localize_files
 from modelyard.runtime.events import Done, Event, Log, Metric, Output
 from modelyard.runtime.local import LocalModel
+from modelyard.runtime.runner import Mode
 
 from .inputs import parse_input_options
 from .outputs import has_files, save_files
@@ -30,7 +31,7 @@ class PredictOptions:
     inputs: list[str]
     as_json: bool = False
     output_dir: Path = field(default_factory=Path.cwd)
-    mode: str = "predict"
+    mode: Mode = "predict"
     setup_timeout: float | None = None
     timeout: float | None = None
     weights: str | None = None

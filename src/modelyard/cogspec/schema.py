@@ -139,8 +139,8 @@ def _find_method(
 
 def _parameters(func: _Func, skip_self: bool) -> list[tuple[ast.arg, ast.expr | None]]:
     args = func.args
-    if args.vararg is not None or args.kwarg is not None:
-        star = args.vararg or args.kwarg
+    star = args.vararg or args.kwarg
+    if star is not None:
         raise CogSpecError(
             f"{func.name}() cannot take *{'*' if args.kwarg else ''}{star.arg}: "
             "every input must be a named parameter",

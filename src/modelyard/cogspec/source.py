@@ -65,8 +65,10 @@ class ModuleSource:
             return None
         module_name, _, function = name.rpartition(".")
         other = self.import_module(module_name)
-        found = other.functions.get(function) if other is not None else None
-        return (other, found) if other is not None and isinstance(found, ast.FunctionDef) else None
+        imported = other.functions.get(function) if other is not None else None
+        if other is not None and isinstance(imported, ast.FunctionDef):
+            return (other, imported)
+        return None
 
     def import_module(self, dotted: str) -> ModuleSource | None:
         """Another Python file of the package by module name (absolute, or relative to this
@@ -188,7 +190,12 @@ class ModuleSource:
             spec = self._eval(part.format_spec, seen) if part.format_spec else ""
             if value is _MISSING or spec is _MISSING:
                 return _MISSING
-            convert = {ord("r"): repr, ord("s"): str, ord("a"): ascii}.get(part.conversion)
+            conversions: dict[int, Callable[[object], str]] = {
+                ord("r"): repr,
+                ord("s"): str,
+                ord("a"): ascii,
+            }
+            convert = conversions.get(part.conversion)
             try:
                 parts.append(format(convert(value) if convert else value, spec))
             except (TypeError, ValueError):

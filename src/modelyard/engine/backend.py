@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from modelyard.runtime.events import Event
+from modelyard.runtime.runner import Mode
 
-Mode = Literal["predict", "train"]
 Progress = Callable[[str], None]
 
 

@@ -34,7 +34,7 @@ from modelyard.store.tables import File, Prediction, Version, utcnow
 from modelyard.store.webhooks import enqueue
 from modelyard.store.writer import Writer
 
-from .backend import Backend, Instance, InstanceSpec
+from .backend import Backend, Instance, InstanceSpec, Mode
 from .eventlog import EventLog
 from .files import PURGE_EVERY, FileService
 from .jobs import Job, JobState, PoolKey
@@ -160,7 +160,7 @@ class Engine:
     def submit(self, prediction: Prediction, inputs: dict[str, Any] | None = None) -> None:
         """Queue a stored prediction on its version's (or deployment's) pool."""
         self.log.track(prediction)
-        mode = "train" if prediction.kind == "training" else "predict"
+        mode: Mode = "train" if prediction.kind == "training" else "predict"
         key = PoolKey(prediction.version_pk, mode, prediction.deployment_id)
         job = Job(prediction.id, key, inputs)
         self.jobs[prediction.id] = job
@@ -231,11 +231,14 @@ class Engine:
             make_instance=make_instance,
             run=self._run,
             boot_log=self._boot_log,
-            boot_failed=lambda job, error: self._finish(job.prediction_id, _done("failed", error=error)),
-        )  # fmt: skip
+            boot_failed=self._boot_failed,
+        )
         self.pools[key] = pool
         pool.start()
         return pool
+
+    def _boot_failed(self, job: Job, error: str) -> None:
+        self._finish(job.prediction_id, _done("failed", error=error))
 
     async def _spec(self, key: PoolKey) -> InstanceSpec:
         """What an instance of the pool runs, from the stored version (read once per pool)."""
@@ -300,7 +303,7 @@ class Engine:
         try:
             inputs = self._inputs(job, await self._spec(job.key), prediction)
         except InputValidationError as exc:
-            self._finish(prediction_id, _done("failed", error=exc.detail()))
+            self._finish(prediction_id, _done("failed", error=f"invalid input: {exc}"))
             return
         account_id = prediction.account_id
         try:

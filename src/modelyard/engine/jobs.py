@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
+from modelyard.runtime.runner import Mode
+
 if TYPE_CHECKING:
     from .backend import Instance
 
@@ -29,7 +31,7 @@ class PoolKey:
     """The pool a job runs in: a version in one mode, or a deployment's."""
 
     version_pk: int
-    mode: Literal["predict", "train"]
+    mode: Mode
     deployment_id: int | None = None
 
 

@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from .backend import BootFailed, Instance
 from .jobs import Job, JobState
@@ -131,7 +132,7 @@ class Pool:
         return max(0.05, min(idle) + self.policy.idle_timeout - now)
 
     def _launch(
-        self, member: Member, job: Job, work: Callable[[Member, Job], Awaitable[None]]
+        self, member: Member, job: Job, work: Callable[[Member, Job], Coroutine[Any, Any, None]]
     ) -> None:
         member.busy += 1
         task = asyncio.create_task(work(member, job), name=f"run {job.prediction_id}")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-Status = Literal["succeeded", "failed", "canceled"]
+from modelyard_worker.protocol import LogSource, MetricMode, Status
+
+__all__ = ["Done", "Event", "Log", "Metric", "Output", "OutputFile", "Started", "Status"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +26,7 @@ class Started:
 @dataclass(frozen=True, slots=True)
 class Log:
     text: str
-    source: str = "stdout"
+    source: LogSource = "stdout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +41,7 @@ class Output:
 class Metric:
     name: str
     value: Any
-    mode: str = "replace"
+    mode: MetricMode = "replace"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from modelyard.cogspec.schema import predictor_schema
 from .downloads import InputFileError, localize_files
 from .environment import Environment, EnvironmentBuilder, spec_from_config
 from .events import Done, Event
-from .runner import Runner, RunnerSpec, SetupResult
+from .runner import Mode, Runner, RunnerSpec, SetupResult
 
 Progress = Callable[[str], None]
 
@@ -35,7 +35,7 @@ class LocalModel:
         self,
         package_dir: Path | str,
         *,
-        mode: str = "predict",
+        mode: Mode = "predict",
         builder: EnvironmentBuilder | None = None,
         setup_timeout: float | None = None,
         weights: str | None = None,

@@ -17,10 +17,12 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from modelyard_worker import protocol
+from modelyard_worker.protocol import Mode
 
 from .connection import Connection
 from .events import Done, Event, Log, Metric, Output, OutputFile, Started
@@ -31,6 +33,26 @@ HEALTHCHECK_TIMEOUT = 5.0
 STDERR_TAIL_LINES = 30
 
 
+class RunnerState(StrEnum):
+    """Cog's health statuses, which are also the runner's states. A `StrEnum`: each equals
+    (and serializes as) its name, so comparisons with plain strings keep working."""
+
+    STARTING = "STARTING"  # the worker is starting or running setup()
+    READY = "READY"  # a slot is free
+    BUSY = "BUSY"  # every slot is taken
+    SETUP_FAILED = "SETUP_FAILED"  # setup() failed; the next prediction tries again
+    DEFUNCT = "DEFUNCT"  # the worker died; the next prediction starts a new one
+    UNHEALTHY = "UNHEALTHY"  # only in a Health: the user's healthcheck() said no
+    STOPPED = "STOPPED"  # not started, or stopped
+
+
+#: The states in which the worker takes predictions.
+LIVE = (RunnerState.READY, RunnerState.BUSY)
+
+#: How the worker answers the start: `ready`, or `setup_failed` (also made up when it dies).
+SetupReply = protocol.ReadyMessage | protocol.SetupFailedMessage
+
+
 @dataclass(frozen=True)
 class RunnerSpec:
     """How to start one worker: which interpreter, which package, which predictor."""
@@ -38,7 +60,7 @@ class RunnerSpec:
     package_dir: Path
     python: Path
     ref: str
-    mode: str = "predict"
+    mode: Mode = "predict"
     environment: Mapping[str, str] = field(default_factory=dict)
     max_concurrency: int | None = None
     weights: str | None = None
@@ -47,7 +69,7 @@ class RunnerSpec:
 
 @dataclass
 class SetupResult:
-    status: str  # "succeeded" or "failed"
+    status: Literal["succeeded", "failed"]
     logs: str
     error: str | None
     started_at: float
@@ -56,10 +78,13 @@ class SetupResult:
 
 @dataclass(frozen=True)
 class Health:
-    """Cog's health statuses: STARTING, READY, BUSY, SETUP_FAILED, DEFUNCT, UNHEALTHY, STOPPED."""
+    """Cog's health status (`Health("READY")` works too) and, when unhealthy or failed, why."""
 
-    status: str
+    status: RunnerState
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", RunnerState(self.status))
 
 
 class SetupFailed(Exception):
@@ -72,7 +97,7 @@ class Runner:
     def __init__(self, spec: RunnerSpec, on_setup_log: Callable[[str], None] | None = None) -> None:
         self.spec = spec
         self.on_setup_log = on_setup_log
-        self.state = "STOPPED"
+        self.state: RunnerState = RunnerState.STOPPED
         self.setup_result: SetupResult | None = None
         self.slots = 1
         self._process: asyncio.subprocess.Process | None = None
@@ -82,8 +107,8 @@ class Runner:
         self._stderr_task: asyncio.Task[None] | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._inflight: dict[str, asyncio.Queue[Event]] = {}
-        self._ready: asyncio.Future[dict[str, Any]] | None = None
-        self._health_waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ready: asyncio.Future[SetupReply] | None = None
+        self._health_waiters: dict[int, asyncio.Future[protocol.HealthReply]] = {}
         self._health_ids = itertools.count()
         self._ids = itertools.count()
         self._setup_logs: list[str] = []
@@ -103,7 +128,7 @@ class Runner:
 
         Callers share one start; one that is canceled while waiting does not abort it.
         """
-        if self.state in ("READY", "BUSY") and self.setup_result is not None:
+        if self.state in LIVE and self.setup_result is not None:
             return self.setup_result
         # One start at a time: a new task only when the last one has ended.
         if self._start_task is None or self._start_task.done():
@@ -116,14 +141,14 @@ class Runner:
         self._stopping = False
         self._kill_reason = None
         self._generation += 1
-        self.state = "STARTING"
+        self.state = RunnerState.STARTING
         self._setup_logs = []
         self._stderr_tail.clear()
         started_at = time.time()
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         control_sock, child_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         child_fds = (child_sock.fileno(), child_control.fileno())
-        config = {
+        config: protocol.WorkerConfig = {
             "ref": self.spec.ref,
             "mode": self.spec.mode,
             "weights": self.spec.weights,
@@ -158,7 +183,8 @@ class Runner:
         self._control = control_sock
         connection_lost = loop.create_future()
         self._writer, _ = await loop.create_unix_connection(
-            lambda: Connection(self._handle, connection_lost), sock=parent_sock
+            lambda: Connection(self._handle, connection_lost, self._protocol_error),
+            sock=parent_sock,
         )
         self._reader_task = asyncio.create_task(self._watch(connection_lost, self._process))
         self._stderr_task = asyncio.create_task(self._read_stderr(self._process))
@@ -171,21 +197,21 @@ class Runner:
             )
         if self._stopping:
             await self._reap()
-            self.state = "STOPPED"
+            self.state = RunnerState.STOPPED
             raise SetupFailed("the runner was stopped during setup")
-        if ready["t"] != "ready":
+        if ready["t"] == "setup_failed":
             await self._reap()
             return self._setup_failed(started_at, ready["error"])
         self.slots = ready["slots"]
         self._semaphore = asyncio.Semaphore(self.slots)
-        self.state = "READY"
+        self.state = RunnerState.READY
         self.setup_result = SetupResult(
             "succeeded", "".join(self._setup_logs), None, started_at, time.time()
         )
         return self.setup_result
 
     def _setup_failed(self, started_at: float, error: str) -> SetupResult:
-        self.state = "SETUP_FAILED"
+        self.state = RunnerState.SETUP_FAILED
         self.setup_result = SetupResult(
             "failed", "".join(self._setup_logs), error, started_at, time.time()
         )
@@ -215,7 +241,7 @@ class Runner:
         self._stopping = True
         for waiting in self._waiting.values():
             waiting.set()
-        if self.state == "STARTING":
+        if self.state == RunnerState.STARTING:
             await self._kill("the runner was stopped during setup")  # no messages read until then
         if self._process is not None and self._process.returncode is None:
             try:
@@ -226,17 +252,24 @@ class Runner:
         for task in list(self._draining):
             await task
         await self._reap()
-        self.state = "STOPPED"
+        self.state = RunnerState.STOPPED
 
     async def _kill(self, reason: str, prediction_id: str | None = None) -> None:
         """Kill the worker; `reason` becomes the error of `prediction_id` (or of all in flight)."""
-        if self._process is not None and self._process.returncode is None:
-            self._kill_reason = (reason, prediction_id)
-            try:
-                os.killpg(self._process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if self._signal_kill(reason, prediction_id) and self._process is not None:
             await self._process.wait()
+
+    def _signal_kill(self, reason: str, prediction_id: str | None = None) -> bool:
+        """`_kill` without waiting for the process to end (`_watch` reports its end); False
+        when there is no live worker."""
+        if self._process is None or self._process.returncode is not None:
+            return False
+        self._kill_reason = (reason, prediction_id)
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return True
 
     async def _reap(self) -> None:
         """Forget a finished worker: wait for its reader tasks and close the socket."""
@@ -274,42 +307,53 @@ class Runner:
             await asyncio.wait([self._stderr_task], timeout=1)
         self._worker_gone(process.returncode)
 
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind = message["t"]
-        queue = self._inflight.get(message.get("id"))  # type: ignore[arg-type]
-        if kind == "log":
+    def _queue(self, prediction_id: str | None) -> asyncio.Queue[Event] | None:
+        return None if prediction_id is None else self._inflight.get(prediction_id)
+
+    def _handle(self, message: protocol.WorkerMessage) -> None:
+        if message["t"] == "log":
+            queue = self._queue(message["id"])
             if queue is not None:
                 queue.put_nowait(Log(message["text"], message["source"]))
             else:  # setup output, or the worker's own output between predictions
-                if self.state == "STARTING":
+                if self.state == RunnerState.STARTING:
                     self._setup_logs.append(message["text"])
                 if self.on_setup_log is not None:
                     self.on_setup_log(message["text"])
-        elif kind == "output":
+        elif message["t"] == "output":
+            queue = self._queue(message["id"])
             if queue is not None:
                 queue.put_nowait(Output(message["index"], _decode_files(message["value"])))
-        elif kind == "metric":
+        elif message["t"] == "metric":
+            queue = self._queue(message["id"])
             if queue is not None:
                 queue.put_nowait(Metric(message["name"], message["value"], message["mode"]))
-        elif kind == "done":
+        elif message["t"] == "done":
+            queue = self._queue(message["id"])
             if queue is not None:
                 queue.put_nowait(
                     Done(
                         message["status"],
-                        _decode_files(message.get("output")),
+                        _decode_files(message["output"]),
                         message.get("error"),
-                        message.get("metrics") or {},
-                        message.get("predict_time"),
+                        message["metrics"],
+                        message["predict_time"],
                         message.get("is_stream", False),
                     )
                 )
-        elif kind in ("ready", "setup_failed"):
+        elif message["t"] == "ready" or message["t"] == "setup_failed":
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(message)
-        elif kind == "health":
+        elif message["t"] == "health":
             waiter = self._health_waiters.pop(message["id"], None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(message)
+
+    def _protocol_error(self, error: protocol.ProtocolError) -> None:
+        """The worker sent a frame that cannot be accepted (too big, not JSON): the stream is out
+        of step, so the worker is replaced and what it was running fails with the reason."""
+        reason = str(error)
+        self._signal_kill(reason[0].upper() + reason[1:])
 
     async def _read_stderr(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
@@ -323,12 +367,12 @@ class Runner:
         self._kill_reason = None
         tail = "".join(self._stderr_tail).strip()
         if self._ready is not None and not self._ready.done():
-            error = f"the worker exited during setup: {reason}"
+            error = killed_for or f"the worker exited during setup: {reason}"
             if tail:
                 error += f"\n{tail}"
             self._ready.set_result({"t": "setup_failed", "error": error})
-        if self.state in ("READY", "BUSY"):
-            self.state = "DEFUNCT"
+        if self.state in LIVE:
+            self.state = RunnerState.DEFUNCT
         for prediction_id, queue in self._inflight.items():
             if tail:
                 queue.put_nowait(Log(tail + "\n", "stderr"))
@@ -341,18 +385,19 @@ class Runner:
                     f"The worker was restarted because prediction {killed_prediction} timed out"
                 )
             queue.put_nowait(Done("failed", error=failure))
-        for waiter in self._health_waiters.values():
+        for request_id, waiter in self._health_waiters.items():
             if not waiter.done():
-                waiter.set_result({"ok": False, "error": reason})
+                waiter.set_result({"t": "health", "id": request_id, "ok": False, "error": reason})
 
     # --- predicting ---------------------------------------------------------------------
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, frame: bytes) -> None:
+        """A frame made by `protocol.encode` (for a `PredictMessage`), on the data socket."""
         if self._writer is None:
             raise RuntimeError("the worker is not running")
-        self._writer.write(protocol.encode(message))
+        self._writer.write(frame)
 
-    def _send_control(self, message: dict[str, Any]) -> None:
+    def _send_control(self, message: protocol.ControlMessage) -> None:
         """Cancel, health and shutdown: small frames on a socket the worker always reads."""
         if self._control is None:
             raise RuntimeError("the worker is not running")
@@ -371,6 +416,20 @@ class Runner:
         if prediction_id in self._inflight or prediction_id in self._waiting:
             yield Done("failed", error=f"a prediction with id {prediction_id} is already running")
             return
+        message: protocol.PredictMessage = {
+            "t": "predict",
+            "id": prediction_id,
+            "input": inputs,
+            "context": context or {},
+        }
+        try:  # before anything waits: a message the worker would refuse ends only this prediction
+            frame = protocol.encode(message)
+        except protocol.FrameTooLarge as exc:
+            yield Done("failed", error=f"The input is too large to send to the worker: {exc}")
+            return
+        except (TypeError, ValueError) as exc:
+            yield Done("failed", error=f"The input cannot be sent to the worker: {exc}")
+            return
         canceled = asyncio.Event()
         self._waiting[prediction_id] = canceled
         try:
@@ -387,10 +446,11 @@ class Runner:
         self._inflight[prediction_id] = queue
         finished = False
         try:
-            self._send(
-                {"t": "predict", "id": prediction_id, "input": inputs, "context": context or {}}
+            self._send(frame)
+            del frame
+            self.state = (
+                RunnerState.BUSY if len(self._inflight) >= self.slots else RunnerState.READY
             )
-            self.state = "BUSY" if len(self._inflight) >= self.slots else "READY"
             yield Started(time.time())
             watch = Deadline(self, prediction_id, timeout)
             items: list[Any] = []
@@ -421,14 +481,14 @@ class Runner:
             if canceled.is_set() or not await acquire_unless(semaphore, canceled):
                 return None
             alive = self._writer is not None and not self._writer.is_closing()
-            if generation == self._generation and self.state in ("READY", "BUSY") and alive:
+            if generation == self._generation and self.state in LIVE and alive:
                 return semaphore
             semaphore.release()  # the worker died while we waited: take a slot on a fresh one
 
     def _release(self, prediction_id: str, semaphore: asyncio.Semaphore) -> None:
         self._inflight.pop(prediction_id, None)
-        if self.state == "BUSY":
-            self.state = "READY"
+        if self.state == RunnerState.BUSY:
+            self.state = RunnerState.READY
         semaphore.release()
 
     async def _drain(
@@ -439,7 +499,7 @@ class Runner:
         self._release(prediction_id, semaphore)
 
     async def _ensure_ready(self) -> None:
-        if self.state in ("READY", "BUSY"):
+        if self.state in LIVE:
             return
         await self.start()
 
@@ -459,15 +519,15 @@ class Runner:
 
     async def health(self) -> Health:
         """Cog's health status, running the user's `healthcheck()` when the worker is idle or busy."""
-        if self.state not in ("READY", "BUSY"):
+        if self.state not in LIVE:
             error = (
                 self.setup_result.error
-                if self.setup_result and self.state == "SETUP_FAILED"
+                if self.setup_result and self.state == RunnerState.SETUP_FAILED
                 else None
             )
             return Health(self.state, error)
         request_id = next(self._health_ids)
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[protocol.HealthReply] = asyncio.get_running_loop().create_future()
         self._health_waiters[request_id] = waiter
         self._send_control({"t": "health", "id": request_id})
         try:
@@ -475,13 +535,12 @@ class Runner:
         except TimeoutError:
             self._health_waiters.pop(request_id, None)
             return Health(
-                "UNHEALTHY",
+                RunnerState.UNHEALTHY,
                 f"user-defined healthcheck timed out after {HEALTHCHECK_TIMEOUT} seconds",
             )
         if not reply["ok"]:
-            return Health(
-                "UNHEALTHY" if self.state in ("READY", "BUSY") else self.state, reply["error"]
-            )
+            state = RunnerState.UNHEALTHY if self.state in LIVE else self.state
+            return Health(state, reply["error"])
         return Health(self.state)
 
     @property
@@ -511,6 +570,8 @@ def describe_exit(returncode: int | None) -> str:
             "SIGABRT": " (aborted)",
         }.get(name, "")
         return f"killed by {name}{hint}"
+    if returncode == protocol.EXIT_PROTOCOL_ERROR:
+        return f"exited with code {returncode} (it received a message it could not accept)"
     return f"exited with code {returncode}"
 
 

@@ -35,7 +35,7 @@ def sort_column(sort_by: SortBy) -> ColumnElement[datetime]:
     """A model without versions sorts by its creation time under `latest_version_created_at`:
     a NULL would need a special case in every cursor comparison."""
     if sort_by == "model_created_at":
-        return Model.created_at
+        return Model.created_at.expression
     return func.coalesce(Model.latest_version_created_at, Model.created_at, type_=UTCDateTime())
 
 

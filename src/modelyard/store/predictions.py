@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from .ids import new_id
@@ -189,18 +189,19 @@ _PROJECTED = (
 )  # fmt: skip
 
 # Built once: constructing and cache-keying a statement per call costs more than running it.
-_predictions = Prediction.__table__
+_predictions = cast(Table, Prediction.__table__)
+_models = cast(Table, Model.__table__)
 _INSERT_PREDICTION = insert(_predictions)
-_INSERT_EVENT = insert(Event.__table__)
+_INSERT_EVENT = insert(cast(Table, Event.__table__))
 _UPDATE_PROJECTION = (
     update(_predictions)
     .where(_predictions.c.id == bindparam("pid"))
     .values({name: bindparam(name) for name in _PROJECTED})
 )
 _COUNT_RUN = (
-    update(Model.__table__)
-    .where(Model.__table__.c.id == bindparam("model"))
-    .values(run_count=Model.__table__.c.run_count + 1)
+    update(_models)
+    .where(_models.c.id == bindparam("model"))
+    .values(run_count=_models.c.run_count + 1)
 )
 
 

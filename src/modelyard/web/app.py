@@ -4,6 +4,7 @@ page that does not exist with an HTML page instead of problem+json."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,6 +35,7 @@ def install(app: FastAPI) -> None:
                 else str(exc.detail)
             )
             return error_page(request, viewer(request), exc.status_code, title, detail)
-        return await api_handler(request, exc)  # type: ignore[no-any-return]
+        response = api_handler(request, exc)  # Starlette's handlers may be sync or async
+        return await response if inspect.isawaitable(response) else response
 
     app.add_exception_handler(StarletteHTTPException, page_or_problem)

@@ -144,7 +144,7 @@ async def create(
         config = ReleaseConfig(
             model.model.id, version.pk, body.hardware, body.min_instances, body.max_instances
         )
-        row = store.create_deployment(session, session.get(Account, account.id), body.name, config)
+        row = store.create_deployment(session, session.get_one(Account, account.id), body.name, config)
         result = deployment_json(row)
     platform.engine.set_policy(row.deployment.id, body.min_instances, body.max_instances)
     return JSONResponse(result)
@@ -202,9 +202,9 @@ async def update(
         config = ReleaseConfig(current.model_id, version_pk, hardware, low, high)
         store.add_release(
             session,
-            session.get(Deployment, row.deployment.id),
+            session.get_one(Deployment, row.deployment.id),
             config,
-            created_by=session.get(Account, account.id),
+            created_by=session.get_one(Account, account.id),
         )
         result = deployment_json(_owned(session, account, owner, name))
     platform.engine.set_policy(row.deployment.id, low, high)
