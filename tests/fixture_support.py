@@ -30,10 +30,13 @@ from typing import Any
 
 import pytest
 
-from modelyard.runtime.environment import EnvironmentBuilder
+from modelyard.cogspec.config import load_config
+from modelyard.cogspec.inputs import validate_input
+from modelyard.cogspec.schema import predictor_schema
+from modelyard.runtime.environment import EnvironmentBuilder, spec_from_config
 from modelyard.runtime.events import Done, Event, Log, Metric, Output, OutputFile
 from modelyard.runtime.local import LocalModel
-from modelyard.runtime.runner import SetupFailed
+from modelyard.runtime.runner import Runner, RunnerSpec, SetupFailed
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HTTP_PLACEHOLDER = "{{HTTP}}"
@@ -272,3 +275,30 @@ def serving_folder(folder: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# Runners made for a fixture, and the schema each validates its inputs against.
+SCHEMAS: dict[int, dict[str, Any]] = {}
+
+
+async def make_runner(builder: EnvironmentBuilder, name: str, **options: Any) -> Runner:
+    """A Runner for a fixture (not started); `inputs()` validates against its schema."""
+    package = fixture_dir(name)
+    config = load_config(package)
+    env = await asyncio.to_thread(builder.ensure, spec_from_config(config), package)
+    spec = RunnerSpec(
+        package_dir=package,
+        python=env.python,
+        ref=config.predict or "",
+        environment=config.environment,
+        max_concurrency=config.concurrency_max if config.concurrency_max > 1 else None,
+        **options,
+    )
+    runner = Runner(spec)
+    SCHEMAS[id(runner)] = predictor_schema(package, config)
+    return runner
+
+
+def inputs(runner: Runner, payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload validated as the API would (defaults filled in): what Runner.predict takes."""
+    return validate_input(SCHEMAS[id(runner)], payload)

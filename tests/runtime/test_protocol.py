@@ -17,15 +17,12 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from fixture_support import PREDICTION_LIMIT, fixture_dir
+from fixture_support import PREDICTION_LIMIT, inputs, make_runner
 
-from modelyard.cogspec.config import load_config
-from modelyard.cogspec.inputs import validate_input
-from modelyard.cogspec.schema import predictor_schema
 from modelyard.runtime.connection import Connection
-from modelyard.runtime.environment import EnvironmentBuilder, spec_from_config
+from modelyard.runtime.environment import EnvironmentBuilder
 from modelyard.runtime.events import Done, Event, Log, Started
-from modelyard.runtime.runner import Health, Runner, RunnerSpec, RunnerState, describe_exit
+from modelyard.runtime.runner import Health, Runner, RunnerState, describe_exit
 from modelyard_worker import protocol, scope, worker
 
 session_loop = pytest.mark.asyncio(loop_scope="session")  # the loop of the shared fixtures
@@ -315,37 +312,19 @@ def test_an_output_over_the_limit_fails_the_prediction(inprocess: Any, monkeypat
 
 # --- real workers ---------------------------------------------------------------------------
 
-SCHEMAS: dict[int, dict[str, Any]] = {}
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def runners(env_builder: EnvironmentBuilder) -> AsyncIterator[Any]:
     """`await runners("fixture")`: a runner recording the messages both ways, stopped after."""
     made: list[Runner] = []
 
     async def make(name: str) -> Runner:
-        package = fixture_dir(name)
-        config = load_config(package)
-        env = await asyncio.to_thread(env_builder.ensure, spec_from_config(config), package)
-        spec = RunnerSpec(
-            package_dir=package,
-            python=env.python,
-            ref=config.predict or "",
-            environment=config.environment,
-            max_concurrency=config.concurrency_max if config.concurrency_max > 1 else None,
-        )
-        runner = Runner(spec)
-        SCHEMAS[id(runner)] = predictor_schema(package, config)
+        runner = await make_runner(env_builder, name)
         made.append(runner)
         return runner
 
     yield make
     for runner in made:
         await runner.stop()
-
-
-def inputs(runner: Runner, payload: dict[str, Any]) -> dict[str, Any]:
-    return validate_input(SCHEMAS[id(runner)], payload)
 
 
 async def predict(runner: Runner, payload: dict[str, Any], **options: Any) -> list[Event]:

@@ -13,42 +13,15 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from fixture_support import PREDICTION_LIMIT, fixture_dir
+from fixture_support import PREDICTION_LIMIT, inputs, make_runner
 
-from modelyard.cogspec.config import load_config
-from modelyard.cogspec.inputs import validate_input
-from modelyard.cogspec.schema import predictor_schema
-from modelyard.runtime.environment import EnvironmentBuilder, spec_from_config
+from modelyard.runtime.environment import EnvironmentBuilder
 from modelyard.runtime.events import Done, Event, Log, Started
-from modelyard.runtime.runner import Health, Runner, RunnerSpec, SetupFailed, describe_exit
+from modelyard.runtime.runner import Health, Runner, SetupFailed, describe_exit
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-SCHEMAS: dict[int, dict[str, Any]] = {}
-
-
-async def make_runner(builder: EnvironmentBuilder, name: str, **options: Any) -> Runner:
-    """A Runner for a fixture (not started); `inputs()` validates against its schema."""
-    package = fixture_dir(name)
-    config = load_config(package)
-    env = await asyncio.to_thread(builder.ensure, spec_from_config(config), package)
-    spec = RunnerSpec(
-        package_dir=package,
-        python=env.python,
-        ref=config.predict or "",
-        environment=config.environment,
-        max_concurrency=config.concurrency_max if config.concurrency_max > 1 else None,
-        **options,
-    )
-    runner = Runner(spec)
-    SCHEMAS[id(runner)] = predictor_schema(package, config)
-    return runner
-
-
-def inputs(runner: Runner, payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload validated as the API would (defaults filled in): what Runner.predict takes."""
-    return validate_input(SCHEMAS[id(runner)], payload)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -25,7 +25,7 @@ from modelyard.store.models import (
     latest_version,
     versions_by_id,
 )
-from modelyard.store.predictions import TERMINAL, NewPrediction
+from modelyard.store.predictions import TERMINAL, Kind, NewPrediction
 from modelyard.store.tables import Account, Prediction, Version, utcnow
 
 from .auth import can_see, signed_in_by_cookie
@@ -217,7 +217,7 @@ async def create_job(
     target: Target,
     body: JobRequest,
     *,
-    kind: str = "prediction",
+    kind: Kind = "prediction",
     deployment: tuple[int, str] | None = None,
     destination: ModelRow | None = None,
 ) -> Prediction:

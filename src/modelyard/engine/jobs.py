@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from modelyard.runtime.runner import Mode
 
@@ -21,9 +21,6 @@ class JobState(StrEnum):
     BOOTING = "booting"  # an instance is starting for it
     RUNNING = "running"  # sent to an instance
     FINISHING = "finishing"  # done on the instance; its outputs are being stored
-
-
-Kind = Literal["prediction", "training"]
 
 
 @dataclass(frozen=True)

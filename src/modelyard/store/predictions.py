@@ -19,6 +19,7 @@ from .tables import Event, Model, Prediction, utcnow
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 EventType = Literal["status", "logs", "output", "metric", "done"]
+Kind = Literal["prediction", "training"]  # a training is a prediction of the package's `train:`
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class NewPrediction:
     version_pk: int
     version_id: str
     input: dict[str, Any]
-    kind: str = "prediction"
+    kind: Kind = "prediction"
     source: str = "api"
     streams: bool = False
     webhook: str | None = None
@@ -265,7 +266,7 @@ def events_after(session: Session, prediction_id: str, seq: int, limit: int = 50
 @dataclass(frozen=True)
 class PredictionFilter:
     account_id: int
-    kind: str = "prediction"
+    kind: Kind = "prediction"
     created_after: datetime | None = None
     created_before: datetime | None = None
     model_ref: str | None = None

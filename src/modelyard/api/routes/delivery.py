@@ -25,7 +25,7 @@ UNTRUSTED = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sa
 
 
 @router.api_route("/delivery/{access_key}/{name}", methods=["GET", "HEAD"])
-async def deliver(access_key: str, name: str, platform: PlatformDep) -> FileResponse:
+def deliver(access_key: str, name: str, platform: PlatformDep) -> FileResponse:
     found = platform.engine.files.delivered(access_key)
     if found is None:
         raise not_found("The requested file does not exist or has expired.")

@@ -151,7 +151,7 @@ async def create(
 
 
 @router.get("/deployments")
-async def list_(
+def list_(
     platform: PlatformDep, account: AccountDep, cursor: str | None = None
 ) -> JSONResponse:
     with platform.db.session() as session:
@@ -170,7 +170,7 @@ async def list_(
 
 
 @router.get("/deployments/{owner}/{name}")
-async def get(owner: str, name: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
+def get(owner: str, name: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
     with platform.db.session() as session:
         return JSONResponse(deployment_json(_owned(session, account, owner, name)))
 

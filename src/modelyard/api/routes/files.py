@@ -58,7 +58,7 @@ async def create(request: Request, platform: PlatformDep, account: AccountDep) -
 
 
 @router.get("/files")
-async def list_(
+def list_(
     platform: PlatformDep, account: AccountDep, cursor: str | None = None
 ) -> JSONResponse:
     """The caller's live uploads, newest first, 100 a page."""
@@ -76,7 +76,7 @@ async def list_(
 
 
 @router.get("/files/{file_id}")
-async def get(file_id: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
+def get(file_id: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
     files = platform.engine.files
     return JSONResponse(files.file_json(_owned(files, account, file_id), account.username))
 
@@ -90,7 +90,7 @@ async def delete(file_id: str, platform: PlatformDep, account: AccountDep) -> Re
 
 
 @router.get("/files/{file_id}/download")
-async def download(
+def download(
     file_id: str,
     request: Request,
     platform: PlatformDep,

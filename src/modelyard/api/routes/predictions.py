@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from modelyard.engine.views import prediction_json
 from modelyard.store.models import get_model
-from modelyard.store.predictions import PredictionFilter, get_prediction, list_predictions
+from modelyard.store.predictions import Kind, PredictionFilter, get_prediction, list_predictions
 from modelyard.store.tables import Account, Prediction
 
 from ..auth import AccountDep, can_see
@@ -68,7 +68,7 @@ async def create_for_model(
     return await respond(platform, request, prediction)
 
 
-def owned(platform: Platform, account: Account, prediction_id: str, kind: str) -> Prediction:
+def owned(platform: Platform, account: Account, prediction_id: str, kind: Kind) -> Prediction:
     with platform.db.session() as session:
         prediction = get_prediction(session, prediction_id)
     if prediction is None or prediction.kind != kind or prediction.account_id != account.id:
@@ -76,13 +76,13 @@ def owned(platform: Platform, account: Account, prediction_id: str, kind: str) -
     return prediction
 
 
-def get_job(platform: Platform, account: Account, job_id: str, kind: str) -> JSONResponse:
+def get_job(platform: Platform, account: Account, job_id: str, kind: Kind) -> JSONResponse:
     """GET of a prediction or training (`no-store`: polling clients must not see a cached one)."""
     job = owned(platform, account, job_id, kind)
     return JSONResponse(prediction_json(job, platform.urls), headers=NO_STORE)
 
 
-async def cancel_job(platform: Platform, account: Account, job_id: str, kind: str) -> JSONResponse:
+async def cancel_job(platform: Platform, account: Account, job_id: str, kind: Kind) -> JSONResponse:
     await run_in_threadpool(owned, platform, account, job_id, kind)
     job = await platform.engine.cancel(job_id)
     assert job is not None
@@ -117,7 +117,7 @@ def list_(
     return list_jobs(platform, account, "prediction", locals())
 
 
-def list_jobs(platform: Platform, account: Account, kind: str, args: dict) -> JSONResponse:
+def list_jobs(platform: Platform, account: Account, kind: Kind, args: dict) -> JSONResponse:
     params = {
         k: (v.isoformat() if isinstance(v, datetime) else v)
         for k, v in args.items()

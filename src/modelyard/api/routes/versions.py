@@ -126,7 +126,7 @@ def _discard(platform: Platform, key: str) -> None:
 
 
 @router.get("/models/{owner}/{name}/versions")
-async def list_versions(
+def list_versions(
     owner: str, name: str, platform: PlatformDep, account: AccountDep
 ) -> JSONResponse:
     model = visible_model(platform, account, owner, name)
@@ -138,7 +138,7 @@ async def list_versions(
 
 
 @router.get("/models/{owner}/{name}/versions/{version_id}")
-async def get_version_route(
+def get_version_route(
     owner: str, name: str, version_id: str, platform: PlatformDep, account: AccountDep
 ) -> JSONResponse:
     model = visible_model(platform, account, owner, name)
@@ -150,7 +150,7 @@ async def get_version_route(
 
 
 @router.delete("/models/{owner}/{name}/versions/{version_id}", status_code=202)
-async def delete_version(
+def delete_version(
     owner: str, name: str, version_id: str, platform: PlatformDep, account: AccountDep
 ) -> Response:
     model = visible_model(platform, account, owner, name)
