@@ -79,7 +79,7 @@ def beep(answer: str) -> bool:
     return answer.strip().upper().startswith("BEEP BOOP")
 
 
-@pytest.mark.timeout(1200)  # an environment build, two boots and ~3 minutes of training
+@pytest.mark.timeout(1200)  # an environment build, three boots and a minute of training
 def test_the_llm_learns_a_pattern_with_lora(server: LiveServer) -> None:
     version = server.push(MODELS / "text-generation", "admin/smollm")
     client = server.replicate()
@@ -87,14 +87,18 @@ def test_the_llm_learns_a_pattern_with_lora(server: LiveServer) -> None:
     before = "".join(client.run(f"admin/smollm:{version}", input=question))
     assert not beep(before), before
     with (DATA / "beep.jsonl").open("rb") as handle:
+        # Two epochs instead of the default four: the epochs take half as long (~15 s instead of
+        # ~30 s on two quiet cores) and the pattern is learnt all the same (measured with seeds
+        # 0, 1 and 2: mean loss ~1.2 in the first epoch, 0.11-0.19 in the second, and
+        # "BEEP BOOP!" before every answer to three questions).
         training = client.trainings.create(
             version=f"admin/smollm:{version}",
-            input={"train_data": handle},
+            input={"train_data": handle, "epochs": 2},
             destination=destination(server, "beeper"),
         )
     training = finished(client, training.id)
     assert training.status == "succeeded", training.error
-    assert "20 examples" in training.logs and "epoch 4/4" in training.logs
+    assert "20 examples, 2 epochs" in training.logs and "epoch 2/2" in training.logs
     after = "".join(client.run(training.output["version"], input=question))
     print(f"before: {before!r}; after: {after!r}")
     assert beep(after), after

@@ -167,13 +167,15 @@ async def test_silence_gives_no_text(model: LocalModel, tmp_path: Path) -> None:
         w.writeframes(b"\0" * 2 * 16000 * 2)
     done = await run(model, {"audio": str(tmp_path / "silence.wav")})
     assert done.status == "succeeded", done.error
-    assert done.output == {
-        "text": "",
-        "segments": [],
-        "words": [],
-        "duration": 2.0,
-        "language": "en",
-    }
+    output = done.output
+    assert output["duration"] == 2.0 and output["language"] == "en"
+    assert output["words"] == []  # only with word_timestamps
+    # No speech, so no transcript worth the name. Whisper is known to "hear" a stray word in
+    # silence (" You" on one machine, "" on another of the same kind), so allow at most two short
+    # words, never a sentence.
+    assert len(words(output["text"])) <= 2 and len(output["text"]) <= 20, output
+    assert output["text"] == " ".join(s["text"] for s in output["segments"] if s["text"])
+    assert_timeline(output)
 
 
 async def test_non_audio_file_fails_clearly(model: LocalModel, tmp_path: Path) -> None:

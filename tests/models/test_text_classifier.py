@@ -34,6 +34,14 @@ async def model(env_builder: EnvironmentBuilder) -> AsyncIterator[LocalModel]:
         yield started
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def trainer(env_builder: EnvironmentBuilder) -> AsyncIterator[LocalModel]:
+    """train.py on one worker for the module's trainings, one after the other (as a worker of
+    the platform takes them); a failed training leaves it ready for the next."""
+    async with started_model(PACKAGE, env_builder, mode="train", allow_local_paths=True) as started:
+        yield started
+
+
 async def run(model: LocalModel, payload: dict[str, Any]) -> Result:
     return await collect(model, payload, timeout=120.0, limit=150.0)
 
@@ -44,11 +52,8 @@ def split_topics() -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     return rows[:45], rows[45:]
 
 
-async def train(env_builder: EnvironmentBuilder, data: Path, **inputs: Any) -> Result:
-    async with started_model(PACKAGE, env_builder, mode="train", allow_local_paths=True) as trainer:
-        return await collect(
-            trainer, {"train_data": str(data), **inputs}, timeout=300.0, limit=330.0
-        )
+async def train(trainer: LocalModel, data: Path, **inputs: Any) -> Result:
+    return await collect(trainer, {"train_data": str(data), **inputs}, timeout=300.0, limit=330.0)
 
 
 async def test_the_base_version_knows_sentiment(model: LocalModel) -> None:
@@ -62,12 +67,12 @@ async def test_the_base_version_knows_sentiment(model: LocalModel) -> None:
 
 
 async def test_training_learns_labels_it_never_saw(
-    env_builder: EnvironmentBuilder, tmp_path: Path
+    env_builder: EnvironmentBuilder, trainer: LocalModel, tmp_path: Path
 ) -> None:
     train_rows, test_rows = split_topics()
     data = tmp_path / "topics.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in train_rows))
-    trained = await train(env_builder, data)
+    trained = await train(trainer, data)
     assert trained.status == "succeeded", trained.error
     assert "held-out accuracy" in trained.logs
     weights = trained.output["weights"]
@@ -84,11 +89,11 @@ async def test_training_learns_labels_it_never_saw(
     assert accuracy >= 0.8, f"{right}/{len(test_rows)}"
 
 
-async def test_a_csv_works_too(env_builder: EnvironmentBuilder, tmp_path: Path) -> None:
+async def test_a_csv_works_too(trainer: LocalModel, tmp_path: Path) -> None:
     data = tmp_path / "pets.csv"
     rows = ["text,label"] + [f'"My {pet} sleeps all day",{pet}' for pet in ("cat", "dog")] * 3
     data.write_text("\n".join(rows) + "\n")
-    trained = await train(env_builder, data, held_out=0)
+    trained = await train(trainer, data, held_out=0)
     assert trained.status == "succeeded", trained.error
     assert "6 labelled texts, 2 labels: cat, dog" in trained.logs
 
@@ -103,11 +108,11 @@ async def test_a_csv_works_too(env_builder: EnvironmentBuilder, tmp_path: Path) 
     ],
 )
 async def test_bad_training_data_fails_clearly(
-    env_builder: EnvironmentBuilder, tmp_path: Path, content: str, message: str
+    trainer: LocalModel, tmp_path: Path, content: str, message: str
 ) -> None:
     data = tmp_path / "data.csv"
     data.write_text(content)
-    trained = await train(env_builder, data)
+    trained = await train(trainer, data)
     assert trained.status == "failed" and message in (trained.error or ""), trained.error
 
 

@@ -35,6 +35,13 @@ async def model(env_builder: EnvironmentBuilder) -> AsyncIterator[LocalModel]:
         yield started
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def trainer(env_builder: EnvironmentBuilder) -> AsyncIterator[LocalModel]:
+    """The LoRA trainer (train.py) on one worker for the module's trainings, one after another."""
+    async with started_model(PACKAGE, env_builder, mode="train", allow_local_paths=True) as started:
+        yield started
+
+
 async def run(model: LocalModel, payload: dict[str, Any]) -> Result:
     """One prediction; the model may take up to two minutes on a loaded machine."""
     return await collect(model, payload, timeout=120.0, limit=150.0)
@@ -168,11 +175,11 @@ async def test_example_input(model: LocalModel) -> None:
     ],
 )
 async def test_bad_training_data_fails_before_loading_the_model(
-    env_builder: EnvironmentBuilder, tmp_path: Path, content: str, message: str
+    trainer: LocalModel, tmp_path: Path, content: str, message: str
 ) -> None:
     """The LoRA trainer (train.py) reads its data first: a mistake costs seconds, not minutes."""
     data = tmp_path / "data.jsonl"
     data.write_text(content)
-    async with started_model(PACKAGE, env_builder, mode="train", allow_local_paths=True) as trainer:
-        done = await collect(trainer, {"train_data": str(data)}, timeout=120.0, limit=150.0)
+    done = await collect(trainer, {"train_data": str(data)}, timeout=120.0, limit=150.0)
     assert done.status == "failed" and message in (done.error or ""), done.error
+    assert "LoRA parameters" not in done.logs  # printed once the base model is loaded

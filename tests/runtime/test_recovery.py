@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+from pathlib import Path
 from typing import Any
 
 from fixture_support import PREDICTION_LIMIT, collect, fixture_dir, started_model
@@ -58,8 +60,21 @@ async def test_an_abandoned_stream_cancels_its_prediction(env_builder: Any) -> N
         assert after.status == "succeeded" and after.output == pid
 
 
-async def test_a_cancel_during_the_cold_boot_is_not_lost(env_builder: Any) -> None:
-    model = LocalModel(fixture_dir("setup_slow"), builder=env_builder)
+def slow_setup(folder: Path, seconds: int) -> Path:
+    """The `setup_slow` fixture, copied under `folder`, with a setup of `seconds` instead of 60."""
+    package = folder / "setup_slow"
+    shutil.copytree(fixture_dir("setup_slow"), package)
+    predict = package / "predict.py"
+    source = predict.read_text()
+    assert "time.sleep(60)" in source
+    predict.write_text(source.replace("time.sleep(60)", f"time.sleep({seconds})"))
+    return package
+
+
+async def test_a_cancel_during_the_cold_boot_is_not_lost(env_builder: Any, tmp_path: Path) -> None:
+    # A setup of 5 s, not the fixture's 60: time enough to cancel during it (the cancel comes as
+    # soon as the worker is starting), and the prediction waits for no more than the setup.
+    model = LocalModel(slow_setup(tmp_path, 5), builder=env_builder)
     environment = await model.ensure_environment()
     runner = Runner(RunnerSpec(model.package_dir, environment.python, model.ref))
 
