@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import Connection
 import replicate
 from replicate.webhook import WebhookSigningSecret
+from sqlalchemy import Connection
 from standardwebhooks import Webhook
 from webhook_receiver import Receiver
 

@@ -189,11 +189,11 @@ class Pool:
         for member in list(self.members):
             if len(self.members) <= keep:
                 return
-            if member.ready and member.busy == 0 and not self.queue:
-                if now - member.idle_since >= self.policy.idle_timeout:
-                    self.members.remove(member)
-                    if member.instance is not None:
-                        await member.instance.stop()
+            idle = member.ready and member.busy == 0 and not self.queue
+            if idle and now - member.idle_since >= self.policy.idle_timeout:
+                self.members.remove(member)
+                if member.instance is not None:
+                    await member.instance.stop()
 
     async def close(self) -> None:
         self._closed = True
