@@ -146,7 +146,9 @@ class EventLog:
         prediction = backlog.prediction
         events = [event for _, event in numbered]
         state = projected_state(prediction)
-        view = _as_of_now(prediction)  # what listeners see: the state this write commits
+        # What listeners and companions see: the state this write commits (the live row goes on
+        # changing). Only webhooks look at it, so a prediction without one skips the copy.
+        view = _as_of_now(prediction) if prediction.webhook else prediction
         extra = []
         if prediction.status in TERMINAL:
             for companion in self._companions:
