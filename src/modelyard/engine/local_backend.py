@@ -35,6 +35,7 @@ class LocalInstance:
                 setup_timeout=self.spec.setup_timeout,
                 http_client=self._http,
                 schema=self.spec.schema,
+                collect_stream=False,  # the event log keeps a stream's items
             )
             result = await self._model.start(progress)
         except Exception as exc:

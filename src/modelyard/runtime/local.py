@@ -42,6 +42,7 @@ class LocalModel:
         allow_local_paths: bool = False,
         http_client: httpx.AsyncClient | None = None,
         schema: dict[str, Any] | None = None,
+        collect_stream: bool = True,
     ) -> None:
         self.package_dir = Path(package_dir).resolve()
         self.mode = mode
@@ -57,6 +58,8 @@ class LocalModel:
         self.weights = weights
         self.allow_local_paths = allow_local_paths
         self.http_client = http_client  # fetches URL inputs; the engine serves its own files
+        # Whether a stream's Done carries its items (the engine keeps them in its event log).
+        self.collect_stream = collect_stream
         self.environment: Environment | None = None
         self.runner: Runner | None = None
         self._file_fields = file_fields(self.schema, self.component)
@@ -119,7 +122,11 @@ class LocalModel:
             raise RuntimeError("start() the model before predicting")
         if not self._file_fields:  # nothing to fetch: the runner's stream as it is
             return self.runner.predict(
-                inputs, prediction_id=prediction_id, context=context, timeout=timeout
+                inputs,
+                prediction_id=prediction_id,
+                context=context,
+                timeout=timeout,
+                collect=self.collect_stream,
             )
         return self._predict_with_files(inputs, prediction_id, context, timeout)
 
@@ -145,7 +152,11 @@ class LocalModel:
                 yield Done("failed", error=str(exc))
                 return
             async for event in self.runner.predict(
-                inputs, prediction_id=prediction_id, context=context, timeout=timeout
+                inputs,
+                prediction_id=prediction_id,
+                context=context,
+                timeout=timeout,
+                collect=self.collect_stream,
             ):
                 yield event
         finally:

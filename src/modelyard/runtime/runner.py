@@ -410,8 +410,12 @@ class Runner:
         prediction_id: str | None = None,
         context: dict[str, str] | None = None,
         timeout: float | None = None,
+        collect: bool = True,
     ) -> AsyncIterator[Event]:
-        """Run one prediction; yields Started, then Log/Output/Metric events, then Done."""
+        """Run one prediction; yields Started, then Log/Output/Metric events, then Done.
+
+        With `collect`, a stream's Done carries every item as its output; a caller that keeps
+        the items itself (the engine's event log) passes False, so they are not kept twice."""
         prediction_id = prediction_id or f"local-{next(self._ids)}"
         if prediction_id in self._inflight or prediction_id in self._waiting:
             yield Done("failed", error=f"a prediction with id {prediction_id} is already running")
@@ -456,7 +460,7 @@ class Runner:
             items: list[Any] = []
             while True:
                 event = await (queue.get() if watch.deadline is None else watch.next(queue))
-                if isinstance(event, Output):
+                if isinstance(event, Output) and collect:
                     items.append(event.value)
                 elif isinstance(event, Done):
                     finished = True
