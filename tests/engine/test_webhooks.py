@@ -24,6 +24,7 @@ from webhook_receiver import Receiver
 
 from modelyard.engine.eventlog import EventLog
 from modelyard.engine.urls import Urls
+from modelyard.engine import webhooks
 from modelyard.engine.webhooks import WebhookOutbox
 from modelyard.settings import Settings
 from modelyard.store.accounts import account_by_username, create_account
@@ -396,3 +397,41 @@ async def test_a_full_database_keeps_the_end_and_its_webhook_together(
     assert row.delivered_at is not None and row.attempts == 1
     [hit] = receiver.wait_for(lambda h: len(h) == 1)
     assert hit.json()["status"] == "succeeded"
+
+
+@contextmanager
+def deliveries_cannot_be_settled(db: Database) -> Iterator[None]:
+    """The database refuses to mark a webhook delivered (a full disk, as the try is recorded)."""
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE TRIGGER unsettled BEFORE UPDATE OF delivered_at ON webhook_deliveries "
+            "WHEN NEW.delivered_at IS NOT NULL "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    try:
+        yield
+    finally:
+        with db.engine.begin() as connection:
+            connection.exec_driver_sql("DROP TRIGGER unsettled")
+
+
+async def test_a_delivery_that_cannot_be_recorded_is_not_sent_again(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Delivered, but the record of it fails: the try is recorded again until it sticks, and
+    the webhook is not sent a second time when its claim runs out meanwhile."""
+    monkeypatch.setattr(webhooks, "LEASE_MARGIN", 0.2)  # the claim runs out within the test
+    setup = await make_setup(tmp_path, webhook_timeout=1.0)
+    try:
+        prediction = setup.create(receiver.url, ["completed"])
+        with deliveries_cannot_be_settled(setup.db):
+            setup.log.append(prediction.id, done(output="once"))
+            await asyncio.to_thread(receiver.wait_for, lambda h: len(h) == 1)
+            await asyncio.sleep(1.0 + 0.2 + 1.0)  # past the claim; the record still fails
+            [row] = setup.deliveries(prediction.id)
+            assert row.delivered_at is None
+        [row] = await settled(setup, prediction.id, 1)
+        assert row.delivered_at is not None and row.attempts == 1
+        assert len(receiver.hits) == 1
+    finally:
+        await close(setup)

@@ -28,7 +28,8 @@ class InstanceSpec:
     package_dir: Path  # the package unpacked on this machine
     mode: Mode
     schema: dict[str, Any]  # the version's stored OpenAPI schema: never re-derived
-    weights: str | None = None  # a path or URL handed to setup(weights=...)
+    weights_key: str | None = None  # the weights' blob key (where another machine fetches them)
+    weights: str | None = None  # a path on this machine, handed to setup(weights=...)
     setup_timeout: float | None = None
 
 

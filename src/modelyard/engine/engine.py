@@ -261,6 +261,7 @@ class Engine:
             package_dir=self.package_dir(package_key),
             mode=key.mode,
             schema=schema,
+            weights_key=weights_key,
             weights=str(self.blobs.path(weights_key)) if weights_key else None,
         )
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from standardwebhooks import Webhook
 
 from modelyard import __version__
@@ -61,6 +62,8 @@ DEFAULT_EVENTS = frozenset({"output", "completed"})
 THROTTLE = 0.5  # seconds between two `output`/`logs` webhooks of one prediction
 POLL = 1.0  # rows stored by another process on the same database are seen this late
 MAX_IN_FLIGHT = 32
+LEASE_MARGIN = 30.0  # seconds a claim outlives the webhook timeout (then another try may go)
+SETTLE_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 10.0)  # recording a try, when it fails
 USER_AGENT = f"Modelyard-Webhooks/{__version__}"
 
 
@@ -318,7 +321,7 @@ class WebhookOutbox:
                 continue
             if len(self._in_flight) >= MAX_IN_FLIGHT:
                 break
-            lease = self.settings.webhook_timeout + 30  # due again if this process dies mid-try
+            lease = self.settings.webhook_timeout + LEASE_MARGIN  # due again if we die mid-try
             claimed = await self.writer.write_session(
                 functools.partial(claim, delivery_id=row.id, now=now, lease=lease)
             )
@@ -341,12 +344,7 @@ class WebhookOutbox:
             except Exception as exc:  # counted as a failed try, so a bad row cannot loop forever
                 log.exception("webhook %s: the try failed unexpectedly", row.message_id)
                 error, retry = f"{type(exc).__name__}: {exc}", True
-            delays = self.settings.webhook_retry_delays
-            await self.writer.write_session(
-                lambda session: record_attempt(
-                    session, row.id, error=error, retry_delays=delays, retry=retry
-                )
-            )
+            await self._settle(row, error, retry)
             if error is not None:
                 log.info("webhook %s to %s: %s", row.message_id, row.url, error)
         except asyncio.CancelledError:
@@ -356,6 +354,26 @@ class WebhookOutbox:
         finally:
             self._in_flight.pop(row.id, None)
             self.wake()
+
+    async def _settle(self, row: PendingDelivery, error: str | None, retry: bool) -> None:
+        """Record the try, retrying while the database refuses (a full disk): a delivered
+        webhook whose record is lost would be sent again when its claim runs out. The row stays
+        in flight meanwhile, so this process does not send it again either."""
+        delays = self.settings.webhook_retry_delays
+        for wait in (*SETTLE_RETRY_DELAYS, None):
+            try:
+                await self.writer.write_session(
+                    lambda session: record_attempt(
+                        session, row.id, error=error, retry_delays=delays, retry=retry
+                    )
+                )
+                return
+            except SQLAlchemyError as exc:
+                if wait is None:
+                    raise
+                log.warning("webhook %s: recording the try failed (%s); again in %g s",
+                            row.message_id, str(exc).splitlines()[0][:200], wait)  # fmt: skip
+                await asyncio.sleep(wait)
 
     async def _post(self, row: PendingDelivery) -> tuple[str | None, bool]:
         """One signed POST: (None, _) when delivered, else (why, whether a retry may help)."""
