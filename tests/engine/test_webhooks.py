@@ -22,9 +22,9 @@ from sqlalchemy import Connection
 from standardwebhooks import Webhook
 from webhook_receiver import Receiver
 
+from modelyard.engine import webhooks
 from modelyard.engine.eventlog import EventLog
 from modelyard.engine.urls import Urls
-from modelyard.engine import webhooks
 from modelyard.engine.webhooks import WebhookOutbox
 from modelyard.settings import Settings
 from modelyard.store.accounts import account_by_username, create_account
