@@ -302,3 +302,12 @@ async def make_runner(builder: EnvironmentBuilder, name: str, **options: Any) ->
 def inputs(runner: Runner, payload: dict[str, Any]) -> dict[str, Any]:
     """The payload validated as the API would (defaults filled in): what Runner.predict takes."""
     return validate_input(SCHEMAS[id(runner)], payload)
+
+
+async def predict(runner: Runner, payload: dict[str, Any], **options: Any) -> list[Event]:
+    """Every event of one prediction of `payload` (validated first), bounded in time."""
+
+    async def run() -> list[Event]:
+        return [event async for event in runner.predict(inputs(runner, payload), **options)]
+
+    return await asyncio.wait_for(run(), PREDICTION_LIMIT)

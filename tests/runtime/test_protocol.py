@@ -16,11 +16,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
-from fixture_support import PREDICTION_LIMIT, inputs, make_runner
+from fixture_support import PREDICTION_LIMIT, inputs, predict
 
 from modelyard.runtime.connection import Connection
-from modelyard.runtime.environment import EnvironmentBuilder
 from modelyard.runtime.events import Done, Event, Log, Started
 from modelyard.runtime.runner import Health, Runner, RunnerState, describe_exit
 from modelyard_worker import protocol, scope, worker
@@ -312,26 +310,6 @@ def test_an_output_over_the_limit_fails_the_prediction(inprocess: Any, monkeypat
 
 # --- real workers ---------------------------------------------------------------------------
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def runners(env_builder: EnvironmentBuilder) -> AsyncIterator[Any]:
-    """`await runners("fixture")`: a runner recording the messages both ways, stopped after."""
-    made: list[Runner] = []
-
-    async def make(name: str) -> Runner:
-        runner = await make_runner(env_builder, name)
-        made.append(runner)
-        return runner
-
-    yield make
-    for runner in made:
-        await runner.stop()
-
-
-async def predict(runner: Runner, payload: dict[str, Any], **options: Any) -> list[Event]:
-    async def run() -> list[Event]:
-        return [event async for event in runner.predict(inputs(runner, payload), **options)]
-
-    return await asyncio.wait_for(run(), PREDICTION_LIMIT)
 
 
 async def until_log(events: AsyncIterator[Event], text: str) -> None:

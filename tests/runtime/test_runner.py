@@ -12,38 +12,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
-from fixture_support import PREDICTION_LIMIT, inputs, make_runner
+from fixture_support import PREDICTION_LIMIT, inputs, predict
 
-from modelyard.runtime.environment import EnvironmentBuilder
 from modelyard.runtime.events import Done, Event, Log, Started
-from modelyard.runtime.runner import Health, Runner, SetupFailed, describe_exit
+from modelyard.runtime.runner import Health, SetupFailed, describe_exit
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def runners(env_builder: EnvironmentBuilder) -> AsyncIterator[Any]:
-    """`await runners("fixture")`: a runner, stopped at the end of the test."""
-    made: list[Runner] = []
-
-    async def make(name: str, **options: Any) -> Runner:
-        runner = await make_runner(env_builder, name, **options)
-        made.append(runner)
-        return runner
-
-    yield make
-    for runner in made:
-        await runner.stop()
-
-
-async def predict(runner: Runner, payload: dict[str, Any], **options: Any) -> list[Event]:
-    async def run() -> list[Event]:
-        return [event async for event in runner.predict(inputs(runner, payload), **options)]
-
-    return await asyncio.wait_for(run(), PREDICTION_LIMIT)
 
 
 def done(events: list[Event]) -> Done:
