@@ -15,7 +15,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from modelyard.engine.backend import Instance, InstanceSpec
+from modelyard.engine.backend import BootFailed, Instance, InstanceSpec
 from modelyard.platform import build_app
 from modelyard.settings import Settings
 from modelyard.store.accounts import ensure_admin
@@ -27,14 +27,16 @@ PACKAGE = Path(__file__).parents[1] / "e2e" / "packages" / "slow"
 
 class HeldBackend:
     """A backend whose instances never finish booting: every prediction stays queued or booting,
-    so these tests reach no worker. (Real instances are tested in tests/e2e.)"""
+    so these tests reach no worker. (Real instances are tested in tests/e2e; the instances here
+    stand in for failures a real worker cannot be made to produce on demand.)"""
 
     def __init__(self) -> None:
         self.specs: list[InstanceSpec] = []
+        self.make: type = _Held
 
     def instance(self, spec: InstanceSpec) -> Instance:
         self.specs.append(spec)
-        return _Held()
+        return self.make()
 
     async def close(self) -> None:
         pass
@@ -55,6 +57,26 @@ class _Held:
         pass
 
 
+class _Broken(_Held):
+    """Starts, then fails inside the engine's reach: `predict` raises at once."""
+
+    async def start(self, progress: object) -> int:
+        return 1
+
+    def predict(self, inputs: object, prediction_id: str) -> object:
+        raise RuntimeError("the instance is broken")
+
+
+class _Unstoppable(_Held):
+    """Its boot fails, and so does stopping it."""
+
+    async def start(self, progress: object) -> int:
+        raise BootFailed("no GPU left")
+
+    async def stop(self) -> None:
+        raise OSError("cannot stop")
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, HeldBackend]]:
     settings = Settings(data_dir=tmp_path / "data", public_url="http://modelyard.test")
@@ -68,8 +90,9 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, HeldBack
     headers = {"Authorization": f"Bearer {issued.token}"}
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url=settings.public_url, headers=headers)
-        as client,
+        httpx.AsyncClient(
+            transport=transport, base_url=settings.public_url, headers=headers
+        ) as client,
     ):
         yield client, backend
 
@@ -130,3 +153,36 @@ async def test_another_accounts_prediction_is_a_404(api, tmp_path: Path) -> None
     answer = await client.get("/v1/predictions/nosuchprediction00000000000")
     assert answer.status_code == 404
     assert answer.json()["detail"] == "The requested prediction does not exist."
+
+
+async def finished(client: httpx.AsyncClient, prediction_id: str) -> dict:
+    for _ in range(1000):
+        body = (await client.get(f"/v1/predictions/{prediction_id}")).json()
+        if body["status"] in ("succeeded", "failed", "canceled"):
+            return body
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{prediction_id} never ended: {body}")
+
+
+@pytest.mark.parametrize(
+    ("instance", "error"),
+    [
+        (_Broken, "internal error: the instance is broken"),
+        (_Unstoppable, "setup failed: no GPU left"),
+    ],
+)
+async def test_a_failure_inside_the_engine_ends_the_prediction(
+    api, tmp_path: Path, instance: type, error: str
+) -> None:
+    """An instance that raises where the engine does not expect it, or a boot that fails with
+    an instance that cannot even be stopped: the prediction ends failed, saying why, and the
+    pool goes on (the next prediction is dispatched too)."""
+    client, backend = api
+    backend.make = instance
+    version = await push(client, tmp_path)
+    for _ in range(2):
+        created = await client.post(
+            "/v1/predictions", json={"version": version, "input": {"tag": "t"}}
+        )
+        body = await finished(client, created.json()["id"])
+        assert (body["status"], body["error"]) == ("failed", error)

@@ -435,3 +435,22 @@ async def test_a_delivery_that_cannot_be_recorded_is_not_sent_again(
         assert len(receiver.hits) == 1
     finally:
         await close(setup)
+
+
+async def test_a_wait_is_bounded_while_the_end_cannot_be_committed(setup: Setup) -> None:
+    """`Prefer: wait` and cancel wait for the end to be stored; while the database refuses it,
+    the wait still ends on time, with what the database holds (never an unstored end)."""
+    prediction = setup.create(None)  # type: ignore[arg-type]
+    with setup.db.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE TRIGGER refused BEFORE INSERT ON events "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    setup.log.append(prediction.id, done(output="x"))
+    waited = setup.log.wait_until(prediction.id, lambda p: p.status == "succeeded", timeout=0.5)
+    got = await asyncio.wait_for(waited, WAIT)
+    assert got is not None and got.status == "starting"
+    with setup.db.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TRIGGER refused")
+    assert await setup.log.settled(prediction.id, WAIT)
+    assert stored_status(setup, prediction.id) == "succeeded"

@@ -64,9 +64,11 @@ def create_app(platform: Platform) -> FastAPI:
         try:
             yield
         finally:
-            await platform.engine.stop()
-            await asyncio.to_thread(platform.writer.stop)
-            db.dispose()
+            try:
+                await platform.engine.stop()
+            finally:
+                await asyncio.to_thread(platform.writer.stop)
+                db.dispose()
 
     app = FastAPI(
         title="Modelyard",

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -116,20 +117,24 @@ class Engine:
                 log.exception("sweeping expired files failed")
 
     async def stop(self) -> None:
+        """Stop the pools, commit what the event log holds, stop sending webhooks. Each step
+        runs even when one before it failed (logged): a shutdown must not stop half way."""
         if self._sweeper is not None:
             self._sweeper.cancel()
         for job in self.jobs.values():
             if job.deadline is not None:
                 job.deadline.cancel()
-        for pool in self.pools.values():
-            await pool.close()
-        self.pools.clear()
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.log.drain()
-        await self.backend.close()
-        await self.webhooks.stop()
+        steps: list[Awaitable[Any]] = [pool.close() for pool in self.pools.values()]
+        steps += [asyncio.gather(*self._tasks, return_exceptions=True)]
+        steps += [self.log.drain(), self.backend.close(), self.webhooks.stop()]
+        self.pools.clear()
+        for step in steps:
+            try:
+                await step
+            except Exception:
+                log.exception("a step of the engine's shutdown failed")
 
     def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
         """A background task, referenced until it ends (the loop keeps only weak references)."""
@@ -151,11 +156,22 @@ class Engine:
                 enqueue(connection, delivery)
             return prediction
 
-        prediction = await self.writer.write(store)
-        if new.webhook:
+        loop = asyncio.get_running_loop()
+        stored = self.writer.submit(store)
+
+        def queue(done: Future[Prediction]) -> None:  # on the writer thread
+            if done.exception() is None and not loop.is_closed():
+                loop.call_soon_threadsafe(self._created, done.result(), inputs)
+
+        # Queued by the commit's callback, not by this coroutine: a request canceled while the
+        # commit runs must not leave a stored prediction that nothing will run.
+        stored.add_done_callback(queue)
+        return await asyncio.wrap_future(stored)
+
+    def _created(self, prediction: Prediction, inputs: dict[str, Any]) -> None:
+        if prediction.webhook:
             self.webhooks.wake()
         self.submit(prediction, inputs)
-        return prediction
 
     def submit(self, prediction: Prediction, inputs: dict[str, Any] | None = None) -> None:
         """Queue a stored prediction on its version's (or deployment's) pool."""
@@ -286,14 +302,20 @@ class Engine:
 
     # -- running one prediction ------------------------------------------------------------
 
-    def _inputs(self, job: Job, spec: InstanceSpec, prediction: Prediction) -> dict[str, Any]:
+    async def _inputs(
+        self, job: Job, spec: InstanceSpec, prediction: Prediction
+    ) -> dict[str, Any]:
         """The validated input: as the API validated it, or (requeued after a restart) validated
-        again against the same stored schema. Own file URLs are rewritten for the instance."""
+        again against the same stored schema. Own file URLs are rewritten for the instance (a
+        database read: off the loop)."""
         component = "TrainingInput" if spec.mode == "train" else "Input"
         inputs = job.inputs
         if inputs is None:
             inputs = validate_input(spec.schema, prediction.input, component)
-        return self.files.rewrite_inputs(inputs, file_fields(spec.schema, component))
+        fields = file_fields(spec.schema, component)
+        if not fields:
+            return inputs
+        return await asyncio.to_thread(self.files.rewrite_inputs, inputs, fields)
 
     async def _run(self, instance: Instance, job: Job) -> None:
         prediction_id = job.prediction_id
@@ -301,13 +323,13 @@ class Engine:
         if prediction is None or prediction.status in TERMINAL:  # canceled while it waited
             self.jobs.pop(prediction_id, None)
             return
-        try:
-            inputs = self._inputs(job, await self._spec(job.key), prediction)
-        except InputValidationError as exc:
-            self._finish(prediction_id, _done("failed", error=f"invalid input: {exc}"))
-            return
         account_id = prediction.account_id
         try:
+            try:
+                inputs = await self._inputs(job, await self._spec(job.key), prediction)
+            except InputValidationError as exc:
+                self._finish(prediction_id, _done("failed", error=f"invalid input: {exc}"))
+                return
             async for event in instance.predict(inputs, prediction_id):
                 if isinstance(event, Started):
                     # At once, not grouped: after a crash, a prediction that started must be
@@ -326,6 +348,9 @@ class Engine:
                 elif isinstance(event, Done):
                     job.state = JobState.FINISHING
                     self._finish(prediction_id, await self._final_event(prediction, event))
+        except Exception as exc:  # a bug of ours, or the database away: it ends, saying why
+            log.exception("prediction %s failed inside the engine", prediction_id)
+            self._finish(prediction_id, _done("failed", error=f"internal error: {exc}"))
         finally:
             latest = self.log.known(prediction_id)
             if latest is not None and latest.status not in TERMINAL:
@@ -356,10 +381,12 @@ class Engine:
         return self.log.append(prediction_id, event)
 
     async def _finish_now(self, prediction_id: str, event: NewEvent) -> Prediction:
-        """`_finish`, returning once the end is committed (an answer the API may give)."""
+        """`_finish`, returning once the end is committed (an answer the API may give); if the
+        commit does not come in time, what the database holds."""
         prediction = self._finish(prediction_id, event)
-        await self.log.settled(prediction_id)
-        return prediction
+        if await self.log.settled(prediction_id, CANCEL_WAIT):
+            return prediction
+        return await asyncio.to_thread(self.log.snapshot_stored, prediction_id) or prediction
 
 
 def _done(

@@ -42,6 +42,7 @@ RECENT = 1024  # finished predictions kept in memory for waiters that wake late
 FLUSH_DELAY = 0.005  # seconds a non-urgent event may wait to share a commit
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # after a failed commit (a full disk, a lost database)
 DRAIN_TIMEOUT = 10.0
+SETTLE_TIMEOUT = 30.0  # seconds a caller waits for its events to be committed, at most
 
 Listener = Callable[[Prediction, list[NewEvent]], None]
 # Writes that must commit with a prediction's events (its terminal webhooks), made on the loop.
@@ -65,6 +66,8 @@ class _Backlog:
     numbered: list[tuple[int, NewEvent]] = field(default_factory=list)
     writing: bool = False  # a write of its events is with the writer
     failures: int = 0
+    # The writes that commit with its end, made once (a retried end writes the same rows).
+    companion_writes: list[Callable[[Connection], Any]] | None = None
     settled: list[asyncio.Future[None]] = field(default_factory=list)
 
 
@@ -121,14 +124,20 @@ class EventLog:
             self._flush_timer = loop.call_later(FLUSH_DELAY, self.flush)
         return prediction
 
-    async def settled(self, prediction_id: str) -> None:
-        """Return once every event appended to the prediction so far is committed."""
+    async def settled(self, prediction_id: str, timeout: float = SETTLE_TIMEOUT) -> bool:
+        """Whether every event appended to the prediction so far is committed, waiting for
+        that at most `timeout` seconds (commits that keep failing are retried meanwhile)."""
         backlog = self._backlog.get(prediction_id)
         if backlog is None:
-            return
+            return True
         waiter = asyncio.get_running_loop().create_future()
         backlog.settled.append(waiter)
-        await waiter
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                await waiter
+        except TimeoutError:
+            return False
+        return True
 
     def flush(self) -> None:
         """Hand every prediction's waiting events to the writer, unless a write of that
@@ -149,10 +158,13 @@ class EventLog:
         # What listeners and companions see: the state this write commits (the live row goes on
         # changing). Only webhooks look at it, so a prediction without one skips the copy.
         view = _as_of_now(prediction) if prediction.webhook else prediction
-        extra = []
+        extra: list[Callable[[Connection], Any]] = []
         if prediction.status in TERMINAL:
-            for companion in self._companions:
-                extra.extend(companion(view, events))
+            if backlog.companion_writes is None:
+                backlog.companion_writes = [
+                    write for companion in self._companions for write in companion(view, events)
+                ]
+            extra = backlog.companion_writes
 
         def job(connection: Connection) -> None:
             write_events(connection, state, numbered)
@@ -160,12 +172,15 @@ class EventLog:
                 write(connection)
 
         loop = asyncio.get_running_loop()
-        future = self.writer.submit(job)
-        future.add_done_callback(
-            lambda done: loop.call_soon_threadsafe(
-                self._written, prediction_id, numbered, view, done
-            )
-        )
+
+        def committed(done: Future[None]) -> None:  # on the writer thread
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._written, prediction_id, numbered, view, done)
+
+        try:
+            self.writer.submit(job).add_done_callback(committed)
+        except RuntimeError as exc:  # the writer has stopped (shutdown): kept for a retry
+            self._failed(prediction_id, backlog, numbered, exc)
 
     def _written(
         self,
@@ -223,7 +238,12 @@ class EventLog:
 
         async def retry() -> None:
             await asyncio.sleep(delay)
-            if await asyncio.to_thread(self._exists, prediction_id):
+            try:
+                exists = await asyncio.to_thread(self._exists, prediction_id)
+            except Exception as exc:  # noqa: BLE001 - the database is still away: wait longer
+                self._failed(prediction_id, backlog, [], exc)
+                return
+            if exists:
                 self._write(prediction_id, backlog)
             else:
                 self._drop(prediction_id, backlog)
@@ -257,6 +277,8 @@ class EventLog:
                     await self.settled(prediction_id)
         except TimeoutError:
             log.error("%d predictions' events were not committed at shutdown", len(self._backlog))
+        for task in self._retries:
+            task.cancel()
 
     def _exists(self, prediction_id: str) -> bool:
         with self.db.session() as session:
@@ -321,6 +343,10 @@ class EventLog:
             return known
         return await asyncio.to_thread(self._read, prediction_id)
 
+    def snapshot_stored(self, prediction_id: str) -> Prediction | None:
+        """The prediction as the database holds it (blocking: call it off the loop)."""
+        return self._read(prediction_id)
+
     def _read(self, prediction_id: str) -> Prediction | None:
         with self.db.session() as session:
             return get_prediction(session, prediction_id)
@@ -336,8 +362,13 @@ class EventLog:
             wakeup = self._wakeup(prediction_id)
             prediction = await self.latest(prediction_id)
             remaining = deadline - loop.time()
-            if prediction is not None and done(prediction):
-                await self.settled(prediction_id)  # nothing is announced before it is stored
+            reached = prediction is not None and done(prediction)
+            # Nothing is announced before it is stored: if the commit does not come in time, the
+            # answer is what the database holds.
+            if reached and not await self.settled(prediction_id, remaining):
+                prediction = await asyncio.to_thread(self._read, prediction_id)
+                self._release(prediction_id, wakeup, prediction)
+                return prediction
             if prediction is None or done(prediction) or remaining <= 0:
                 self._release(prediction_id, wakeup, prediction)
                 return prediction

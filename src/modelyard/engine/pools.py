@@ -106,20 +106,27 @@ class Pool:
         loop = asyncio.get_running_loop()
         while not self._closed:
             self._kick.clear()
-            while self.queue:
-                member = next((m for m in self.members if m.free), None)
-                if member is not None:
-                    job = self.queue.popleft()
-                    job.instance, job.state = member.instance, JobState.RUNNING  # before it runs
-                    self._launch(member, job, self._run_on)
-                elif len(self.members) < self.policy.max_instances:
-                    self._boot(self.queue.popleft())
-                else:
-                    break
-            await self._stop_idle(loop.time())
+            try:
+                self._assign()
+                await self._stop_idle(loop.time())
+            except Exception:  # a bug of ours must not stop the pool: log it, go on
+                log.exception("the dispatcher of %s failed a round", self.name)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._until_idle_stop(loop.time())):
                     await self._kick.wait()
+
+    def _assign(self) -> None:
+        """Queued jobs to free slots, booting instances up to the maximum, first come first."""
+        while self.queue:
+            member = next((m for m in self.members if m.free), None)
+            if member is not None:
+                job = self.queue.popleft()
+                job.instance, job.state = member.instance, JobState.RUNNING  # before it runs
+                self._launch(member, job, self._run_on)
+            elif len(self.members) < self.policy.max_instances:
+                self._boot(self.queue.popleft())
+            else:
+                break
 
     def _until_idle_stop(self, now: float) -> float | None:
         """Seconds until an idle instance is due to stop; None when none is (then only a kick,
@@ -175,10 +182,9 @@ class Pool:
         if error is not None:
             self.members.remove(member)
             member.busy -= 1
-            if member.instance is not None:
-                await member.instance.stop()
-            self._boot_failed(job, f"setup failed: {error}")
+            self._boot_failed(job, f"setup failed: {error}")  # first: stopping may fail too
             self._kick.set()
+            await _stop(member)
             return
         member.ready = True
         self._kick.set()  # its other slots may take queued jobs now
@@ -192,8 +198,7 @@ class Pool:
             idle = member.ready and member.busy == 0 and not self.queue
             if idle and now - member.idle_since >= self.policy.idle_timeout:
                 self.members.remove(member)
-                if member.instance is not None:
-                    await member.instance.stop()
+                await _stop(member)
 
     async def close(self) -> None:
         self._closed = True
@@ -207,6 +212,15 @@ class Pool:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for member in self.members:
-            if member.instance is not None:
-                await member.instance.stop()
+            await _stop(member)
         self.members.clear()
+
+
+async def _stop(member: Member) -> None:
+    """Stop an instance; one that fails to stop is logged, not raised (the pool goes on)."""
+    if member.instance is None:
+        return
+    try:
+        await member.instance.stop()
+    except Exception:
+        log.exception("stopping an instance failed")

@@ -233,17 +233,15 @@ class WebhookOutbox:
         window.timer = None
         if prediction is None:
             prediction = self._latest(prediction_id)
-            if prediction is None:
+            if prediction is None or prediction.status in TERMINAL:
+                # Over (perhaps not committed yet): its end's webhook carries this change, and
+                # an intermediate one must not announce an end before it is stored.
                 self._windows.pop(prediction_id, None)
                 return
         event = "output" if "output" in window.changes else "logs"
         window.changes = set()
         window.last_sent = asyncio.get_running_loop().time()
-        try:
-            self._store(prediction, event)
-        finally:
-            if prediction.status in TERMINAL:
-                self._windows.pop(prediction_id, None)
+        self._store(prediction, event)
 
     def _latest(self, prediction_id: str) -> Prediction | None:
         """The newest state: the event log's (it may hold events not yet committed), else SQL."""

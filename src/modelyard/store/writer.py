@@ -48,20 +48,21 @@ class Writer:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = False
+        self._stopped = False
         self._lock = threading.Lock()
-
-    def start(self) -> None:
-        with self._lock:
-            if not self._started:
-                self._started = True
-                self._thread.start()
 
     def submit(self, job: Job[T]) -> Future[T]:
         """Queue `job` (called with a Connection inside a transaction); its future resolves
-        once that transaction has committed, with what the job returned."""
-        self.start()
-        queued: _Queued[T] = _Queued(job)
-        self._queue.put(queued)
+        once that transaction has committed, with what the job returned. Raises RuntimeError
+        once the writer has stopped (nothing would run it)."""
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("the database writer has stopped")
+            if not self._started:
+                self._started = True
+                self._thread.start()
+            queued: _Queued[T] = _Queued(job)
+            self._queue.put(queued)
         return queued.future
 
     async def write(self, job: Job[T]) -> T:
@@ -74,9 +75,13 @@ class Writer:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Commit what is queued, then end the thread (bounded by `timeout`)."""
-        if not self._started:
-            return
-        self._queue.put(_STOP)
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            if not self._started:
+                return
+            self._queue.put(_STOP)
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("the database writer did not finish within %g s", timeout)
