@@ -214,17 +214,28 @@ async def update(
 @router.delete("/deployments/{owner}/{name}", status_code=204)
 async def delete(owner: str, name: str, platform: PlatformDep, account: AccountDep) -> Response:
     """Refused while its predictions are queued or running (Replicate wants it idle, too)."""
-    with platform.db.session() as session:
-        row = _owned(session, account, owner, name)
+
+    def delete_if_idle(session: Session) -> int | Problem:
+        """The deleted deployment's id, or why not (returned: a refusal is not a failed write)."""
+        try:
+            row = _owned(session, account, owner, name)
+        except Problem as refusal:
+            return refusal
         if store.busy(session, row.deployment.id):
-            raise Problem(
+            return Problem(
                 409,
                 "This deployment still has predictions queued or running; "
                 "cancel them or let them finish, then delete it.",
                 title="Conflict",
             )
         store.delete_deployment(session, row.deployment.id)
-    await platform.engine.forget_deployment(row.deployment.id)
+        return row.deployment.id
+
+    # On the writer, after every create already handed to it: one of those is seen as busy.
+    deployment_id = await platform.writer.write_session(delete_if_idle)
+    if isinstance(deployment_id, Problem):
+        raise deployment_id
+    await platform.engine.forget_deployment(deployment_id)
     return Response(status_code=204)
 
 
