@@ -106,6 +106,11 @@ def validate_input(
     return result
 
 
+def input_component(mode: str) -> str:
+    """The schema component a package's `predict` (`run`) or `train` entry takes its input from."""
+    return "TrainingInput" if mode == "train" else "Input"
+
+
 def file_fields(schema: dict[str, Any], component: str = "Input") -> dict[str, bool]:
     """Inputs holding files (``format: uri``: ``cog.Path``/``cog.File``) -> whether each is a list.
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
+from modelyard.cogspec.inputs import file_fields, input_component
 from modelyard.runtime.events import Event
 from modelyard.runtime.runner import Mode
 
@@ -31,6 +33,16 @@ class InstanceSpec:
     weights_key: str | None = None  # the weights' blob key (where another machine fetches them)
     weights: str | None = None  # a path on this machine, handed to setup(weights=...)
     setup_timeout: float | None = None
+
+    @property
+    def component(self) -> str:
+        """The schema component its inputs are validated against."""
+        return input_component(self.mode)
+
+    @cached_property
+    def file_fields(self) -> dict[str, bool]:
+        """Inputs that hold files -> whether each is a list (derived once per spec)."""
+        return file_fields(self.schema, self.component)
 
 
 class BootFailed(Exception):

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from modelyard.cogspec.inputs import InputValidationError, file_fields, validate_input
+from modelyard.cogspec.inputs import InputValidationError, validate_input
 from modelyard.runtime.events import Done, Log, Metric, Output, Started
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore
@@ -156,22 +156,15 @@ class Engine:
                 enqueue(connection, delivery)
             return prediction
 
-        loop = asyncio.get_running_loop()
-        stored = self.writer.submit(store)
-
-        def queue(done: Future[Prediction]) -> None:  # on the writer thread
-            if done.exception() is None and not loop.is_closed():
-                loop.call_soon_threadsafe(self._created, done.result(), inputs)
+        def queue(done: Future[Prediction]) -> None:
+            if done.exception() is None:
+                if new.webhook:
+                    self.webhooks.wake()
+                self.submit(done.result(), inputs)
 
         # Queued by the commit's callback, not by this coroutine: a request canceled while the
         # commit runs must not leave a stored prediction that nothing will run.
-        stored.add_done_callback(queue)
-        return await asyncio.wrap_future(stored)
-
-    def _created(self, prediction: Prediction, inputs: dict[str, Any]) -> None:
-        if prediction.webhook:
-            self.webhooks.wake()
-        self.submit(prediction, inputs)
+        return await asyncio.wrap_future(self.writer.submit_then(store, queue))
 
     def submit(self, prediction: Prediction, inputs: dict[str, Any] | None = None) -> None:
         """Queue a stored prediction on its version's (or deployment's) pool."""
@@ -308,14 +301,12 @@ class Engine:
         """The validated input: as the API validated it, or (requeued after a restart) validated
         again against the same stored schema. Own file URLs are rewritten for the instance (a
         database read: off the loop)."""
-        component = "TrainingInput" if spec.mode == "train" else "Input"
         inputs = job.inputs
         if inputs is None:
-            inputs = validate_input(spec.schema, prediction.input, component)
-        fields = file_fields(spec.schema, component)
-        if not fields:
+            inputs = validate_input(spec.schema, prediction.input, spec.component)
+        if not spec.file_fields:
             return inputs
-        return await asyncio.to_thread(self.files.rewrite_inputs, inputs, fields)
+        return await asyncio.to_thread(self.files.rewrite_inputs, inputs, spec.file_fields)
 
     async def _run(self, instance: Instance, job: Job) -> None:
         prediction_id = job.prediction_id
@@ -386,7 +377,7 @@ class Engine:
         prediction = self._finish(prediction_id, event)
         if await self.log.settled(prediction_id, CANCEL_WAIT):
             return prediction
-        return await asyncio.to_thread(self.log.snapshot_stored, prediction_id) or prediction
+        return await asyncio.to_thread(self.log.stored, prediction_id) or prediction
 
 
 def _done(

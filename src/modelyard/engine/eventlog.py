@@ -28,6 +28,7 @@ from modelyard.store.database import Database
 from modelyard.store.predictions import (
     TERMINAL,
     NewEvent,
+    copy_of,
     events_after,
     get_prediction,
     project,
@@ -69,6 +70,12 @@ class _Backlog:
     # The writes that commit with its end, made once (a retried end writes the same rows).
     companion_writes: list[Callable[[Connection], Any]] | None = None
     settled: list[asyncio.Future[None]] = field(default_factory=list)
+
+    def release_waiters(self) -> None:
+        """Its events are committed (or can never be): whoever waits for that goes on."""
+        for waiter in self.settled:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class EventLog:
@@ -157,7 +164,7 @@ class EventLog:
         state = projected_state(prediction)
         # What listeners and companions see: the state this write commits (the live row goes on
         # changing). Only webhooks look at it, so a prediction without one skips the copy.
-        view = _as_of_now(prediction) if prediction.webhook else prediction
+        view = copy_of(prediction) if prediction.webhook else prediction
         extra: list[Callable[[Connection], Any]] = []
         if prediction.status in TERMINAL:
             if backlog.companion_writes is None:
@@ -171,14 +178,10 @@ class EventLog:
             for write in extra:
                 write(connection)
 
-        loop = asyncio.get_running_loop()
-
-        def committed(done: Future[None]) -> None:  # on the writer thread
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(self._written, prediction_id, numbered, view, done)
-
         try:
-            self.writer.submit(job).add_done_callback(committed)
+            self.writer.submit_then(
+                job, lambda done: self._written(prediction_id, numbered, view, done)
+            )
         except RuntimeError as exc:  # the writer has stopped (shutdown): kept for a retry
             self._failed(prediction_id, backlog, numbered, exc)
 
@@ -210,10 +213,8 @@ class EventLog:
         if backlog.numbered:  # what came meanwhile follows, in order
             self._write(prediction_id, backlog)
             return
-        del self._backlog[prediction_id]  # settled
-        for waiter in backlog.settled:
-            if not waiter.done():
-                waiter.set_result(None)
+        del self._backlog[prediction_id]
+        backlog.release_waiters()
         if prediction.status in TERMINAL:
             self._retire(prediction)
 
@@ -239,7 +240,7 @@ class EventLog:
         async def retry() -> None:
             await asyncio.sleep(delay)
             try:
-                exists = await asyncio.to_thread(self._exists, prediction_id)
+                exists = await asyncio.to_thread(self.stored, prediction_id) is not None
             except Exception as exc:  # noqa: BLE001 - the database is still away: wait longer
                 self._failed(prediction_id, backlog, [], exc)
                 return
@@ -255,9 +256,7 @@ class EventLog:
     def _drop(self, prediction_id: str, backlog: _Backlog) -> None:
         self._backlog.pop(prediction_id, None)
         self._live.pop(prediction_id, None)
-        for waiter in backlog.settled:
-            if not waiter.done():
-                waiter.set_result(None)
+        backlog.release_waiters()
         self.wake(prediction_id)
 
     def retries(self, prediction_id: str) -> int:
@@ -279,10 +278,6 @@ class EventLog:
             log.error("%d predictions' events were not committed at shutdown", len(self._backlog))
         for task in self._retries:
             task.cancel()
-
-    def _exists(self, prediction_id: str) -> bool:
-        with self.db.session() as session:
-            return get_prediction(session, prediction_id) is not None
 
     def wake(self, prediction_id: str) -> None:
         wakeup = self._wakeups.pop(prediction_id, None)
@@ -330,24 +325,17 @@ class EventLog:
 
     def snapshot(self, prediction_id: str) -> Prediction | None:
         """The newest state: from memory when it runs (or just ran) here, else the database."""
-        known = self.known(prediction_id)
-        if known is not None:
-            return known
-        with self.db.session() as session:
-            return get_prediction(session, prediction_id)
+        return self.known(prediction_id) or self.stored(prediction_id)
 
     async def latest(self, prediction_id: str) -> Prediction | None:
         """`snapshot`, reading the database (when it must) off the event loop."""
         known = self.known(prediction_id)
         if known is not None:
             return known
-        return await asyncio.to_thread(self._read, prediction_id)
+        return await asyncio.to_thread(self.stored, prediction_id)
 
-    def snapshot_stored(self, prediction_id: str) -> Prediction | None:
+    def stored(self, prediction_id: str) -> Prediction | None:
         """The prediction as the database holds it (blocking: call it off the loop)."""
-        return self._read(prediction_id)
-
-    def _read(self, prediction_id: str) -> Prediction | None:
         with self.db.session() as session:
             return get_prediction(session, prediction_id)
 
@@ -366,7 +354,7 @@ class EventLog:
             # Nothing is announced before it is stored: if the commit does not come in time, the
             # answer is what the database holds.
             if reached and not await self.settled(prediction_id, remaining):
-                prediction = await asyncio.to_thread(self._read, prediction_id)
+                prediction = await asyncio.to_thread(self.stored, prediction_id)
                 self._release(prediction_id, wakeup, prediction)
                 return prediction
             if prediction is None or done(prediction) or remaining <= 0:
@@ -412,11 +400,3 @@ class EventLog:
                 return events, None
             prediction = get_prediction(session, prediction_id)
             return [], None if prediction is None else prediction.status
-
-
-def _as_of_now(prediction: Prediction) -> Prediction:
-    """A detached copy of the prediction's row as it is now (the live one keeps changing)."""
-    return Prediction(**{column.key: getattr(prediction, column.key) for column in _COLUMNS})
-
-
-_COLUMNS = tuple(Prediction.__mapper__.columns)

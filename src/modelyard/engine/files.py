@@ -247,7 +247,8 @@ class FileService:
         try:
             blobs.extend(self.blobs.put_file(path) for path in paths)
         except BaseException:
-            self._drop_unused(blob.key for blob in blobs)
+            for blob in blobs:
+                self.drop_unused_blob(blob.key)
             raise
         expiry, now = self.settings.output_expiry, utcnow()
         with self.db.session() as session:
@@ -268,12 +269,14 @@ class FileService:
                 for path, blob in zip(paths, blobs, strict=True)
             ]
 
-    def _drop_unused(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            with self.db.session() as session:
-                if blob_in_use(session, key):
-                    continue
-            self.blobs.delete(key)
+    def drop_unused_blob(self, key: str) -> bool:
+        """Delete a blob no record refers to (bytes stored for something that was then refused);
+        False, and kept, when something else stores the same bytes."""
+        with self.db.session() as session:
+            if blob_in_use(session, key):
+                return False
+        self.blobs.delete(key)
+        return True
 
     def delivery_url(self, file: File) -> str:
         return self.urls.delivery(file.access_key, file.name)

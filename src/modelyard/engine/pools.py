@@ -121,7 +121,7 @@ class Pool:
             member = next((m for m in self.members if m.free), None)
             if member is not None:
                 job = self.queue.popleft()
-                job.instance, job.state = member.instance, JobState.RUNNING  # before it runs
+                _running_on(job, member)  # now, not when its task starts: cancel reads it
                 self._launch(member, job, self._run_on)
             elif len(self.members) < self.policy.max_instances:
                 self._boot(self.queue.popleft())
@@ -149,7 +149,6 @@ class Pool:
     async def _run_on(self, member: Member, job: Job) -> None:
         assert member.instance is not None
         member.log_to = job.prediction_id
-        job.instance, job.state = member.instance, JobState.RUNNING
         try:
             await self._run(member.instance, job)
         except Exception:  # a bug of ours must not stop the pool
@@ -187,6 +186,7 @@ class Pool:
             await _stop(member)
             return
         member.ready = True
+        _running_on(job, member)
         self._kick.set()  # its other slots may take queued jobs now
         await self._run_on(member, job)
 
@@ -214,6 +214,10 @@ class Pool:
         for member in self.members:
             await _stop(member)
         self.members.clear()
+
+
+def _running_on(job: Job, member: Member) -> None:
+    job.instance, job.state = member.instance, JobState.RUNNING
 
 
 async def _stop(member: Member) -> None:

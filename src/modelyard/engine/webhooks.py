@@ -273,16 +273,15 @@ class WebhookOutbox:
     def _store(self, prediction: Prediction, event: str) -> None:
         """Write an intermediate webhook to the outbox, then wake the sender."""
         new = self._delivery(prediction, event)
-        loop = asyncio.get_running_loop()
 
         def stored(future: Future[bool]) -> None:
             if future.exception() is not None:  # intermediate webhooks get one chance
                 log.warning("webhook of %s: storing it failed: %s", new.prediction_id,
                             future.exception())  # fmt: skip
             elif future.result():
-                loop.call_soon_threadsafe(self.wake)
+                self.wake()
 
-        self.writer.submit(lambda connection: enqueue(connection, new)).add_done_callback(stored)
+        self.writer.submit_then(lambda connection: enqueue(connection, new), stored)
 
     # -- from the outbox to the receivers ----------------------------------------------------
 

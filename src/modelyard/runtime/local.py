@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from modelyard.cogspec.config import CogConfig, load_config
-from modelyard.cogspec.inputs import file_fields, validate_input
+from modelyard.cogspec.inputs import file_fields, input_component, validate_input
 from modelyard.cogspec.schema import predictor_schema
 
 from .downloads import InputFileError, localize_files
@@ -51,7 +51,7 @@ class LocalModel:
         self.schema: dict[str, Any] = (
             schema if schema is not None else predictor_schema(self.package_dir, self.config)
         )
-        self.component = "TrainingInput" if mode == "train" else "Input"
+        self.component = input_component(mode)
         _ = self.ref  # fails early, with a clear message, when cog.yaml lacks the entry
         self.builder = builder or EnvironmentBuilder()
         self.setup_timeout = setup_timeout

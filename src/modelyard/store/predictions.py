@@ -210,6 +210,11 @@ def _columns(prediction: Prediction) -> dict[str, Any]:
     return {column.key: getattr(prediction, column.key) for column in Prediction.__mapper__.columns}
 
 
+def copy_of(prediction: Prediction) -> Prediction:
+    """A detached copy of the row as it is now (the engine's live one goes on changing)."""
+    return Prediction(**_columns(prediction))
+
+
 def _project(prediction: Prediction, event: NewEvent) -> None:
     data = event.data
     if event.type == "status":

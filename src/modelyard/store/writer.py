@@ -65,6 +65,19 @@ class Writer:
             self._queue.put(queued)
         return queued.future
 
+    def submit_then(self, job: Job[T], then: Callable[[Future[T]], None]) -> Future[T]:
+        """`submit`, calling `then(future)` on the calling thread's event loop once the job's
+        transaction has ended (committed or failed); not if that loop has closed meanwhile."""
+        loop = asyncio.get_running_loop()
+
+        def back(done: Future[T]) -> None:  # on the writer thread
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(then, done)
+
+        future = self.submit(job)
+        future.add_done_callback(back)
+        return future
+
     async def write(self, job: Job[T]) -> T:
         """`submit`, awaited from the event loop."""
         return await asyncio.wrap_future(self.submit(job))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from modelyard.engine.views import prediction_json
 from modelyard.store.models import get_model
@@ -63,7 +63,7 @@ async def create_for_model(
                 raise INVALID_VERSION
             return latest_target(session, model)
 
-    target = await run_in_threadpool(find)
+    target = await asyncio.to_thread(find)
     prediction = await create_job(platform, request, account, target, body)
     return await respond(platform, request, prediction)
 
@@ -83,7 +83,7 @@ def get_job(platform: Platform, account: Account, job_id: str, kind: Kind) -> JS
 
 
 async def cancel_job(platform: Platform, account: Account, job_id: str, kind: Kind) -> JSONResponse:
-    await run_in_threadpool(owned, platform, account, job_id, kind)
+    await asyncio.to_thread(owned, platform, account, job_id, kind)
     job = await platform.engine.cancel(job_id)
     assert job is not None
     return JSONResponse(prediction_json(job, platform.urls))

@@ -14,7 +14,6 @@ from sqlalchemy import select
 from modelyard.engine.packages import InvalidPackage, PackageInfo
 from modelyard.engine.views import timestamp
 from modelyard.store.blobs import Blob
-from modelyard.store.files import blob_in_use
 from modelyard.store.models import ModelRow, add_version, create_model, get_model, get_version
 from modelyard.store.models import list_versions as versions_of
 from modelyard.store.tables import Account, Model, Prediction, Release, Version
@@ -118,11 +117,8 @@ def _too_large(limit: int) -> Problem:
 def _discard(platform: Platform, key: str) -> None:
     """Remove a refused package's blob (and what unpacking it left), unless something else
     stores the same bytes."""
-    with platform.db.session() as session:
-        if blob_in_use(session, key):
-            return
-    platform.blobs.delete(key)
-    shutil.rmtree(platform.settings.package_dir / key, ignore_errors=True)
+    if platform.engine.files.drop_unused_blob(key):
+        shutil.rmtree(platform.settings.package_dir / key, ignore_errors=True)
 
 
 @router.get("/models/{owner}/{name}/versions")
