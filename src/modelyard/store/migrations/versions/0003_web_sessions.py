@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+
 revision = "0003_web_sessions"
 down_revision = "0002_examples"
 branch_labels = None
