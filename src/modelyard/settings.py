@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+BackendName = Literal["local", "ray"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,14 @@ class Settings:
     catalog_dir: Path | None = None  # the starter models to register on start; None: none
     catalog_owner: str = "modelyard"
     allow_private_urls: bool = True  # webhooks and file inputs may reach private addresses
+    # -- where it runs (docs/cluster.md) --
+    storage_url: str | None = None  # blobs: None (data_dir/blobs), a folder, or s3://bucket/prefix
+    backend: BackendName = "local"  # where instances run: worker processes here, or Ray actors
+    ray_address: str | None = None  # the Ray cluster to join (backend "ray")
+    hardware_file: Path | None = None  # overrides of the hardware table (billing.hardware)
+    gpus: str | None = None  # this machine's GPUs for the local backend; None: ask nvidia-smi
+    placement_timeout: float = 600.0  # seconds an instance waits for a machine offering its SKU
+    lease_ttl: float = 15.0  # seconds a replica's lease on its predictions lasts unrenewed
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,11 @@ from modelyard.runtime.home import modelyard_home
 from modelyard.settings import RateLimits, Settings
 from modelyard.store.accounts import ensure_admin, is_reserved
 from modelyard.store.database import Database
+
+class BackendChoice(StrEnum):
+    local = "local"
+    ray = "ray"
+
 
 DataDir = Annotated[
     Path | None,
@@ -76,6 +82,26 @@ def serve(
     catalog_dir: Annotated[
         Path | None, typer.Option(help="Where the starter models are (default: models/).")
     ] = None,
+    storage_url: Annotated[
+        str | None,
+        typer.Option(help="Blobs: a folder or s3://bucket/prefix (default: the data folder)."),
+    ] = None,
+    backend: Annotated[
+        BackendChoice, typer.Option(help="Where model instances run: local processes or Ray.")
+    ] = BackendChoice.local,
+    ray_address: Annotated[
+        str | None, typer.Option(help="The Ray cluster to join (with --backend ray).")
+    ] = None,
+    hardware_file: Annotated[
+        Path | None, typer.Option(help="A YAML file overriding the hardware table's SKUs.")
+    ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(help="This machine's GPUs for local instances (default: nvidia-smi)."),
+    ] = None,
+    placement_timeout: Annotated[
+        float, typer.Option(help="Seconds an instance waits for a machine offering its SKU.")
+    ] = 600.0,
     deny_private_urls: Annotated[
         bool,
         typer.Option(
@@ -111,6 +137,12 @@ def serve(
         allow_private_urls=not deny_private_urls,
         catalog_dir=(catalog_dir or default_catalog_dir()) if catalog else None,
         catalog_owner=catalog_owner,
+        storage_url=storage_url,
+        backend=backend.value,
+        ray_address=ray_address,
+        hardware_file=hardware_file,
+        gpus=gpus,
+        placement_timeout=placement_timeout,
     )
     db = open_database(folder, database_url)
     password = secrets.token_urlsafe(12)

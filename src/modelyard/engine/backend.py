@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
+from modelyard.billing.hardware import CPU, Hardware
 from modelyard.cogspec.inputs import file_fields, input_component
 from modelyard.runtime.events import Event
 from modelyard.runtime.runner import Mode
@@ -33,6 +34,8 @@ class InstanceSpec:
     weights_key: str | None = None  # the weights' blob key (where another machine fetches them)
     weights: str | None = None  # a path on this machine, handed to setup(weights=...)
     setup_timeout: float | None = None
+    hardware: Hardware = CPU  # the SKU its model or deployment runs on
+    idle_timeout: float = 300.0  # seconds an idle instance lives (scale to zero)
 
     @property
     def component(self) -> str:
@@ -71,10 +74,19 @@ class Instance(Protocol):
         """Stop the worker (a running prediction ends first, briefly) and free what it held."""
         ...
 
+    @property
+    def lost(self) -> bool:
+        """True once the machine it ran on is gone: the pool replaces it."""
+        ...
+
 
 class Backend(Protocol):
     """Makes instances; the engine asks it for one per boot."""
 
     def instance(self, spec: InstanceSpec) -> Instance: ...
+
+    def can_place(self, hardware: Hardware) -> bool:
+        """Whether this backend has (or its cluster has) machines for the SKU at all."""
+        ...
 
     async def close(self) -> None: ...

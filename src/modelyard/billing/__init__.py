@@ -1,0 +1,1 @@
+"""Hardware SKUs and their prices; later the metering ledger and usage."""
