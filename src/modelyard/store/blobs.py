@@ -1,5 +1,9 @@
 """Blob storage on local disk, addressed by SHA-256 so the same bytes are stored once.
 
+`BlobStore` is the folder store and the interface every store has; `S3BlobStore` (s3blobs.py)
+keeps blobs in a bucket and this folder layout as its local cache. `open_blob_store` picks one
+from a storage URL (`--storage-url`): None or a folder, `file://...`, or `s3://bucket/prefix`.
+
 Bytes arriving on the event loop (a request body) go in through `receive`: a worker thread
 hashes and writes them while it pulls them from the loop one chunk at a time, so the loop never
 waits on the disk and the body is never held in memory.
@@ -18,6 +22,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
 
 CHUNK = 1 << 20
 _POLL = 1.0  # seconds a pulling thread waits before checking whether its receiver gave up
@@ -30,6 +35,50 @@ class Blob:
     md5: str
 
 
+class BadStorageURL(ValueError):
+    """A storage URL that names no store we can open; the message says why, in one line."""
+
+
+class StorageUnreachable(RuntimeError):
+    """The store a storage URL names cannot be used (no bucket, no access, no network)."""
+
+
+def open_blob_store(storage_url: str | None, cache_dir: Path, *, check: bool = True) -> BlobStore:
+    """The store `storage_url` names: None is a folder at `cache_dir`; a path or `file://` URL
+    that folder; `s3://bucket/prefix` a bucket, cached in `cache_dir` (with `check`, reached
+    once now, so a wrong bucket or credentials fail at startup, not at the first upload)."""
+    if storage_url is None:
+        return BlobStore(cache_dir)
+    text = storage_url.strip()
+    parts = urlsplit(text)
+    if not text:
+        raise BadStorageURL("the storage URL is empty: give a folder or s3://bucket/prefix")
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise BadStorageURL(
+                f"the storage URL {storage_url!r} names no bucket: write s3://bucket/prefix"
+            )
+        if parts.query or parts.fragment:
+            raise BadStorageURL(
+                f"the storage URL {storage_url!r} is not s3://bucket or s3://bucket/prefix"
+            )
+        from .s3blobs import S3BlobStore  # boto3 is imported only by those who use S3
+
+        store = S3BlobStore(parts.netloc, unquote(parts.path), cache_dir)
+        if check:
+            store.check()
+        return store
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path:
+            raise BadStorageURL(f"the storage URL {storage_url!r} is not file:///absolute/path")
+        return BlobStore(Path(unquote(parts.path)))
+    if parts.scheme == "":
+        return BlobStore(Path(text).expanduser().resolve())
+    raise BadStorageURL(
+        f"the storage URL {storage_url!r} is not a folder, file:// or s3://bucket/prefix"
+    )
+
+
 class BlobStore:
     """`root/ab/abcdef…`: written to a temporary file first, then renamed into place."""
 
@@ -37,13 +86,27 @@ class BlobStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def path(self, key: str) -> Path:
+    @property
+    def url(self) -> str:
+        """The storage URL that opens this store again (from another process, say)."""
+        return self.root.resolve().as_uri()
+
+    def local_path(self, key: str) -> Path:
+        """Where the blob is, or would be, in this store's folder (never fetched from elsewhere)."""
         if len(key) != 64 or not all(c in "0123456789abcdef" for c in key):
             raise ValueError(f"not a blob key: {key!r}")
         return self.root / key[:2] / key
 
+    def path(self, key: str) -> Path:
+        """The blob's bytes as a file on this machine, or a path that does not exist when the
+        store has no such blob (a remote store downloads it first: call it off the loop)."""
+        return self.local_path(key)
+
     def exists(self, key: str) -> bool:
-        return self.path(key).exists()
+        return self.local_path(key).exists()
+
+    def check(self) -> None:
+        """Raise StorageUnreachable when the store cannot be used (a folder always can)."""
 
     def put_bytes(self, data: bytes) -> Blob:
         return self.put_chunks([data])
@@ -66,7 +129,7 @@ class BlobStore:
                     size += len(chunk)
                     out.write(chunk)
             key = sha256.hexdigest()
-            target = self.path(key)
+            target = self.local_path(key)
             target.parent.mkdir(exist_ok=True)
             os.replace(tmp, target)
         except BaseException:
@@ -106,7 +169,7 @@ class BlobStore:
         shutil.copyfile(self.path(key), destination)
 
     def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        self.local_path(key).unlink(missing_ok=True)
 
 
 class ReceiveAbandoned(Exception):
