@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from modelyard.billing.hardware import HardwareTable
 from modelyard.engine.engine import Engine
 from modelyard.engine.urls import Urls
 from modelyard.settings import Settings
@@ -31,6 +32,11 @@ class Platform:
     @property
     def urls(self) -> Urls:
         return self.engine.urls
+
+    @property
+    def hardware(self) -> HardwareTable:
+        """The hardware table (the engine's: the API and the engine read one table)."""
+        return self.engine.hardware
 
 
 async def get_platform(request: Request) -> Platform:

@@ -7,6 +7,7 @@ run its current release's version on pools of their own, sized by the release's
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 from sqlalchemy.orm import Session
 
+from modelyard.engine.hardware import GPU_NEEDED, gpu_choices, needs_gpu
 from modelyard.engine.views import timestamp
 from modelyard.store import deployments as store
 from modelyard.store.deployments import DeploymentRow, ReleaseConfig
@@ -26,7 +28,7 @@ from ..errors import Problem, invalid_fields_problem, not_found
 from ..jobs import JobRequest, Target, create_job, respond
 from ..pages import decode_cursor, page
 from ..platform import Platform, PlatformDep
-from .account import hardware_skus
+from .account import hardware_error
 
 router = APIRouter(tags=["deployments"])
 PAGE_SIZE = 100
@@ -99,13 +101,24 @@ def _check_limits(min_instances: int, max_instances: int) -> None:
         raise _invalid("min_instances", "must not be more than max_instances", "number_lte")
 
 
-def _check_hardware(sku: str) -> None:
-    """One of the SKUs `/v1/hardware` lists (`cpu` and this machine's GPUs)."""
-    skus = hardware_skus()
-    if sku not in skus:
-        raise _invalid(
-            "hardware", f"must be one of {', '.join(sorted(skus))} (see GET /v1/hardware)", "enum"
-        )
+def _check_hardware(platform: Platform, sku: str) -> None:
+    """A SKU of the hardware table that this installation can place (`GET /v1/hardware`)."""
+    problem = hardware_error(platform, sku)
+    if problem is not None:
+        raise _invalid("hardware", problem, "enum")
+
+
+def _check_fits(platform: Platform, version: Version, sku: str, field: str) -> None:
+    """A version whose cog.yaml says `build.gpu: true` cannot run on a SKU without GPUs; the
+    error names `field`, the one the request changed (the hardware, or the version)."""
+    hardware = platform.hardware.get(sku)
+    if hardware is None or hardware.gpus > 0:
+        return
+    package_dir = platform.engine.package_dir(version.package_key)
+    if needs_gpu(version.package_key, package_dir):
+        choices = gpu_choices(platform.hardware, platform.engine.backend)
+        message = f"{GPU_NEEDED}, so it cannot run on {sku}; choose GPU hardware: {choices}"
+        raise _invalid(field, message, "gpu_required")
 
 
 def _version_of(session: Session, model: ModelRow, version_id: str) -> Version:
@@ -130,13 +143,24 @@ async def create(
     if not _NAME.match(body.name):
         raise _invalid("name", "must be lowercase letters, digits, '-', '_' or '.', at most 100")
     _check_limits(body.min_instances, body.max_instances)
-    _check_hardware(body.hardware)
+    # Off the loop: the checks may read the version's package and ask the backend.
+    result, deployment_id = await asyncio.to_thread(_create, platform, account, body)
+    platform.engine.set_policy(deployment_id, body.min_instances, body.max_instances)
+    return JSONResponse(result)
+
+
+def _create(
+    platform: Platform, account: Account, body: CreateDeployment
+) -> tuple[dict[str, Any], int]:
+    """The new deployment's JSON and id; every check passes before anything is written."""
+    _check_hardware(platform, body.hardware)
     owner, _, model_name = body.model.partition("/")
     with platform.db.session() as session:
         model = get_model(session, owner, model_name) if owner and model_name else None
         if model is None or not can_see(model.model, account):
             raise _invalid("model", f"there is no model {body.model!r} you can use (owner/name)")
         version = _version_of(session, model, body.version)
+        _check_fits(platform, version, body.hardware, "hardware")
         if store.get_deployment(session, account.username, body.name) is not None:
             raise Problem(
                 409, f"You already have a deployment named {body.name}.", title="Conflict"
@@ -144,16 +168,14 @@ async def create(
         config = ReleaseConfig(
             model.model.id, version.pk, body.hardware, body.min_instances, body.max_instances
         )
-        row = store.create_deployment(session, session.get_one(Account, account.id), body.name, config)
-        result = deployment_json(row)
-    platform.engine.set_policy(row.deployment.id, body.min_instances, body.max_instances)
-    return JSONResponse(result)
+        row = store.create_deployment(
+            session, session.get_one(Account, account.id), body.name, config
+        )
+        return deployment_json(row), row.deployment.id
 
 
 @router.get("/deployments")
-def list_(
-    platform: PlatformDep, account: AccountDep, cursor: str | None = None
-) -> JSONResponse:
+def list_(platform: PlatformDep, account: AccountDep, cursor: str | None = None) -> JSONResponse:
     with platform.db.session() as session:
         rows = store.list_deployments(
             session, account, before=decode_cursor(cursor), limit=PAGE_SIZE + 1
@@ -184,6 +206,19 @@ async def update(
         raise _invalid(
             "body", "send at least one of version, hardware, min_instances, max_instances"
         )
+    # Off the loop: the checks may read the version's package and ask the backend.
+    result, deployment_id, limits = await asyncio.to_thread(
+        _update, platform, account, owner, name, changes
+    )
+    platform.engine.set_policy(deployment_id, *limits)
+    return JSONResponse(result)
+
+
+def _update(
+    platform: Platform, account: Account, owner: str, name: str, changes: dict[str, Any]
+) -> tuple[dict[str, Any], int, tuple[int, int]]:
+    """The updated deployment's JSON, its id and its new (min, max) instances; every check
+    passes before the release is added."""
     with platform.db.session() as session:
         row = _owned(session, account, owner, name)
         if row.current is None:
@@ -193,22 +228,29 @@ async def update(
         high = changes.get("max_instances", current.max_instances)
         _check_limits(low, high)
         hardware = changes.get("hardware", current.hardware)
-        _check_hardware(hardware)
-        version_pk = current.version_pk
+        if "hardware" in changes:  # an unchanged SKU stays, even one this machine lost
+            _check_hardware(platform, hardware)
+        version = session.get_one(Version, current.version_pk)
         if "version" in changes:
             model = model_by_id(session, current.model_id)
             assert model is not None
-            version_pk = _version_of(session, model, changes["version"]).pk
-        config = ReleaseConfig(current.model_id, version_pk, hardware, low, high)
+            version = _version_of(session, model, changes["version"])
+        if "hardware" in changes or "version" in changes:
+            _check_fits(
+                platform, version, hardware, "hardware" if "hardware" in changes else "version"
+            )
+        config = ReleaseConfig(current.model_id, version.pk, hardware, low, high)
         store.add_release(
             session,
             session.get_one(Deployment, row.deployment.id),
             config,
             created_by=session.get_one(Account, account.id),
         )
-        result = deployment_json(_owned(session, account, owner, name))
-    platform.engine.set_policy(row.deployment.id, low, high)
-    return JSONResponse(result)
+        return (
+            deployment_json(_owned(session, account, owner, name)),
+            row.deployment.id,
+            (low, high),
+        )
 
 
 @router.delete("/deployments/{owner}/{name}", status_code=204)

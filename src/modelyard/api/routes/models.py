@@ -40,7 +40,7 @@ from ..auth import AccountDep, can_edit, can_see
 from ..errors import Problem, invalid_fields_problem, not_found
 from ..pages import decode_cursor, page
 from ..platform import Platform, PlatformDep
-from .account import hardware_skus
+from .account import hardware_error
 from .versions import version_json
 
 router = APIRouter(tags=["models"])
@@ -136,7 +136,7 @@ class ModelUpdate(BaseModel):
     hardware: str | None = None
 
 
-def _field_errors(values: dict[str, Any]) -> list[dict[str, str]]:
+def _field_errors(platform: Platform, values: dict[str, Any]) -> list[dict[str, str]]:
     errors: list[dict[str, str]] = []
     name = values.get("name")
     if name is not None and (not NAME.fullmatch(name) or len(name) > NAME_MAX):
@@ -151,17 +151,17 @@ def _field_errors(values: dict[str, Any]) -> list[dict[str, str]]:
             errors.append(
                 {"type": "url", "field": field, "description": "must be an absolute http(s) URL"}
             )
-    hardware = values.get("hardware", ...)
-    if hardware is not ...:
-        skus = ", ".join(sorted(hardware_skus()))
-        if hardware not in hardware_skus():
-            message = f"must be one of {skus} (GET /v1/hardware lists them)"
-            errors.append({"type": "enum", "field": "hardware", "description": message})
+    hardware = values.get("hardware")
+    # A SKU the table knows and the backend can place; a version that needs a GPU may still be
+    # pushed to a model on `cpu` (as on Replicate): its predictions fail at boot saying so.
+    problem = hardware_error(platform, hardware) if hardware is not None else None
+    if problem is not None:
+        errors.append({"type": "enum", "field": "hardware", "description": problem})
     return errors
 
 
-def _check(values: dict[str, Any]) -> None:
-    errors = _field_errors(values)
+def _check(platform: Platform, values: dict[str, Any]) -> None:
+    errors = _field_errors(platform, values)
     if errors:
         raise invalid_fields_problem(errors, "Invalid model")
 
@@ -171,7 +171,7 @@ def _check(values: dict[str, Any]) -> None:
 
 @router.post("/models", status_code=201)
 def create(body: ModelCreate, platform: PlatformDep, account: AccountDep) -> JSONResponse:
-    _check(body.model_dump())
+    _check(platform, body.model_dump())
     if body.owner != account.username and not account.is_admin:
         raise Problem(
             403,
@@ -314,7 +314,7 @@ def update(
     if not can_edit(row.model, account):
         raise Problem(403, "Only the model's owner can change it.", title="Forbidden")
     changes = body.model_dump(include=body.model_fields_set)
-    errors = _field_errors(changes)
+    errors = _field_errors(platform, changes)
     errors += [
         {"type": "required", "field": field, "description": f"{field} cannot be null"}
         for field in ("visibility", "hardware")
