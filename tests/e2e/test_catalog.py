@@ -13,7 +13,6 @@ from live import LiveServer
 from replicate.exceptions import ReplicateError
 from test_models import create, problem, store
 
-from modelyard.api.routes.account import parse_nvidia_smi
 from modelyard.store.catalog import set_collection_models, upsert_collection
 from modelyard.store.models import get_model
 
@@ -47,28 +46,6 @@ def test_hardware(client: Any, http: httpx.Client) -> None:
     assert all(h.sku.startswith("gpu-") for h in hardware[1:])
     assert isinstance(http.get("/v1/hardware").json(), list)  # a bare array, not a page
     problem(http.get("/v1/hardware", headers={"Authorization": "Bearer"}), 401)
-
-
-def test_nvidia_smi_listing_becomes_skus() -> None:
-    """There is no GPU on the test machines, so the parser gets real `nvidia-smi -L` output."""
-    listing = (
-        "GPU 0: Tesla T4 (UUID: GPU-4a2b0f3e-1111-2222-3333-444455556666)\n"
-        "GPU 1: Tesla T4 (UUID: GPU-4a2b0f3e-1111-2222-3333-444455556667)\n"
-        "GPU 2: NVIDIA A100-SXM4-80GB (UUID: GPU-0c5e6f2a-aaaa-bbbb-cccc-ddddeeeeffff)\n"
-        "  MIG 1g.10gb     Device  0: (UUID: MIG-2e3c4d5e-aaaa-bbbb-cccc-ddddeeeeffff)\n"
-        "GPU 3: NVIDIA GeForce RTX 4090 (UUID: GPU-9d8c7b6a-aaaa-bbbb-cccc-ddddeeeeffff)\n"
-        "GPU 4: NVIDIA L40S\n"
-        "\n"
-        "No devices were found\n"
-    )
-    assert parse_nvidia_smi(listing) == [
-        {"sku": "gpu-t4", "name": "Nvidia T4 GPU"},
-        {"sku": "gpu-a100-sxm4-80gb", "name": "Nvidia A100-SXM4-80GB GPU"},
-        {"sku": "gpu-rtx-4090", "name": "Nvidia RTX 4090 GPU"},
-        {"sku": "gpu-l40s", "name": "Nvidia L40S GPU"},
-    ]
-    assert parse_nvidia_smi("") == []
-    assert parse_nvidia_smi("NVIDIA-SMI has failed because it couldn't communicate") == []
 
 
 def test_collections(

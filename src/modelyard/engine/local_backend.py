@@ -1,4 +1,9 @@
-"""The local backend: instances are worker processes on this machine (`runtime.LocalModel`)."""
+"""The local backend: instances are worker processes on this machine (`runtime.LocalModel`).
+
+An instance of a GPU SKU first takes GPUs of its own from the machine's `GpuInventory` (waiting
+for them when all are held) and its worker sees only those (`CUDA_VISIBLE_DEVICES`); an instance
+of a CPU SKU sees none. Stopping the instance, or a failed boot, gives the GPUs back.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +12,56 @@ from typing import Any
 
 import httpx
 
+from modelyard.billing.hardware import Hardware
 from modelyard.runtime.environment import EnvironmentBuilder
 from modelyard.runtime.events import Event
 from modelyard.runtime.local import LocalModel
 
 from .backend import BootFailed, InstanceSpec, Progress
+from .gpus import GpuInventory, GpuLease
 
 
 class LocalInstance:
-    """One worker process of a version, with the environment built from its package."""
+    """One worker process of a version, with the environment built from its package, and the
+    GPUs it holds while it lives."""
 
     def __init__(
-        self, spec: InstanceSpec, builder: EnvironmentBuilder, http_client: httpx.AsyncClient
+        self,
+        spec: InstanceSpec,
+        builder: EnvironmentBuilder,
+        http_client: httpx.AsyncClient,
+        gpus: GpuInventory,
     ) -> None:
         self.spec = spec
         self._builder = builder
         self._http = http_client
+        self._gpus = gpus
+        self._lease: GpuLease | None = None
         self._model: LocalModel | None = None
 
+    @property
+    def lost(self) -> bool:
+        """Never: the machine it runs on is the server's own (a dead worker is restarted)."""
+        return False
+
+    @property
+    def lease(self) -> GpuLease | None:
+        """The GPUs it holds (an empty lease for a CPU SKU); None before `start` and after
+        `stop`."""
+        return self._lease
+
     async def start(self, progress: Progress) -> int:
+        # GPUs first: waiting for one must not hold a built environment or a started worker.
+        # PlacementFailed is a BootFailed (too few GPUs here, or the placement timeout).
+        self._lease = await self._gpus.acquire(self.spec.hardware, progress)
+        try:
+            return await self._start_worker(progress)
+        except BaseException:  # a failed or canceled boot frees its worker, then its GPUs
+            await self.stop()
+            raise
+
+    async def _start_worker(self, progress: Progress) -> int:
+        assert self._lease is not None
         try:
             self._model = LocalModel(
                 self.spec.package_dir,
@@ -36,6 +72,7 @@ class LocalInstance:
                 http_client=self._http,
                 schema=self.spec.schema,
                 collect_stream=False,  # the event log keeps a stream's items
+                worker_environment=self._lease.environment(),  # the GPUs it sees
             )
             result = await self._model.start(progress)
         except Exception as exc:
@@ -54,19 +91,37 @@ class LocalInstance:
         return self._model is not None and await self._model.cancel(prediction_id)
 
     async def stop(self) -> None:
-        if self._model is not None:
-            await self._model.stop()
+        try:
+            if self._model is not None:
+                await self._model.stop()  # the worker has exited (and freed its GPU memory)
+        finally:
+            # Even when stopping failed: GPUs kept by a broken instance would be lost for good.
+            lease, self._lease = self._lease, None
+            if lease is not None:
+                self._gpus.release(lease)
 
 
 class LocalBackend:
-    """Starts instances as worker processes of this machine."""
+    """Starts instances as worker processes of this machine, on its GPUs (`gpus`; none when
+    not given)."""
 
-    def __init__(self, builder: EnvironmentBuilder, http_client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        builder: EnvironmentBuilder,
+        http_client: httpx.AsyncClient,
+        gpus: GpuInventory | None = None,
+    ) -> None:
         self.builder = builder
         self.http_client = http_client  # fetches file inputs; the engine serves its own files
+        self.gpus = gpus if gpus is not None else GpuInventory()
 
     def instance(self, spec: InstanceSpec) -> LocalInstance:
-        return LocalInstance(spec, self.builder, self.http_client)
+        return LocalInstance(spec, self.builder, self.http_client, self.gpus)
+
+    def can_place(self, hardware: Hardware) -> bool:
+        """CPU SKUs always; a GPU SKU when this machine has enough GPUs of its model (held by
+        other instances or not: it waits for them)."""
+        return self.gpus.can_place(hardware)
 
     async def close(self) -> None:
         await self.http_client.aclose()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class LocalModel:
         http_client: httpx.AsyncClient | None = None,
         schema: dict[str, Any] | None = None,
         collect_stream: bool = True,
+        worker_environment: Mapping[str, str] | None = None,
     ) -> None:
         self.package_dir = Path(package_dir).resolve()
         self.mode = mode
@@ -60,6 +61,9 @@ class LocalModel:
         self.http_client = http_client  # fetches URL inputs; the engine serves its own files
         # Whether a stream's Done carries its items (the engine keeps them in its event log).
         self.collect_stream = collect_stream
+        # Variables the platform sets for the worker (the GPUs it may see): they win over
+        # cog.yaml's `environment`, so a package cannot reach GPUs it was not given.
+        self.worker_environment: dict[str, str] = dict(worker_environment or {})
         self.environment: Environment | None = None
         self.runner: Runner | None = None
         self._file_fields = file_fields(self.schema, self.component)
@@ -99,7 +103,7 @@ class LocalModel:
                 python=environment.python,
                 ref=self.ref,
                 mode=self.mode,
-                environment=self.config.environment,
+                environment={**self.config.environment, **self.worker_environment},
                 max_concurrency=self.config.concurrency_max
                 if self.config.concurrency_max > 1
                 else None,
