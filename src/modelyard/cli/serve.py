@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.exc import IntegrityError
 
 from modelyard.runtime.home import modelyard_home
 from modelyard.settings import RateLimits, Settings
 from modelyard.store.accounts import ensure_admin, is_reserved
-from modelyard.store.database import Database
+from modelyard.store.database import Database, DatabaseInUse, hold_sqlite
+
 
 class BackendChoice(StrEnum):
     local = "local"
@@ -25,13 +27,24 @@ DataDir = Annotated[
 ]
 
 
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://… Default: SQLite in the data folder."
+    ),
+]
+# The SQLite lock of this process (`hold_sqlite`): open until the process ends.
+_held: list[object] = []
+
+
 def data_dir_or_default(data_dir: Path | None) -> Path:
     return (data_dir or modelyard_home() / "data").expanduser().resolve()
 
 
 def open_database(data_dir: Path, database_url: str | None = None) -> Database:
     settings = Settings(data_dir=data_dir, database_url=database_url)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    if database_url is None:  # SQLite in the folder; another database needs no folder here
+        data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     db.migrate()
     return db
@@ -44,9 +57,7 @@ def serve(
     public_url: Annotated[
         str | None, typer.Option(help="The URL clients reach this server at.")
     ] = None,
-    database_url: Annotated[
-        str | None, typer.Option(help="SQLAlchemy URL. Default: SQLite in the data folder.")
-    ] = None,
+    database_url: DatabaseUrl = None,
     ssl_certfile: Annotated[
         Path | None, typer.Option(help="Serve https with this cert.")
     ] = None,
@@ -102,6 +113,13 @@ def serve(
     placement_timeout: Annotated[
         float, typer.Option(help="Seconds an instance waits for a machine offering its SKU.")
     ] = 600.0,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a replica's lease on its predictions lasts unrenewed "
+            "(replicas on PostgreSQL: docs/replicas.md)."
+        ),
+    ] = 15.0,
     deny_private_urls: Annotated[
         bool,
         typer.Option(
@@ -143,11 +161,18 @@ def serve(
         hardware_file=hardware_file,
         gpus=gpus,
         placement_timeout=placement_timeout,
+        lease_ttl=lease_ttl,
     )
+    _check_hardware(settings)
+    _check_storage(settings)
+    _hold_database(settings)
     db = open_database(folder, database_url)
     password = secrets.token_urlsafe(12)
-    with db.session() as session:
-        issued = ensure_admin(session, admin, password)
+    try:
+        with db.session() as session:
+            issued = ensure_admin(session, admin, password)
+    except IntegrityError:  # a replica starting beside this one made the admin first
+        issued = None
     db.dispose()
     if issued is not None:
         typer.echo(f"Created the account {admin!r} and an API token (shown only now):\n")
@@ -169,6 +194,42 @@ def serve(
         http="httptools",
         timeout_graceful_shutdown=5,
     )
+
+
+def _hold_database(settings: Settings) -> None:
+    """On SQLite, lock the database for this process's life: a second server on the same data
+    folder refuses to start, in one line, instead of running everything twice."""
+    try:
+        held = hold_sqlite(settings.db_url)
+    except DatabaseInUse as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if held is not None:
+        _held.append(held)
+
+
+def _check_storage(settings: Settings) -> None:
+    """Open the blob store once before anything is written or printed: a wrong storage URL or
+    an unreachable bucket is one line and exit status 1, not a traceback after the token."""
+    from modelyard.store.blobs import BadStorageURL, StorageUnreachable, open_blob_store
+
+    try:
+        open_blob_store(settings.storage_url, settings.blob_dir)
+    except (BadStorageURL, StorageUnreachable) as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _check_hardware(settings: Settings) -> None:
+    """Read the hardware file before anything is written or printed: a malformed one is one
+    line naming the file, entry and field, and exit status 1."""
+    from modelyard.billing.hardware import HardwareFileError, load_hardware
+
+    try:
+        load_hardware(settings.hardware_file)
+    except HardwareFileError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _delays(text: str) -> tuple[float, ...]:

@@ -1,5 +1,6 @@
 """`modelyard token create|list|revoke` (API tokens) and `modelyard password` (for the web
-pages), managed on this machine's data folder."""
+pages), managed in the server's database: SQLite in this machine's data folder, or the one
+`--database-url` names (a PostgreSQL that API replicas share), directly, without a server."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from modelyard.store.accounts import (
 )
 from modelyard.store.sessions import end_all_sessions, set_password
 
-from .serve import DataDir, data_dir_or_default, open_database
+from .serve import DatabaseUrl, DataDir, data_dir_or_default, open_database
 
-token_app = typer.Typer(help="Create, list and revoke API tokens (on this machine's database).")
+token_app = typer.Typer(help="Create, list and revoke API tokens (in the server's database).")
 
 
 @token_app.command("create")
@@ -29,9 +30,10 @@ def token_create(
     ] = "admin",
     name: Annotated[str, typer.Option(help="A label for the token.")] = "",
     data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Print a new token for an account."""
-    db = open_database(data_dir_or_default(data_dir))
+    db = open_database(data_dir_or_default(data_dir), database_url)
     try:
         with db.session() as session:
             account = account_for_token(session, username)
@@ -45,9 +47,10 @@ def token_create(
 def token_list(
     username: Annotated[str, typer.Option(help="The account.")] = "admin",
     data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """The account's tokens: id, first characters, name, created, revoked."""
-    db = open_database(data_dir_or_default(data_dir))
+    db = open_database(data_dir_or_default(data_dir), database_url)
     with db.session() as session:
         account = account_by_username(session, username)
         if account is None:
@@ -65,9 +68,10 @@ def token_revoke(
     token_id: Annotated[int, typer.Argument(help="The id `modelyard token list` shows.")],
     username: Annotated[str, typer.Option(help="The account.")] = "admin",
     data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Revoke a token: requests with it get 401 from now on."""
-    db = open_database(data_dir_or_default(data_dir))
+    db = open_database(data_dir_or_default(data_dir), database_url)
     with db.session() as session:
         account = account_by_username(session, username)
         if account is None or not revoke_token(session, account, token_id):
@@ -90,12 +94,13 @@ def password(
         typer.Option("--password", help="The new password (default: a random one, printed)."),
     ] = None,
     data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Set the password an account signs in to the web pages with."""
     chosen = new_password if new_password is not None else secrets.token_urlsafe(12)
     if len(chosen) < MIN_PASSWORD:
         raise _fail(f"a password needs at least {MIN_PASSWORD} characters")
-    db = open_database(data_dir_or_default(data_dir))
+    db = open_database(data_dir_or_default(data_dir), database_url)
     try:
         with db.session() as session:
             account = account_for_token(session, username)

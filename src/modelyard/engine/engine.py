@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from modelyard.billing.hardware import HardwareTable
 from modelyard.cogspec.inputs import InputValidationError, validate_input
 from modelyard.runtime.events import Done, Log, Metric, Output, Started
 from modelyard.settings import Settings
@@ -29,28 +30,25 @@ from modelyard.store.predictions import (
     NewEvent,
     NewPrediction,
     create_prediction,
-    unfinished,
 )
 from modelyard.store.tables import File, Prediction, Version, utcnow
 from modelyard.store.webhooks import enqueue
 from modelyard.store.writer import Writer
 
-from .backend import Backend, Instance, InstanceSpec, Mode
+from .backend import Backend, Instance, InstanceLost, InstanceSpec, Mode
 from .eventlog import EventLog
 from .files import PURGE_EVERY, FileService
+from .hardware import chosen_sku, needs_gpu, resolve
 from .jobs import Job, JobState, PoolKey
 from .packages import PackageInfo, inspect_package, unpacked
 from .pools import Pool, PoolPolicy
+from .replicas import Replica
 from .trainings import training_finisher
 from .urls import Urls
 from .webhooks import WebhookOutbox
 
 log = logging.getLogger(__name__)
 
-RESTART_ERROR = (
-    "The server stopped while this prediction was running, so it did not finish. "
-    "Run it again."
-)
 CANCEL_WAIT = 5.0  # seconds a cancel waits for a running prediction to end
 
 # kind -> turns a successful Done into the final event (trainings make a version there)
@@ -68,6 +66,8 @@ class Engine:
         blobs: BlobStore,
         files: FileService,
         backend: Backend,
+        *,
+        hardware: HardwareTable | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -75,6 +75,9 @@ class Engine:
         self.blobs = blobs
         self.files = files
         self.backend = backend
+        # The SKUs models and deployments choose from: Replicate's, unless the platform read
+        # a hardware file (billing.hardware.load_hardware).
+        self.hardware = hardware if hardware is not None else HardwareTable()
         self.urls: Urls = files.urls
         self.log = EventLog(db, writer)
         self.webhooks = WebhookOutbox(settings, db, writer, self.urls, self.log)
@@ -85,27 +88,25 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()  # referenced until they end
         self._sweeper: asyncio.Task[None] | None = None
         self.finishers: dict[str, Finisher] = {"training": training_finisher(db, self.files)}
+        self.replica = Replica(self)  # its lease on what it runs, among replicas (replicas.py)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Recover what a previous run left: requeue the queued, fail the interrupted."""
+        """Recover what a previous run left: requeue the queued, fail the interrupted (on a
+        shared database, only what no live replica owns: `Replica.start`)."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         await self.webhooks.start()  # pending webhooks of an earlier run go out again
-        leftovers, limits = await asyncio.to_thread(self._recovery_state)
+        limits = await asyncio.to_thread(self._deployment_limits)
         for deployment_id, (low, high) in limits.items():
             self.set_policy(deployment_id, low, high)
-        for prediction in leftovers:
-            if prediction.status == "processing":
-                self.log.append(prediction.id, _done("failed", error=RESTART_ERROR))
-            else:
-                self.submit(prediction)
+        await self.replica.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="expired files")
 
-    def _recovery_state(self) -> tuple[list[Prediction], dict[int, tuple[int, int]]]:
+    def _deployment_limits(self) -> dict[int, tuple[int, int]]:
         with self.db.session() as session:
-            return unfinished(session), deployment_limits(session)
+            return deployment_limits(session)
 
     async def _sweep_forever(self) -> None:
         """Expired files leave the disk even when nobody uploads (uploads sweep too)."""
@@ -119,6 +120,7 @@ class Engine:
     async def stop(self) -> None:
         """Stop the pools, commit what the event log holds, stop sending webhooks. Each step
         runs even when one before it failed (logged): a shutdown must not stop half way."""
+        self.replica.pause()  # no claims while stopping; it leaves once nothing runs here
         if self._sweeper is not None:
             self._sweeper.cancel()
         for job in self.jobs.values():
@@ -129,6 +131,7 @@ class Engine:
         steps: list[Awaitable[Any]] = [pool.close() for pool in self.pools.values()]
         steps += [asyncio.gather(*self._tasks, return_exceptions=True)]
         steps += [self.log.drain(), self.backend.close(), self.webhooks.stop()]
+        steps += [self.replica.stop()]  # last: what it hands back is no longer running here
         self.pools.clear()
         for step in steps:
             try:
@@ -150,7 +153,7 @@ class Engine:
         outbox = self.webhooks
 
         def store(connection: Connection) -> Prediction:
-            prediction = create_prediction(connection, new)
+            prediction = create_prediction(connection, new, owner=self.replica.id)
             delivery = outbox.start_delivery(prediction)
             if delivery is not None:
                 enqueue(connection, delivery)
@@ -188,17 +191,18 @@ class Engine:
         job = self.jobs.get(prediction_id)
         if job is None:
             prediction = await self.log.latest(prediction_id)
-            if prediction is not None and prediction.status not in TERMINAL:
-                # known to another process: mark it; that process skips it when it gets to it
+            if prediction is None or prediction.status in TERMINAL:
+                return prediction
+            # Another replica runs it (asked to cancel it there), or nobody does any more.
+            if not await self.replica.cancel_elsewhere(prediction):
                 return await self._finish_now(prediction_id, _done("canceled"))
-            return prediction
-        if job.state is JobState.QUEUED:
+        elif job.state is JobState.QUEUED:
             pool = self.pools.get(job.key)
             if pool is not None and pool.remove(job):
                 return await self._finish_now(prediction_id, _done("canceled"))
-        if job.state is JobState.BOOTING:  # it will not run when its instance is ready
+        elif job.state is JobState.BOOTING:  # it will not run when its instance is ready
             return await self._finish_now(prediction_id, _done("canceled"))
-        if job.state is JobState.RUNNING and job.instance is not None:
+        elif job.state is JobState.RUNNING and job.instance is not None:
             job.cancel_requested = True  # sent again once the worker has it (see `_run`)
             await job.instance.cancel(prediction_id)
         return await self.log.wait_until(
@@ -264,14 +268,25 @@ class Engine:
                 raise LookupError("this version was deleted")
             version_id, package_key = version.id, version.package_key
             weights_key, schema = version.weights_key, version.openapi_schema
+            chooser, sku = chosen_sku(session, version, key.deployment_id)
+        package_dir = self.package_dir(package_key)
+        # Checked when the pool loads its spec, not only when the hardware was chosen: the
+        # model's hardware may have changed since the push, and the table since the choice.
+        # A refusal (BootFailed) is not cached: the next prediction tries again.
+        gpu = needs_gpu(package_key, package_dir)
+        hardware = resolve(self.hardware, self.backend, chooser, sku, gpu)
+        policy = self.policies.get(key.deployment_id) if key.deployment_id is not None else None
         return InstanceSpec(
             version_id=version_id,
             package_key=package_key,
-            package_dir=self.package_dir(package_key),
+            package_dir=package_dir,
             mode=key.mode,
             schema=schema,
             weights_key=weights_key,
             weights=str(self.blobs.path(weights_key)) if weights_key else None,
+            hardware=hardware,
+            idle_timeout=policy.idle_timeout if policy else self.settings.idle_timeout,
+            pool="model" if key.deployment_id is None else f"deployment-{key.deployment_id}",
         )
 
     def package_dir(self, package_key: str) -> Path:
@@ -310,11 +325,14 @@ class Engine:
 
     async def _run(self, instance: Instance, job: Job) -> None:
         prediction_id = job.prediction_id
+        if not await self.replica.may_run(prediction_id):  # lost with a lapsed lease
+            return
         prediction = self.log.known(prediction_id)
         if prediction is None or prediction.status in TERMINAL:  # canceled while it waited
             self.jobs.pop(prediction_id, None)
             return
         account_id = prediction.account_id
+        requeued = False
         try:
             try:
                 inputs = await self._inputs(job, await self._spec(job.key), prediction)
@@ -339,14 +357,18 @@ class Engine:
                 elif isinstance(event, Done):
                     job.state = JobState.FINISHING
                     self._finish(prediction_id, await self._final_event(prediction, event))
+        except InstanceLost:  # gone before it started: its pool runs it again (pools.py)
+            requeued = True
+            raise
         except Exception as exc:  # a bug of ours, or the database away: it ends, saying why
             log.exception("prediction %s failed inside the engine", prediction_id)
             self._finish(prediction_id, _done("failed", error=f"internal error: {exc}"))
         finally:
-            latest = self.log.known(prediction_id)
+            latest = None if requeued else self.log.known(prediction_id)
             if latest is not None and latest.status not in TERMINAL:
                 self._finish(prediction_id, _done("failed", error="the prediction ended early"))
-            self.jobs.pop(prediction_id, None)
+            if not requeued:
+                self.jobs.pop(prediction_id, None)
 
     async def _final_event(self, prediction: Prediction, done: Done) -> NewEvent:
         metrics = dict(done.metrics)

@@ -6,8 +6,8 @@ reads no database and waiting reads no database. The writer thread commits the e
 prediction has at most one write in flight, so its events commit in order, and whatever arrives
 meanwhile shares the next commit (group commit across predictions too). A terminal event
 commits in the same transaction as the rows that depend on it (its webhooks: `add_companion`).
-Followers of other predictions re-read the database, off the loop, after every wake-up and at
-least once a second, so a follower in another process (an API replica) sees the same events.
+Followers re-read the database, off the loop, after every wake-up and at least every
+`poll_interval`; commits of another API replica wake them by NOTIFY (engine/replicas.py).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from modelyard.store.predictions import (
 )
 from modelyard.store.tables import Prediction
 from modelyard.store.writer import Writer
+
+from .wakeups import Wakeups
 
 POLL_INTERVAL = 1.0
 RECENT = 1024  # finished predictions kept in memory for waiters that wake late
@@ -84,7 +86,7 @@ class EventLog:
     def __init__(self, db: Database, writer: Writer) -> None:
         self.db = db
         self.writer = writer
-        self._wakeups: dict[str, asyncio.Event] = {}
+        self._wakeups = Wakeups()
         self._listeners: list[Listener] = []
         self._companions: list[Companion] = []
         self._live: dict[str, Prediction] = {}  # running here: the newest state, in memory
@@ -93,6 +95,9 @@ class EventLog:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._last_warning = 0.0
         self._retries: set[asyncio.Task[None]] = set()
+        self.poll_interval = POLL_INTERVAL  # longer while another replica's NOTIFY wakes us
+        # Joins the transaction of every write of a prediction's events (a NOTIFY to replicas).
+        self.on_write: Callable[[Connection, str], None] | None = None
 
     def track(self, prediction: Prediction) -> None:
         """Keep a prediction this process will run in memory until it ends."""
@@ -172,11 +177,14 @@ class EventLog:
                     write for companion in self._companions for write in companion(view, events)
                 ]
             extra = backlog.companion_writes
+        on_write = self.on_write
 
         def job(connection: Connection) -> None:
             write_events(connection, state, numbered)
             for write in extra:
                 write(connection)
+            if on_write is not None:
+                on_write(connection, prediction_id)
 
         try:
             self.writer.submit_then(
@@ -280,32 +288,20 @@ class EventLog:
             task.cancel()
 
     def wake(self, prediction_id: str) -> None:
-        wakeup = self._wakeups.pop(prediction_id, None)
-        if wakeup is not None:
-            wakeup.set()
+        self._wakeups.wake(prediction_id)
 
-    def _wakeup(self, prediction_id: str) -> asyncio.Event:
-        """Taken before reading, so an append between the read and the wait is not missed."""
-        return self._wakeups.setdefault(prediction_id, asyncio.Event())
+    def wake_all(self) -> None:
+        """Every follower re-reads (wake-ups from other processes may have been missed)."""
+        self._wakeups.wake_all()
 
-    def _release(
-        self, prediction_id: str, wakeup: asyncio.Event, prediction: Prediction | None
-    ) -> None:
-        """Drop the wake-up of a prediction nothing will append to any more (else one would be
-        left behind per finished wait); another waiter on it re-reads within POLL_INTERVAL."""
-        over = prediction is None or prediction.status in TERMINAL
-        if over and self._wakeups.get(prediction_id) is wakeup:
-            del self._wakeups[prediction_id]
-
-    @staticmethod
-    async def _changed(wakeup: asyncio.Event, timeout: float) -> None:
-        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that arrives with
-        # the wake-up, and a follower would then never stop.
-        try:
-            async with asyncio.timeout(timeout):
-                await wakeup.wait()
-        except TimeoutError:
-            pass
+    def forget(self, prediction_id: str) -> None:
+        """Another replica owns it now: drop its unwritten events (they would collide)."""
+        backlog = self._backlog.pop(prediction_id, None)
+        self._live.pop(prediction_id, None)
+        self._recent.pop(prediction_id, None)
+        if backlog is not None:
+            backlog.release_waiters()
+        self.wake(prediction_id)
 
     def _load(self, prediction_id: str) -> Prediction:
         prediction = self.snapshot(prediction_id)
@@ -347,7 +343,7 @@ class EventLog:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            wakeup = self._wakeup(prediction_id)
+            wakeup = self._wakeups.take(prediction_id)
             prediction = await self.latest(prediction_id)
             remaining = deadline - loop.time()
             reached = prediction is not None and done(prediction)
@@ -355,12 +351,12 @@ class EventLog:
             # answer is what the database holds.
             if reached and not await self.settled(prediction_id, remaining):
                 prediction = await asyncio.to_thread(self.stored, prediction_id)
-                self._release(prediction_id, wakeup, prediction)
+                self._wakeups.release(prediction_id, wakeup, prediction)
                 return prediction
             if prediction is None or done(prediction) or remaining <= 0:
-                self._release(prediction_id, wakeup, prediction)
+                self._wakeups.release(prediction_id, wakeup, prediction)
                 return prediction
-            await self._changed(wakeup, min(remaining, POLL_INTERVAL))
+            await Wakeups.changed(wakeup, min(remaining, self.poll_interval))
 
     async def follow(
         self, prediction_id: str, after: int = -1, heartbeat: float = 15.0
@@ -372,24 +368,24 @@ class EventLog:
         loop = asyncio.get_running_loop()
         quiet_since = loop.time()
         while True:
-            wakeup = self._wakeup(prediction_id)
+            wakeup = self._wakeups.take(prediction_id)
             rows, status = await asyncio.to_thread(self._events, prediction_id, after)
             for row in rows:
                 after = row.seq
                 yield row
                 if row.type == "done":
-                    self._release(prediction_id, wakeup, None)
+                    self._wakeups.release(prediction_id, wakeup, None)
                     return
             if rows:
                 quiet_since = loop.time()
                 continue
             if status is None or status in TERMINAL:  # gone, or ended without a done event
-                self._release(prediction_id, wakeup, None)
+                self._wakeups.release(prediction_id, wakeup, None)
                 return
             if loop.time() - quiet_since >= heartbeat:
                 quiet_since = loop.time()
                 yield None
-            await self._changed(wakeup, min(POLL_INTERVAL, heartbeat))
+            await Wakeups.changed(wakeup, min(self.poll_interval, heartbeat))
 
     def _events(self, prediction_id: str, after: int) -> tuple[list[LoggedEvent], str | None]:
         """Committed events after `after` (and, when there are none, the status)."""

@@ -6,17 +6,23 @@ PostgreSQL works by URL alone (`postgresql+psycopg://…`).
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# pg_advisory_xact_lock key of schema migrations: any number other code does not take
+MIGRATE_LOCK = 0x6D6F64656C  # "model"
+_MIGRATE_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
 def sqlite_url(path: Path) -> str:
@@ -33,9 +39,23 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
+    @property
+    def shared(self) -> bool:
+        """Whether several processes may use this database at once (PostgreSQL: API replicas);
+        SQLite is one server process's (`modelyard serve` locks its folder)."""
+        return self.engine.dialect.name == "postgresql"
+
     def migrate(self) -> None:
-        """Bring the schema to the newest migration (idempotent)."""
+        """Bring the schema to the newest migration (idempotent).
+
+        On PostgreSQL the migrating transaction first takes an advisory lock, so replicas that
+        start together migrate one after the other: the first upgrades, the others wait, then
+        find the schema current (Alembic alone would have them all create the same tables, and
+        all but one fail). The lock is released with the transaction, whatever happens to it.
+        """
         with self.engine.begin() as connection:
+            if self.shared:
+                connection.execute(_MIGRATE_LOCK, {"key": MIGRATE_LOCK})
             config = alembic_config(self.url)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
@@ -47,6 +67,40 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class DatabaseInUse(RuntimeError):
+    """Another server process holds the SQLite database (the message says which and what to do)."""
+
+
+def hold_sqlite(url: str) -> IO[str] | None:
+    """For a server process on SQLite: an exclusive lock (flock) on `<database file>.lock`, held
+    while the returned file stays open, for the process's life. None for other databases.
+
+    SQLite is one server's database: a second `modelyard serve` on the same folder would run
+    everything the first runs a second time (each recovers all unfinished predictions) and
+    fight it for the write lock. The kernel drops the lock when the process dies, however it
+    dies, so a crash never leaves a stale lock behind. Raises `DatabaseInUse`."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(f"{parsed.database}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 - it stays open as long as the process runs
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise DatabaseInUse(
+            f"another modelyard serve (pid {holder}) is using the database in {path.parent}; "
+            "stop it first (several servers share a PostgreSQL database: --database-url)"
+        ) from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def alembic_config(url: str) -> Config:

@@ -52,10 +52,14 @@ class NewPrediction:
     stream_key: str | None = None
 
 
-def create_prediction(session: Session | Connection, new: NewPrediction) -> Prediction:
+def create_prediction(
+    session: Session | Connection, new: NewPrediction, owner: str | None = None
+) -> Prediction:
     """The prediction (detached), stored as `starting` with its first event; the model's
-    run count goes up in the same transaction."""
+    run count goes up in the same transaction. `owner` is the replica that will run it (its
+    lease, not a later recovery elsewhere, decides who runs it: store/replicas.py)."""
     prediction = _starting(new, new_id(), utcnow())
+    prediction.owner = owner
     # Prepared Core statements, not the unit of work: this is on every create's path.
     _insert(session, prediction)
     session.execute(_COUNT_RUN, {"model": new.model_id})

@@ -160,6 +160,9 @@ class Prediction(Base):
     # Shown by `GET /models/{o}/{n}/examples`; chosen by the platform or the owner, never by default.
     is_example: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # The API replica that runs it while it is unfinished (`Replica.id`, no foreign key: a
+    # replica's row goes when it stops or dies, and its predictions are then claimed).
+    owner: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
@@ -301,3 +304,16 @@ class WebSession(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+
+class Replica(Base):
+    """An API replica sharing the database (PostgreSQL): its lease on the predictions it owns
+    lasts until `expires_at` (the database's clock); renewing this one row renews them all."""
+
+    __tablename__ = "replicas"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))  # who it is, for people reading the table
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
