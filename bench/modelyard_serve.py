@@ -31,22 +31,35 @@ START_TIMEOUT = 60.0
 class ModelyardServer:
     """`modelyard serve` as a subprocess on a free port over plain http, with its own data dir."""
 
-    def __init__(self, data_dir: Path, serve_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        serve_args: list[str] | None = None,
+        *,
+        database_url: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.serve_args = list(serve_args or [])
+        self.database_url = database_url  # shared by replicas; None: SQLite in data_dir
+        self.env = {**_env(), **(env or {})}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = ""
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir.parent / "modelyard-serve.log"
+        self.log_path = data_dir.parent / f"modelyard-serve-{data_dir.name}.log"
 
     def start(self) -> ModelyardServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.token = self.cli("token", "create", "--data-dir", str(self.data_dir)).strip()
+        database = ["--database-url", self.database_url] if self.database_url else []
+        self.token = self.cli(
+            "token", "create", "--data-dir", str(self.data_dir), *database
+        ).strip()
         args = [
             "serve",
             "--data-dir", str(self.data_dir),
             "--port", str(self.port),
+            *database,
             *self.serve_args,
         ]  # fmt: skip
         with open(self.log_path, "wb") as log:
@@ -55,7 +68,7 @@ class ModelyardServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=_env(),
+                env=self.env,
                 start_new_session=True,  # a Ctrl-C of the benchmark reaches it only via stop()
             )
         deadline = time.monotonic() + START_TIMEOUT
@@ -83,7 +96,7 @@ class ModelyardServer:
             check=False,
             capture_output=True,
             text=True,
-            env=env or _env(),
+            env=env or self.env,
             timeout=300,
         )
         if result.returncode != 0:
@@ -92,7 +105,7 @@ class ModelyardServer:
 
     def push(self, package: Path, model: str) -> str:
         """`modelyard push`; returns the version id."""
-        env = {**_env(), "MODELYARD_API_TOKEN": self.token}
+        env = {**self.env, "MODELYARD_API_TOKEN": self.token}
         out = self.cli("push", str(package), model, "--api", self.url, env=env)
         return out.split(model + ":", 1)[1].split()[0]
 

@@ -80,13 +80,18 @@ class Api:
 
 @asynccontextmanager
 async def serve(
-    tmp_path: Path, backend: PlacingBackend, hardware_file: Path | None = None, idle: float = 42.0
+    tmp_path: Path,
+    backend: PlacingBackend,
+    hardware_file: Path | None = None,
+    idle: float = 42.0,
+    max_instances: int = 1,
 ) -> AsyncIterator[Api]:
     settings = Settings(
         data_dir=tmp_path / "data",
         public_url="http://modelyard.test",
         hardware_file=hardware_file,
         idle_timeout=idle,
+        max_instances=max_instances,
     )
     app = build_app(settings, backend=backend, web=False)  # type: ignore[arg-type]
     with app.state.platform.db.session() as session:
@@ -285,6 +290,21 @@ async def test_a_cpu_version_on_a_model_gets_the_models_hardware(tmp_path: Path)
         await api.client.post("/v1/predictions", json={"version": version, "input": {"tag": "t"}})
         spec = await booted(api, 1)
         assert spec.hardware == api.platform.hardware.get("gpu-t4")
+
+
+async def test_instances_booted_after_a_hardware_change_get_the_new_hardware(
+    tmp_path: Path,
+) -> None:
+    async with serve(tmp_path, PlacingBackend({"t4": 1, "l40s": 1}), max_instances=2) as api:
+        assert (await create_model(api, "mover", "gpu-t4")).status_code == 201
+        version = await push(api, tmp_path, "mover")
+        body = {"version": version, "input": {"tag": "t"}}
+        await api.client.post("/v1/predictions", json=body)
+        assert (await booted(api, 1)).hardware.sku == "gpu-t4"
+        changed = await api.client.patch("/v1/models/admin/mover", json={"hardware": "gpu-l40s"})
+        assert changed.status_code == 200, changed.text
+        await api.client.post("/v1/predictions", json=body)  # the first instance never frees
+        assert (await booted(api, 2)).hardware.sku == "gpu-l40s"
 
 
 # --- deployments ----------------------------------------------------------------------------

@@ -138,3 +138,31 @@ def test_event_log_projects_onto_the_prediction(db: Database) -> None:
         )  # fmt: skip
         assert [p.id for p in listed] == [pid]
         assert issue_token(session, owner).token.startswith("r8_")
+
+
+def test_exclusive_blocks_run_one_at_a_time(db: Database) -> None:
+    """`Database.exclusive` (the catalog's registration on replicas starting together): on
+    PostgreSQL an advisory lock; on SQLite, where one process owns the database, no lock."""
+    import threading
+    import time
+
+    inside: list[int] = []
+    overlaps: list[int] = []
+
+    def work() -> None:
+        with db.exclusive("test-exclusive"):
+            inside.append(1)
+            if len(inside) > 1:
+                overlaps.append(len(inside))
+            time.sleep(0.05)
+            inside.pop()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    if db.shared:
+        assert overlaps == []
+    with db.exclusive("test-exclusive"):  # released: taken again at once
+        pass

@@ -108,7 +108,10 @@ def serve(
     ] = None,
     gpus: Annotated[
         str | None,
-        typer.Option(help="This machine's GPUs for local instances (default: nvidia-smi)."),
+        typer.Option(
+            help="This machine's GPUs for local instances: auto (nvidia-smi), none, indexes "
+            "or UUIDs ('0,1'), or declared ones ('0:t4,1:t4'); docs/hardware.md."
+        ),
     ] = None,
     placement_timeout: Annotated[
         float, typer.Option(help="Seconds an instance waits for a machine offering its SKU.")
@@ -163,8 +166,7 @@ def serve(
         placement_timeout=placement_timeout,
         lease_ttl=lease_ttl,
     )
-    _check_hardware(settings)
-    _check_storage(settings)
+    _preflight(settings)
     _hold_database(settings)
     db = open_database(folder, database_url)
     password = secrets.token_urlsafe(12)
@@ -208,26 +210,20 @@ def _hold_database(settings: Settings) -> None:
         _held.append(held)
 
 
-def _check_storage(settings: Settings) -> None:
-    """Open the blob store once before anything is written or printed: a wrong storage URL or
-    an unreachable bucket is one line and exit status 1, not a traceback after the token."""
+def _preflight(settings: Settings) -> None:
+    """Read what the settings point at before anything is written or printed: a wrong storage
+    URL or unreachable bucket, a malformed hardware file or a bad `--gpus` is one line and exit
+    status 1, not a traceback after the token."""
+    from modelyard.billing.hardware import HardwareFileError, load_hardware
+    from modelyard.engine.gpus import GpuConfigError, parse_gpus_setting
     from modelyard.store.blobs import BadStorageURL, StorageUnreachable, open_blob_store
 
     try:
         open_blob_store(settings.storage_url, settings.blob_dir)
-    except (BadStorageURL, StorageUnreachable) as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(1) from None
-
-
-def _check_hardware(settings: Settings) -> None:
-    """Read the hardware file before anything is written or printed: a malformed one is one
-    line naming the file, entry and field, and exit status 1."""
-    from modelyard.billing.hardware import HardwareFileError, load_hardware
-
-    try:
         load_hardware(settings.hardware_file)
-    except HardwareFileError as exc:
+        if settings.backend == "local":
+            parse_gpus_setting(settings.gpus)
+    except (BadStorageURL, StorageUnreachable, HardwareFileError, GpuConfigError) as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from None
 

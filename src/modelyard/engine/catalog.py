@@ -73,7 +73,13 @@ def read_catalog(root: Path) -> list[CatalogEntry]:
 
 
 def register_catalog(engine: Engine, db: Database, root: Path, owner: str) -> Registered:
-    """Push every package under `root` as a public model of `owner`; fill the collections."""
+    """Push every package under `root` as a public model of `owner`; fill the collections.
+    Replicas starting together register one after the other (the later ones find it done)."""
+    with db.exclusive("catalog"):
+        return _register_all(engine, db, root, owner)
+
+
+def _register_all(engine: Engine, db: Database, root: Path, owner: str) -> Registered:
     done = Registered()
     members: dict[str, list[int]] = {slug: [] for slug in COLLECTIONS}
     for entry in read_catalog(root):

@@ -223,10 +223,17 @@ class Engine:
             if key.deployment_id == deployment_id:
                 pool.set_policy(policy)
 
+    def hardware_changed(self, deployment_id: int | None = None) -> None:
+        """A deployment's (or, with None, a model's) hardware changed: instances booted from now
+        on read it again. Those running keep their machine until they scale down."""
+        for key in [k for k in self._specs if k.deployment_id == deployment_id]:
+            self._specs.pop(key, None)
+
     async def forget_deployment(self, deployment_id: int) -> None:
         """A deleted deployment (with nothing queued or running): its pools stop, its policy goes.
         Its id may be given to a new deployment, which must not inherit warm instances."""
         self.policies.pop(deployment_id, None)
+        self.hardware_changed(deployment_id)
         for key in [k for k in self.pools if k.deployment_id == deployment_id]:
             await self.pools.pop(key).close()
 

@@ -61,6 +61,23 @@ class Database:
             command.upgrade(config, "head")
 
     @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Run the block in one replica at a time (a PostgreSQL advisory lock named `name`,
+        held by a connection of its own); on SQLite, one process owns the database anyway."""
+        if not self.shared:
+            yield
+            return
+        with self.engine.connect() as connection:
+            key = {"name": f"modelyard:{name}"}
+            connection.execute(text("SELECT pg_advisory_lock(hashtext(:name))"), key)
+            connection.commit()  # the lock is the session's, not the transaction's
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(hashtext(:name))"), key)
+                connection.commit()
+
+    @contextmanager
     def session(self) -> Iterator[Session]:
         with self._sessions.begin() as session:
             yield session

@@ -211,6 +211,8 @@ async def update(
         _update, platform, account, owner, name, changes
     )
     platform.engine.set_policy(deployment_id, *limits)
+    if "hardware" in changes:
+        platform.engine.hardware_changed(deployment_id)
     return JSONResponse(result)
 
 

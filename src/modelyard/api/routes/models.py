@@ -330,6 +330,8 @@ def update(
             setattr(model, field, value if value != "" else None)
         session.flush()
         platform.versions.clear()  # cached refs carry the model's old visibility
+        if "hardware" in changes:
+            platform.engine.hardware_changed()
         return JSONResponse(render_model(session, ModelRow(model, row.owner), platform.urls))
 
 
