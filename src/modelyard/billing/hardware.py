@@ -32,8 +32,12 @@ class Hardware:
 
     @property
     def ray_resources(self) -> dict[str, float]:
-        """What a Ray actor of this SKU asks for besides `num_gpus`."""
-        return self.resources or {f"sku-{self.sku}": 1.0}
+        """What a Ray actor of this SKU asks for besides its CPU or GPUs (engine/ray_backend.py):
+        the table's `resources`, else `sku-<sku>: 1`; nothing for `cpu`, which runs on the CPUs
+        of any node."""
+        if self.resources:
+            return dict(self.resources)
+        return {} if self.sku == "cpu" else {f"sku-{self.sku}": 1.0}
 
 
 def _gpu(sku: str, name: str, price: float, model: str, count: int = 1) -> Hardware:

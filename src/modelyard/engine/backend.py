@@ -36,6 +36,9 @@ class InstanceSpec:
     setup_timeout: float | None = None
     hardware: Hardware = CPU  # the SKU its model or deployment runs on
     idle_timeout: float = 300.0  # seconds an idle instance lives (scale to zero)
+    # Whose pool: `model` (the version's own) or `deployment-<id>`. Instances of the same pool
+    # on several replicas are the same Ray actors (ray_backend.py names them by it).
+    pool: str = "model"
 
     @property
     def component(self) -> str:
@@ -50,6 +53,12 @@ class InstanceSpec:
 
 class BootFailed(Exception):
     """The instance could not start: its environment, its worker or `setup()` failed."""
+
+
+class InstanceLost(Exception):
+    """Raised by `Instance.predict` before it yields Started: the instance (its machine) is
+    gone and the prediction never ran there, so the pool runs it again, first in line, on
+    another instance. Once Started was yielded, a lost machine ends the prediction `failed`."""
 
 
 class Instance(Protocol):

@@ -76,6 +76,18 @@ MAX_NAME_BYTES = 255
 OUTPUTS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="outputs")
 
 
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """An output file already in blob storage: an instance on another machine uploaded it
+    there (engine/ray_actor.py) and sent this in place of its `OutputFile`, so the engine
+    records it without reading or copying its bytes."""
+
+    key: str  # the blob's key (SHA-256)
+    name: str  # the file's name, as the model wrote it
+    size: int
+    md5: str
+
+
 @dataclass(frozen=True)
 class StoredOutputs:
     """A model's output once its files are stored: `value` with every OutputFile replaced by its
@@ -227,25 +239,33 @@ class FileService:
     async def store_outputs(self, account_id: int, prediction_id: str, value: Any) -> StoredOutputs:
         """Store every OutputFile in `value` as a blob with an output record, off the event loop
         (hashing, copying and the insert run in the outputs' thread pool; a value without files
-        never leaves the loop). Returns `value` with each file replaced by its delivery URL,
-        and the records in output order."""
-        paths: list[Path] = []
-        _collect(value, paths)
-        if not paths:
+        never leaves the loop); a `StoredFile` is only recorded. Returns `value` with each file
+        replaced by its delivery URL, and the records in output order."""
+        found: list[Path | StoredFile] = []
+        _collect(value, found)
+        if not found:
             return StoredOutputs(value, [])
         loop = asyncio.get_running_loop()
         stored = await loop.run_in_executor(
-            OUTPUTS, self._save_outputs, account_id, prediction_id, paths
+            OUTPUTS, self._save_outputs, account_id, prediction_id, found
         )
         urls = iter([self.delivery_url(file) for file in stored])
         return StoredOutputs(_replace(value, urls), stored)
 
-    def _save_outputs(self, account_id: int, prediction_id: str, paths: list[Path]) -> list[File]:
-        """Blobs for the files at `paths` and their records, added in one transaction (when a
-        file cannot be read, none is recorded and the bytes already copied are let go)."""
+    def _save_outputs(
+        self, account_id: int, prediction_id: str, paths: list[Path | StoredFile]
+    ) -> list[File]:
+        """Blobs for the files at `paths` (a StoredFile is one already) and their records, added
+        in one transaction (when a file cannot be read, none is recorded and the bytes already
+        stored are let go)."""
         blobs: list[Blob] = []
         try:
-            blobs.extend(self.blobs.put_file(path) for path in paths)
+            blobs.extend(
+                self.blobs.put_file(path)
+                if isinstance(path, Path)
+                else Blob(key=path.key, size=path.size, md5=path.md5)
+                for path in paths
+            )
         except BaseException:
             for blob in blobs:
                 self.drop_unused_blob(blob.key)
@@ -287,9 +307,12 @@ class FileService:
         return self.on_disk(file)
 
     def on_disk(self, file: File | None) -> tuple[File, Path] | None:
-        if file is None or not self.blobs.exists(file.blob_key):
+        """The file's bytes on this machine. With S3 storage that may download them (a replica
+        serves what another one stored): call it off the event loop."""
+        if file is None:
             return None
-        return file, self.blobs.path(file.blob_key)
+        path = self.blobs.path(file.blob_key)  # no exists() round trip first
+        return (file, path) if path.exists() else None
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -350,7 +373,8 @@ class _DeliveryTransport(httpx.AsyncBaseTransport):
         self.files = files
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        found = self.files.local_file(request.url)
+        # The record is read and the blob may be downloaded (S3 storage): not on the loop.
+        found = await asyncio.to_thread(self.files.local_file, request.url)
         if found is None:
             return httpx.Response(404, request=request)
         file, path = found
@@ -367,15 +391,20 @@ class _FileStream(httpx.AsyncByteStream):
         self.path = path
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with self.path.open("rb") as stream:
-            while chunk := stream.read(1 << 20):
+        stream = await asyncio.to_thread(self.path.open, "rb")
+        try:  # each read in a thread too: a big input must not hold up the loop on the disk
+            while chunk := await asyncio.to_thread(stream.read, 1 << 20):
                 yield chunk
+        finally:
+            stream.close()
 
 
-def _collect(value: Any, paths: list[Path]) -> None:
-    """The paths of the OutputFiles in `value`, depth first, in order."""
+def _collect(value: Any, paths: list[Path | StoredFile]) -> None:
+    """The paths of the OutputFiles (and the StoredFiles) in `value`, depth first, in order."""
     if isinstance(value, OutputFile):
         paths.append(value.path)
+    elif isinstance(value, StoredFile):
+        paths.append(value)
     elif isinstance(value, list):
         for item in value:
             _collect(item, paths)
@@ -385,8 +414,9 @@ def _collect(value: Any, paths: list[Path]) -> None:
 
 
 def _replace(value: Any, urls: Iterator[str]) -> Any:
-    """`value` with its OutputFiles replaced, in the order `_collect` found them, by `urls`."""
-    if isinstance(value, OutputFile):
+    """`value` with its OutputFiles and StoredFiles replaced, in the order `_collect` found them,
+    by `urls`."""
+    if isinstance(value, (OutputFile, StoredFile)):
         return next(urls)
     if isinstance(value, list):
         return [_replace(item, urls) for item in value]

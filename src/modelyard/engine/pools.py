@@ -3,6 +3,11 @@ on demand up to a maximum, and instances stopped when idle (scale to zero).
 
 A prediction waits in the queue while every slot is busy: never a 409. How many predictions an
 instance runs at once is what its worker reported when it started (`Instance.start`).
+
+An instance whose machine is lost (`Instance.lost`, on the Ray backend) takes no more jobs and
+leaves the pool once nothing runs on it; jobs that are waiting boot a replacement. A job its
+instance could not start because the instance was already gone (`InstanceLost`) goes back to
+the front of the queue.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backend import BootFailed, Instance
+from .backend import BootFailed, Instance, InstanceLost
 from .jobs import Job, JobState
 
 log = logging.getLogger(__name__)
@@ -41,8 +46,14 @@ class Member:
     log_to: str = ""
 
     @property
+    def lost(self) -> bool:
+        # getattr: an instance written before `Instance.lost` existed (a test's stand-in) is
+        # never lost.
+        return bool(getattr(self.instance, "lost", False))
+
+    @property
     def free(self) -> bool:
-        return self.ready and self.busy < self.slots
+        return self.ready and self.busy < self.slots and not self.lost
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,7 @@ class Pool:
         while not self._closed:
             self._kick.clear()
             try:
+                await self._drop_lost()
                 self._assign()
                 await self._stop_idle(loop.time())
             except Exception:  # a bug of ours must not stop the pool: log it, go on
@@ -127,6 +139,12 @@ class Pool:
                 self._boot(self.queue.popleft())
             else:
                 break
+
+    async def _drop_lost(self) -> None:
+        """Lost instances with nothing running leave (so that `_assign` may replace them)."""
+        for member in [m for m in self.members if m.ready and m.busy == 0 and m.lost]:
+            self.members.remove(member)
+            await _stop(member)
 
     def _until_idle_stop(self, now: float) -> float | None:
         """Seconds until an idle instance is due to stop; None when none is (then only a kick,
@@ -151,12 +169,15 @@ class Pool:
         member.log_to = job.prediction_id
         try:
             await self._run(member.instance, job)
+        except InstanceLost:  # it never started there: first in line again, for another instance
+            job.state, job.instance = JobState.QUEUED, None
+            self.queue.appendleft(job)
         except Exception:  # a bug of ours must not stop the pool
             log.exception("prediction %s failed inside the engine", job.prediction_id)
         finally:
             member.busy -= 1
             member.idle_since = asyncio.get_running_loop().time()
-            self._kick.set()
+            self._kick.set()  # a lost member leaves at the dispatcher's next round
 
     def _boot(self, job: Job) -> None:
         """A new instance; the job that asked for it sees its build and setup logs."""
