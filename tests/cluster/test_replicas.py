@@ -14,7 +14,6 @@ lapsed gives up what the others took meanwhile.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -28,7 +27,7 @@ from webhook_receiver import Receiver
 
 from modelyard.engine.replicas import RESTART_ERROR, SAFETY_POLL
 from modelyard.store.predictions import NewEvent, NewPrediction, append_events, create_prediction
-from modelyard.store.replicas import register
+from modelyard.store.replicas import lease_of, register
 from modelyard.store.tables import Model, Version
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -83,6 +82,10 @@ async def test_followers_on_one_replica_follow_a_prediction_run_by_the_other(
     gate = tmp_path / "gate"
     prediction = await a.create(version, input={"tag": "followed", "gate": str(gate)}, stream=True)
     follower = b.platform.engine.log
+    assert follower.poll_interval == SAFETY_POLL  # LISTEN is up: the poll is a safety net
+    # Only a notification can wake the followers now: a poll would come after an hour, long
+    # after `wait_until` (60 s) gave up and returned None.
+    follower.poll_interval = 3600.0
     waiting = asyncio.create_task(
         follower.wait_until(prediction["id"], lambda p: p.status == "succeeded", timeout=60)
     )
@@ -91,17 +94,12 @@ async def test_followers_on_one_replica_follow_a_prediction_run_by_the_other(
     )
     await b.wait_for(prediction["id"], {"processing"})
     await asyncio.sleep(0.3)  # both followers are waiting now
-    assert follower.poll_interval == SAFETY_POLL  # NOTIFY wakes them, not a poll
     assert not waiting.done() and not stream.done()
-    opened = time.monotonic()
     gate.touch()
     ended = await waiting
-    waited = time.monotonic() - opened
     sse = await stream
-    streamed = time.monotonic() - opened
     assert ended is not None and ended.output == "followed"
     assert "event: done" in sse.text and "followed" in sse.text
-    assert waited < 1.0 and streamed < 1.5, (waited, streamed)  # a poll would take 5 s
 
 
 async def test_a_cancel_on_one_replica_stops_the_prediction_where_it_runs(
@@ -131,13 +129,13 @@ async def test_a_replica_that_stops_hands_back_its_queue(
     blocker = await a.create(version, input={"tag": "blocker", "gate": str(tmp_path / "never")})
     queued = [await a.create(version, input={"tag": f"q{i}"}) for i in range(4)]
     await b.wait_for(blocker["id"], {"processing"})
-    stopped = time.monotonic()
+    leaving = a.platform.engine.replica.id
     await a.stop()
+    with b.platform.db.session() as session:  # gone, not left to expire: claimable at once
+        assert lease_of(session, leaving) is None
     done = [await b.wait_for(p["id"]) for p in queued]
-    took = time.monotonic() - stopped
     assert [(p["status"], p["output"]) for p in done] == [("succeeded", f"q{i}") for i in range(4)]
     assert [runs.where(p["id"]) for p in queued] == [["b"]] * 4  # each once, on b
-    assert took < LEASE_TTL + 1.0, took  # at once, not after a lease ran out
     interrupted = await b.get(blocker["id"])
     assert interrupted["status"] == "failed" and runs.where(blocker["id"]) == ["a"]
 

@@ -86,6 +86,7 @@ class LiveServer:
     process: subprocess.Popen[bytes] | None = None
     token: str = ""
     log_path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)  # over this process's environment
 
     @property
     def url(self) -> str:
@@ -117,7 +118,10 @@ class LiveServer:
         ]  # fmt: skip
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [_modelyard(), *args], stdout=log, stderr=subprocess.STDOUT, env=_env()
+                [_modelyard(), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**_env(), **self.env},
             )
         self._wait_ready()
         return self
@@ -167,7 +171,7 @@ class LiveServer:
             [_modelyard(), *args, "--data-dir", str(self.data_dir)],
             capture_output=True,
             text=True,
-            env=_env(),
+            env={**_env(), **self.env},
             timeout=120,
         )
         if result.returncode != 0:
@@ -180,8 +184,12 @@ class LiveServer:
             [_modelyard(), "push", str(package), ref, "--api", self.url],
             capture_output=True,
             text=True,
-            env={**_env(), "MODELYARD_API_TOKEN": token or self.token,
-                 "SSL_CERT_FILE": str(self.tls.ca_file)},
+            env={
+                **_env(),
+                **self.env,
+                "MODELYARD_API_TOKEN": token or self.token,
+                "SSL_CERT_FILE": str(self.tls.ca_file),
+            },
             timeout=120,
         )
         if result.returncode != 0:
@@ -205,6 +213,26 @@ class LiveServer:
             transport=httpx.HTTPTransport(verify=self.tls.context()),
             **kwargs,
         )
+
+
+@dataclass
+class Replica(LiveServer):
+    """A LiveServer that counts as ready on any answer: replicas starting together on an
+    empty database have no token yet (the admin is made by whichever starts first)."""
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        with httpx.Client(base_url=self.url, verify=self.tls.context(), timeout=5) as client:
+            while time.monotonic() < deadline:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"modelyard serve exited:\n{self.logs()}")
+                try:
+                    client.get("/v1/predictions")
+                    return
+                except httpx.TransportError:
+                    time.sleep(0.1)
+        raise RuntimeError(f"modelyard serve did not answer:\n{self.logs()}")
 
 
 def _modelyard() -> str:

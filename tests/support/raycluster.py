@@ -68,6 +68,7 @@ class Node:
     args: list[str]
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # its own, over the cluster's
 
     @property
     def sid(self) -> int:
@@ -108,7 +109,7 @@ class RayCluster:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
+                env={**os.environ, **self.env, **node.env},
                 start_new_session=True,
             )
         deadline = time.monotonic() + START_TIMEOUT
@@ -195,10 +196,17 @@ class RayCluster:
 
 
 @contextmanager
-def ray_cluster(worker: bool = True, keep_logs: bool = False) -> Iterator[RayCluster]:
+def ray_cluster(
+    worker: bool = True,
+    keep_logs: bool = False,
+    env: dict[str, str] | None = None,
+    own_homes: bool = False,
+) -> Iterator[RayCluster]:
     """A head and (with `worker`) a worker node; stopped, with all they started, at the end.
     A failed start raises with the tail of the node's log. The temporary folder goes at the
-    end, unless `keep_logs` (Ray's logs are under `<root>/head` and `<root>/worker`)."""
+    end, unless `keep_logs` (Ray's logs are under `<root>/head` and `<root>/worker`). `env` goes
+    to both nodes (S3 credentials, say); with `own_homes` each node has a `MODELYARD_HOME` of
+    its own, as two machines would (model environments are built on each)."""
     root = Path(tempfile.mkdtemp(prefix="myray-", dir="/tmp"))  # short: sockets live below
     token_path = root / "token"
     token_path.write_text(secrets.token_hex(32))
@@ -216,9 +224,13 @@ def ray_cluster(worker: bool = True, keep_logs: bool = False) -> Iterator[RayClu
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN_PATH": str(token_path),
             "RAY_USAGE_STATS_ENABLED": "0",
+            **(env or {}),
             MARKER: cluster_id,
         },
     )
+    if own_homes:
+        cluster.head.env["MODELYARD_HOME"] = str(root / "home-head")
+        cluster.worker.env["MODELYARD_HOME"] = str(root / "home-worker")
     try:
         cluster._start(cluster.head)
         if worker:
