@@ -98,3 +98,24 @@ def test_reserved_usernames_are_refused(tmp_path: Path) -> None:
         assert result.stderr.strip() == (
             "Error: the username 'settings' is reserved (a path of the API or the web pages)"
         )
+
+
+def test_serve_refuses_bad_cluster_options_in_one_line(tmp_path: Path) -> None:
+    """A bad `--gpus`, or a Ray head that does not answer: one line, exit 1, nothing written."""
+    from typer.testing import CliRunner
+
+    from modelyard.cli.main import app
+
+    closed = free_port()  # nothing listens there
+    for args, says in [
+        (["--gpus", "0:t4,0:t4"], "Error: --gpus: GPU 0 is listed twice"),
+        (["--backend", "ray", "--ray-address", f"127.0.0.1:{closed}"],
+         f"Error: cannot reach the Ray head at 127.0.0.1:{closed}"),
+        (["--backend", "ray", "--ray-address", "head"],
+         "Error: --ray-address 'head' is not host:port"),
+    ]:  # fmt: skip
+        result = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path), *args])
+        assert result.exit_code == 1, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(says), result.output
+        assert not (tmp_path / "modelyard.db").exists()

@@ -58,9 +58,7 @@ def serve(
         str | None, typer.Option(help="The URL clients reach this server at.")
     ] = None,
     database_url: DatabaseUrl = None,
-    ssl_certfile: Annotated[
-        Path | None, typer.Option(help="Serve https with this cert.")
-    ] = None,
+    ssl_certfile: Annotated[Path | None, typer.Option(help="Serve https with this cert.")] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(help="The certificate's key.")] = None,
     max_instances: Annotated[int, typer.Option(help="Instances per version at most.")] = 1,
     idle_timeout: Annotated[
@@ -223,9 +221,40 @@ def _preflight(settings: Settings) -> None:
         load_hardware(settings.hardware_file)
         if settings.backend == "local":
             parse_gpus_setting(settings.gpus)
-    except (BadStorageURL, StorageUnreachable, HardwareFileError, GpuConfigError) as exc:
+        else:
+            _check_ray(settings.ray_address)
+    except (
+        BadStorageURL,
+        StorageUnreachable,
+        HardwareFileError,
+        GpuConfigError,
+        _RayUnusable,
+    ) as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+class _RayUnusable(Exception):
+    """`--backend ray` cannot work: Ray is not installed, or its head does not answer."""
+
+
+def _check_ray(address: str | None) -> None:
+    """Ray is installed and the head's port answers (joining the cluster itself happens when
+    the app is built; this only turns the usual mistakes into one line)."""
+    import importlib.util
+    import socket
+
+    if importlib.util.find_spec("ray") is None:
+        raise _RayUnusable("the Ray backend needs Ray: pip install 'modelyard[ray]'")
+    if not address or address == "auto":
+        return  # a node of the cluster on this machine: Ray finds it
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise _RayUnusable(f"--ray-address {address!r} is not host:port (the Ray head's GCS)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise _RayUnusable(f"cannot reach the Ray head at {address}: {exc}") from None
 
 
 def _delays(text: str) -> tuple[float, ...]:
