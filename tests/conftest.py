@@ -29,12 +29,14 @@ SLOW_FILES = (
     "tests/e2e/test_catalog_trainers.py",
     "tests/cli/test_cli.py",
     "tests/e2e/test_starter_catalog.py",
+    "tests/cluster/test_two_machines.py",
     "tests/differential/test_fixture_cases.py",
     "tests/e2e/test_engine.py",
     "tests/models/test_text_generation.py",
     "tests/e2e/test_web_browser.py",
     "tests/e2e/test_files.py",
     "tests/models/test_text_classifier.py",
+    "tests/cluster/test_ray_backend.py",
 )
 
 

@@ -18,17 +18,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from e2e.live import LiveServer, Replica, Tls, _env, _modelyard, free_port
+from live_support import TALLY, create, lines, wait_for
 from sqlalchemy import create_engine, text
 from support.postgres import fresh_database
 from webhook_receiver import Receiver
 
-TALLY = Path(__file__).parent / "packages" / "tally"
 LEASE_TTL = 3.0
-TERMINAL = {"succeeded", "failed", "canceled"}
 
 
 @dataclass
@@ -67,30 +65,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterator[Clus
         finally:
             a.stop()
             b.stop()
-
-
-def create(server: LiveServer, version: str, **body: Any) -> dict[str, Any]:
-    with server.http() as client:
-        answer = client.post("/v1/predictions", json={"version": version, **body})
-    assert answer.status_code == 201, answer.text
-    return answer.json()
-
-
-def wait_for(
-    server: LiveServer, prediction_id: str, statuses: set[str] = TERMINAL, timeout: float = 120
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    with server.http() as client:
-        while True:
-            body = client.get(f"/v1/predictions/{prediction_id}").json()
-            if body["status"] in statuses or time.monotonic() > deadline:
-                assert body["status"] in statuses, body
-                return body
-            time.sleep(0.05)
-
-
-def lines(ledger: Path) -> list[str]:
-    return ledger.read_text().splitlines() if ledger.exists() else []
 
 
 def test_replicas_started_together_on_an_empty_database_both_serve(cluster: Cluster) -> None:

@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -29,16 +28,15 @@ pytest.importorskip("ray")
 
 import httpx
 from e2e.live import PACKAGES, Replica, Tls
+from live_support import TALLY, create, lines, wait_for
 from PIL import Image
 from support.postgres import fresh_database
 from support.raycluster import RayCluster, ray_cluster
 from support.s3 import moto_server
 from webhook_receiver import Receiver
 
-TALLY = Path(__file__).parent / "packages" / "tally"
 LEASE_TTL = 3.0
 IDLE_TIMEOUT = 3.0  # instances scale to zero quickly: the GPU test waits for one to go
-TERMINAL = {"succeeded", "failed", "canceled"}
 
 
 @dataclass
@@ -87,30 +85,6 @@ def machines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machines]:
         finally:
             a.stop()
             b.stop()
-
-
-def create(server: Replica, version: str, **body: Any) -> dict[str, Any]:
-    with server.http() as client:
-        answer = client.post("/v1/predictions", json={"version": version, **body})
-    assert answer.status_code == 201, answer.text
-    return answer.json()
-
-
-def wait_for(
-    server: Replica, prediction_id: str, statuses: set[str] = TERMINAL, timeout: float = 240
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    with server.http() as client:
-        while True:
-            body = client.get(f"/v1/predictions/{prediction_id}").json()
-            if body["status"] in statuses or time.monotonic() > deadline:
-                assert body["status"] in statuses, body
-                return body
-            time.sleep(0.05)
-
-
-def lines(ledger: Path) -> list[str]:
-    return ledger.read_text().splitlines() if ledger.exists() else []
 
 
 def where_actors(prefix: str) -> list[str]:
