@@ -35,7 +35,7 @@ def build_platform(settings: Settings, *, backend: Backend | None = None) -> Pla
         backend = ray_backend(settings)
     if backend is None:
         gpus = GpuInventory.from_settings(settings)  # --gpus, else nvidia-smi
-        backend = LocalBackend(EnvironmentBuilder(), files.http_client(), gpus)
+        backend = LocalBackend(EnvironmentBuilder(), files.http_client(), gpus, blobs)
     engine = Engine(settings, db, writer, blobs, files, backend, hardware=hardware)
     return Platform(settings, db, blobs, engine, writer)
 

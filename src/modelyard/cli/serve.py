@@ -217,12 +217,12 @@ def _preflight(settings: Settings) -> None:
     from modelyard.store.blobs import BadStorageURL, StorageUnreachable, open_blob_store
 
     try:
-        open_blob_store(settings.storage_url, settings.blob_dir)
         load_hardware(settings.hardware_file)
         if settings.backend == "local":
             parse_gpus_setting(settings.gpus)
         else:
             _check_ray(settings.ray_address)
+        open_blob_store(settings.storage_url, settings.blob_dir)  # last: a folder is made
     except (
         BadStorageURL,
         StorageUnreachable,

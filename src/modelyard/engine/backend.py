@@ -32,7 +32,7 @@ class InstanceSpec:
     mode: Mode
     schema: dict[str, Any]  # the version's stored OpenAPI schema: never re-derived
     weights_key: str | None = None  # the weights' blob key (where another machine fetches them)
-    weights: str | None = None  # a path on this machine, handed to setup(weights=...)
+    weights: str | None = None  # a local path to hand setup(weights=...); else from weights_key
     setup_timeout: float | None = None
     hardware: Hardware = CPU  # the SKU its model or deployment runs on
     idle_timeout: float = 300.0  # seconds an idle instance lives (scale to zero)

@@ -289,8 +289,7 @@ class Engine:
             package_dir=package_dir,
             mode=key.mode,
             schema=schema,
-            weights_key=weights_key,
-            weights=str(self.blobs.path(weights_key)) if weights_key else None,
+            weights_key=weights_key,  # the backend fetches them where the instance runs
             hardware=hardware,
             idle_timeout=policy.idle_timeout if policy else self.settings.idle_timeout,
             pool="model" if key.deployment_id is None else f"deployment-{key.deployment_id}",

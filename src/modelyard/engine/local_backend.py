@@ -7,6 +7,7 @@ of a CPU SKU sees none. Stopping the instance, or a failed boot, gives the GPUs 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from modelyard.billing.hardware import Hardware
 from modelyard.runtime.environment import EnvironmentBuilder
 from modelyard.runtime.events import Event
 from modelyard.runtime.local import LocalModel
+from modelyard.store.blobs import BlobStore
 
 from .backend import BootFailed, InstanceSpec, Progress
 from .gpus import GpuInventory, GpuLease
@@ -31,11 +33,13 @@ class LocalInstance:
         builder: EnvironmentBuilder,
         http_client: httpx.AsyncClient,
         gpus: GpuInventory,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.spec = spec
         self._builder = builder
         self._http = http_client
         self._gpus = gpus
+        self._blobs = blobs
         self._lease: GpuLease | None = None
         self._model: LocalModel | None = None
 
@@ -67,7 +71,7 @@ class LocalInstance:
                 self.spec.package_dir,
                 mode=self.spec.mode,
                 builder=self._builder,
-                weights=self.spec.weights,
+                weights=await self._weights(),
                 setup_timeout=self.spec.setup_timeout,
                 http_client=self._http,
                 schema=self.spec.schema,
@@ -81,6 +85,14 @@ class LocalInstance:
             raise BootFailed(result.error or "setup failed")
         assert self._model.runner is not None
         return max(1, self._model.runner.slots)  # what the worker reported, not cog.yaml alone
+
+    async def _weights(self) -> str | None:
+        """The weights' file on this machine: given, or the blob (from S3: fetched now, by the
+        instance that needs it, not by every replica that reads the version)."""
+        key = self.spec.weights_key
+        if self.spec.weights is not None or key is None or self._blobs is None:
+            return self.spec.weights
+        return str(await asyncio.to_thread(self._blobs.path, key))
 
     def predict(self, inputs: dict[str, Any], prediction_id: str) -> AsyncIterator[Event]:
         if self._model is None:
@@ -110,13 +122,15 @@ class LocalBackend:
         builder: EnvironmentBuilder,
         http_client: httpx.AsyncClient,
         gpus: GpuInventory | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.builder = builder
         self.http_client = http_client  # fetches file inputs; the engine serves its own files
         self.gpus = gpus if gpus is not None else GpuInventory()
+        self.blobs = blobs  # where a version's weights are (by `InstanceSpec.weights_key`)
 
     def instance(self, spec: InstanceSpec) -> LocalInstance:
-        return LocalInstance(spec, self.builder, self.http_client, self.gpus)
+        return LocalInstance(spec, self.builder, self.http_client, self.gpus, self.blobs)
 
     def can_place(self, hardware: Hardware) -> bool:
         """CPU SKUs always; a GPU SKU when this machine has enough GPUs of its model (held by
