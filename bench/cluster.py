@@ -154,12 +154,12 @@ def throughput(
         ray_cluster(worker=replicas > 1, env=s3.environ({})) as cluster,
     ):
         bucket = s3.create_bucket(prefix="bench")
-        args = ["--max-instances", str(replicas), *NO_LIMITS, "--backend", "ray",
-                "--ray-address", cluster.address, "--storage-url", bucket]  # fmt: skip
+        serve_args = ["--max-instances", str(replicas), *NO_LIMITS, "--backend", "ray",
+                      "--ray-address", cluster.address, "--storage-url", bucket]  # fmt: skip
         servers = [
             ModelyardServer(
                 tmp / f"{label[:1]}-replica-{i}",
-                args,
+                serve_args,
                 database_url=database_url,
                 env={**_ray_env(cluster), **s3.environ({})},
             )
