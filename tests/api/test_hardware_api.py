@@ -59,6 +59,8 @@ class _CpuOnly(PlacingBackend):
 
 
 class _Held:
+    lost = False
+
     async def start(self, progress: object) -> int:
         await asyncio.Event().wait()  # until the pool closes
         return 1

@@ -43,6 +43,8 @@ class HeldBackend:
 
 
 class _Held:
+    lost = False
+
     async def start(self, progress: object) -> int:
         await asyncio.Event().wait()  # until the pool closes
         return 1

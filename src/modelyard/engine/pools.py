@@ -47,9 +47,7 @@ class Member:
 
     @property
     def lost(self) -> bool:
-        # getattr: an instance written before `Instance.lost` existed (a test's stand-in) is
-        # never lost.
-        return bool(getattr(self.instance, "lost", False))
+        return self.instance is not None and self.instance.lost
 
     @property
     def free(self) -> bool:
