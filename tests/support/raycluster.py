@@ -266,7 +266,7 @@ def _head_args(temp_dir: Path, port: int) -> list[str]:
     return [
         "--head",
         f"--port={port}",
-        f"--ray-client-server-port={client_port}",
+        *_client_server_args(client_port),
         f"--dashboard-port={dashboard_port}",
         "--include-dashboard=false",
         "--num-cpus=2",
@@ -274,6 +274,17 @@ def _head_args(temp_dir: Path, port: int) -> list[str]:
         f"--system-config={json.dumps(HEALTH_CHECKS)}",
         *_common_args(temp_dir, HEAD_IP),
     ]
+
+
+def _client_server_args(port: int) -> list[str]:
+    """A free port for Ray Client's server where `ray[client]` is installed (then the head
+    starts one, on 10001 unless told: two clusters side by side would collide); minimal Ray
+    (`ray`, what `modelyard[ray]` installs) starts none and refuses the option."""
+    from ray._private.utils import get_ray_client_dependency_error
+
+    if get_ray_client_dependency_error() is not None:
+        return []
+    return [f"--ray-client-server-port={port}"]
 
 
 def _worker_args(temp_dir: Path, address: str) -> list[str]:
