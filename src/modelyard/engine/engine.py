@@ -31,18 +31,18 @@ from modelyard.store.predictions import (
     NewPrediction,
     create_prediction,
 )
-from modelyard.store.tables import File, Prediction, Version, utcnow
+from modelyard.store.tables import File, Prediction, utcnow
 from modelyard.store.webhooks import enqueue
 from modelyard.store.writer import Writer
 
 from .backend import Backend, Instance, InstanceLost, InstanceSpec, Mode
 from .eventlog import EventLog
 from .files import PURGE_EVERY, FileService
-from .hardware import chosen_sku, needs_gpu, resolve
 from .jobs import Job, JobState, PoolKey
-from .packages import PackageInfo, inspect_package, unpacked
+from .packages import PackageInfo
 from .pools import Pool, PoolPolicy
 from .replicas import Replica
+from .specs import Specs
 from .trainings import training_finisher
 from .urls import Urls
 from .webhooks import WebhookOutbox
@@ -84,7 +84,7 @@ class Engine:
         self.jobs: dict[str, Job] = {}
         self.pools: dict[PoolKey, Pool] = {}
         self.policies: dict[int, PoolPolicy] = {}  # deployment id -> its policy
-        self._specs: dict[PoolKey, InstanceSpec] = {}
+        self.specs = Specs(settings, db, blobs, backend, self.hardware, self.policies)
         self._tasks: set[asyncio.Task[Any]] = set()  # referenced until they end
         self._sweeper: asyncio.Task[None] | None = None
         self.finishers: dict[str, Finisher] = {"training": training_finisher(db, self.files)}
@@ -226,8 +226,7 @@ class Engine:
     def hardware_changed(self, deployment_id: int | None = None) -> None:
         """A deployment's (or, with None, a model's) hardware changed: instances booted from now
         on read it again. Those running keep their machine until they scale down."""
-        for key in [k for k in self._specs if k.deployment_id == deployment_id]:
-            self._specs.pop(key, None)
+        self.specs.forget(deployment_id)
 
     async def forget_deployment(self, deployment_id: int) -> None:
         """A deleted deployment (with nothing queued or running): its pools stop, its policy goes.
@@ -243,7 +242,7 @@ class Engine:
         )
 
         async def make_instance() -> Instance:
-            return self.backend.instance(await self._spec(key))
+            return self.backend.instance(await self.specs.get(key))
 
         pool = Pool(
             name=f"{key.mode}:{key.version_pk}",
@@ -260,48 +259,13 @@ class Engine:
     def _boot_failed(self, job: Job, error: str) -> None:
         self._finish(job.prediction_id, _done("failed", error=error))
 
-    async def _spec(self, key: PoolKey) -> InstanceSpec:
-        """What an instance of the pool runs, from the stored version (read once per pool)."""
-        spec = self._specs.get(key)
-        if spec is None:
-            spec = await asyncio.to_thread(self._load_spec, key)
-            self._specs[key] = spec
-        return spec
-
-    def _load_spec(self, key: PoolKey) -> InstanceSpec:
-        with self.db.session() as session:
-            version = session.get(Version, key.version_pk)
-            if version is None:
-                raise LookupError("this version was deleted")
-            version_id, package_key = version.id, version.package_key
-            weights_key, schema = version.weights_key, version.openapi_schema
-            chooser, sku = chosen_sku(session, version, key.deployment_id)
-        package_dir = self.package_dir(package_key)
-        # Checked when the pool loads its spec, not only when the hardware was chosen: the
-        # model's hardware may have changed since the push, and the table since the choice.
-        # A refusal (BootFailed) is not cached: the next prediction tries again.
-        gpu = needs_gpu(package_key, package_dir)
-        hardware = resolve(self.hardware, self.backend, chooser, sku, gpu)
-        policy = self.policies.get(key.deployment_id) if key.deployment_id is not None else None
-        return InstanceSpec(
-            version_id=version_id,
-            package_key=package_key,
-            package_dir=package_dir,
-            mode=key.mode,
-            schema=schema,
-            weights_key=weights_key,  # the backend fetches them where the instance runs
-            hardware=hardware,
-            idle_timeout=policy.idle_timeout if policy else self.settings.idle_timeout,
-            pool="model" if key.deployment_id is None else f"deployment-{key.deployment_id}",
-        )
-
     def package_dir(self, package_key: str) -> Path:
         """The unpacked package of a version (unpacked once, shared by its instances)."""
-        return unpacked(self.blobs, self.settings.package_dir, package_key)
+        return self.specs.package_dir(package_key)
 
     def inspect_package(self, package_key: str) -> PackageInfo:
         """A pushed archive's config, schema and Cog version; raises `InvalidPackage`."""
-        return inspect_package(self.blobs, self.settings.package_dir, package_key)
+        return self.specs.inspect_package(package_key)
 
     def _boot_log(self, prediction_id: str, text: str) -> None:
         """Build progress comes from a thread, setup logs from the loop: both land in the log."""
@@ -341,7 +305,7 @@ class Engine:
         requeued = False
         try:
             try:
-                inputs = await self._inputs(job, await self._spec(job.key), prediction)
+                inputs = await self._inputs(job, await self.specs.get(job.key), prediction)
             except InputValidationError as exc:
                 self._finish(prediction_id, _done("failed", error=f"invalid input: {exc}"))
                 return
