@@ -30,6 +30,7 @@ from modelyard.store.predictions import (
     NewEvent,
     NewPrediction,
     create_prediction,
+    done_event,
 )
 from modelyard.store.tables import File, Prediction, utcnow
 from modelyard.store.webhooks import enqueue
@@ -195,13 +196,13 @@ class Engine:
                 return prediction
             # Another replica runs it (asked to cancel it there), or nobody does any more.
             if not await self.replica.cancel_elsewhere(prediction):
-                return await self._finish_now(prediction_id, _done("canceled"))
+                return await self._finish_now(prediction_id, done_event("canceled"))
         elif job.state is JobState.QUEUED:
             pool = self.pools.get(job.key)
             if pool is not None and pool.remove(job):
-                return await self._finish_now(prediction_id, _done("canceled"))
+                return await self._finish_now(prediction_id, done_event("canceled"))
         elif job.state is JobState.BOOTING:  # it will not run when its instance is ready
-            return await self._finish_now(prediction_id, _done("canceled"))
+            return await self._finish_now(prediction_id, done_event("canceled"))
         elif job.state is JobState.RUNNING and job.instance is not None:
             job.cancel_requested = True  # sent again once the worker has it (see `_run`)
             await job.instance.cancel(prediction_id)
@@ -257,7 +258,7 @@ class Engine:
         return pool
 
     def _boot_failed(self, job: Job, error: str) -> None:
-        self._finish(job.prediction_id, _done("failed", error=error))
+        self._finish(job.prediction_id, done_event("failed", error=error))
 
     def package_dir(self, package_key: str) -> Path:
         """The unpacked package of a version (unpacked once, shared by its instances)."""
@@ -307,7 +308,7 @@ class Engine:
             try:
                 inputs = await self._inputs(job, await self.specs.get(job.key), prediction)
             except InputValidationError as exc:
-                self._finish(prediction_id, _done("failed", error=f"invalid input: {exc}"))
+                self._finish(prediction_id, done_event("failed", error=f"invalid input: {exc}"))
                 return
             async for event in instance.predict(inputs, prediction_id):
                 if isinstance(event, Started):
@@ -332,11 +333,12 @@ class Engine:
             raise
         except Exception as exc:  # a bug of ours, or the database away: it ends, saying why
             log.exception("prediction %s failed inside the engine", prediction_id)
-            self._finish(prediction_id, _done("failed", error=f"internal error: {exc}"))
+            self._finish(prediction_id, done_event("failed", error=f"internal error: {exc}"))
         finally:
             latest = None if requeued else self.log.known(prediction_id)
             if latest is not None and latest.status not in TERMINAL:
-                self._finish(prediction_id, _done("failed", error="the prediction ended early"))
+                ended_early = done_event("failed", error="the prediction ended early")
+                self._finish(prediction_id, ended_early)
             if not requeued:
                 self.jobs.pop(prediction_id, None)
 
@@ -350,7 +352,7 @@ class Engine:
         else:
             stored = await self.files.store_outputs(prediction.account_id, prediction.id, done.output)
             output, files = stored.value, stored.files
-        event = _done(done.status, output=output, error=done.error, metrics=metrics)
+        event = done_event(done.status, output=output, error=done.error, metrics=metrics)
         event.data["streamed"] = done.is_stream
         finisher = self.finishers.get(prediction.kind)
         if finisher is not None and done.status == "succeeded":
@@ -370,17 +372,3 @@ class Engine:
         if await self.log.settled(prediction_id, CANCEL_WAIT):
             return prediction
         return await asyncio.to_thread(self.log.stored, prediction_id) or prediction
-
-
-def _done(
-    status: str,
-    *,
-    output: Any = None,
-    error: str | None = None,
-    metrics: dict[str, Any] | None = None,
-) -> NewEvent:
-    data: dict[str, Any] = {"status": status, "error": error, "metrics": metrics or {}}
-    if output is not None or status == "succeeded":
-        data["output"] = output
-    return NewEvent("done", data)
-

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Connection
 
 from modelyard.store.listener import Listener
-from modelyard.store.predictions import TERMINAL, NewEvent, get_prediction, unfinished
+from modelyard.store.predictions import TERMINAL, done_event, unfinished
 from modelyard.store.replicas import (
     CANCEL_CHANNEL,
     CHANNELS,
@@ -213,7 +213,7 @@ class Replica:
                 continue
             if prediction.status == "processing":
                 engine.log.track(prediction)  # appended from memory, not read again
-                engine.log.append(prediction.id, _ended("failed", RESTART_ERROR))
+                engine.log.append(prediction.id, done_event("failed", error=RESTART_ERROR))
             else:
                 engine.submit(prediction)
 
@@ -241,7 +241,7 @@ class Replica:
             if claimed is not None:
                 self.engine.log.track(claimed)
                 return False
-            fresh = await self._db(self._stored, prediction.id)
+            fresh = await self._db(self.engine.log.stored, prediction.id)
             if fresh is None or fresh.status in TERMINAL:
                 return True
             prediction = fresh  # claimed by another replica meanwhile: ask that one
@@ -315,10 +315,6 @@ class Replica:
         with self.db.session() as session:
             return owner_alive(session, owner)
 
-    def _stored(self, prediction_id: str) -> Prediction | None:
-        with self.db.session() as session:
-            return get_prediction(session, prediction_id)
-
     def _unfinished(self) -> list[Prediction]:
         with self.db.session() as session:
             return unfinished(session)
@@ -327,7 +323,3 @@ class Replica:
 def _notify_events(connection: Connection, prediction_id: str) -> None:
     """EventLog.on_write: replicas following the prediction hear of its commit."""
     notify(connection, EVENTS_CHANNEL, prediction_id)
-
-
-def _ended(status: str, error: str | None = None) -> NewEvent:
-    return NewEvent("done", {"status": status, "error": error, "metrics": {}})

@@ -52,6 +52,20 @@ class NewPrediction:
     stream_key: str | None = None
 
 
+def done_event(
+    status: str,
+    *,
+    output: Any = None,
+    error: str | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> NewEvent:
+    """The event that ends a prediction (`output` only when there is one, or it succeeded)."""
+    data: dict[str, Any] = {"status": status, "error": error, "metrics": metrics or {}}
+    if output is not None or status == "succeeded":
+        data["output"] = output
+    return NewEvent("done", data)
+
+
 def create_prediction(
     session: Session | Connection, new: NewPrediction, owner: str | None = None
 ) -> Prediction:

@@ -330,9 +330,10 @@ def update(
             setattr(model, field, value if value != "" else None)
         session.flush()
         platform.versions.clear()  # cached refs carry the model's old visibility
-        if "hardware" in changes:
-            platform.engine.hardware_changed()
-        return JSONResponse(render_model(session, ModelRow(model, row.owner), platform.urls))
+        result = render_model(session, ModelRow(model, row.owner), platform.urls)
+    if "hardware" in changes:  # after the commit: a spec read before it would keep the old SKU
+        platform.engine.hardware_changed()
+    return JSONResponse(result)
 
 
 @router.delete("/models/{owner}/{name}", status_code=204)
