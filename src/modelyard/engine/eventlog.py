@@ -388,11 +388,14 @@ class EventLog:
             await Wakeups.changed(wakeup, min(self.poll_interval, heartbeat))
 
     def _events(self, prediction_id: str, after: int) -> tuple[list[LoggedEvent], str | None]:
-        """Committed events after `after` (and, when there are none, the status)."""
+        """Committed events after `after` (and, when there are none, the status).
+
+        The status is read first: SQLite's reads are not one snapshot, so a status read after
+        the events could see an end whose last events (committed with it) the first read missed.
+        """
         with self.db.session() as session:
+            prediction = get_prediction(session, prediction_id)
+            status = None if prediction is None else prediction.status
             rows = events_after(session, prediction_id, after)
             events = [LoggedEvent(r.seq, r.type, r.data, r.created_at) for r in rows]
-            if events:
-                return events, None
-            prediction = get_prediction(session, prediction_id)
-            return [], None if prediction is None else prediction.status
+            return (events, None) if events else ([], status)
