@@ -16,6 +16,7 @@ import faulthandler
 import inspect
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -137,7 +138,11 @@ class Worker:
     def send_log(self, prediction_id: str | None, source: protocol.LogSource, text: str) -> None:
         for start in range(0, len(text), LOG_CHUNK):  # a huge line: in pieces that fit a frame
             chunk = text[start : start + LOG_CHUNK]
-            self.send({"t": "log", "id": prediction_id, "source": source, "text": chunk})
+            try:
+                self.send({"t": "log", "id": prediction_id, "source": source, "text": chunk})
+            except UnicodeEncodeError:  # lone surrogates: shown as U+FFFD rather than lost
+                chunk = _encodable(chunk)
+                self.send({"t": "log", "id": prediction_id, "source": source, "text": chunk})
 
     def drain_captured(self) -> None:
         """Forward what reached fds 1 and 2 so far (C extensions, subprocesses)."""
@@ -385,6 +390,8 @@ class Worker:
             raise ValueError(
                 f"output item {index} is too large to send to the runner: {exc}"
             ) from None
+        except ValueError as exc:  # not valid UTF-8 (a lone surrogate), NaN
+            raise ValueError(f"output item {index} cannot be encoded as JSON: {exc}") from None
 
     def _failure(self, run: Running, exc: BaseException) -> Outcome:
         if run.canceled and isinstance(exc, (self.cancel_exception, asyncio.CancelledError)):
@@ -397,7 +404,11 @@ class Worker:
         self, run: Running, outcome: Outcome, metric_scope: scope.Scope, started: float
     ) -> None:
         predict_time = time.perf_counter() - started
-        self.flush_logs(run.id)
+        try:  # whatever happens to its logs, the end goes out: the runner's slot waits for it
+            self.flush_logs(run.id)
+        except Exception:  # noqa: BLE001 - reported where the runner reads crashes
+            if self.crash_log is not None:
+                traceback.print_exc(file=self.crash_log)
         with self.running_lock:
             self.running.pop(run.id, None)
         message: protocol.DoneMessage = {
@@ -426,8 +437,11 @@ class Worker:
             if outcome.get("is_stream"):
                 failed["is_stream"] = True
             frame = protocol.encode(failed)
-        with self.send_lock:
-            self.sock.sendall(frame)
+        try:
+            with self.send_lock:
+                self.sock.sendall(frame)
+        except OSError:  # the runner is gone: nobody will read what this process does
+            os._exit(0)
 
     def flush_logs(self, prediction_id: str | None) -> None:
         for stream in (sys.stdout, sys.stderr):
@@ -472,8 +486,16 @@ def _is_plain_iterator(value: Any) -> bool:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"the model called sys.exit({exc.code!r})"
-    text = str(exc)
+    text = _encodable(str(exc))
     return text if text else type(exc).__name__
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(text: str) -> str:
+    """`text` with lone surrogates (which UTF-8 cannot carry) replaced by U+FFFD."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 _libc = None

@@ -4,6 +4,9 @@ and its price per second. Replicate's SKUs and prices are the defaults; a YAML f
 
 Which of these SKUs an installation can actually run is the backend's answer
 (`Backend.can_place`), not the table's: the table is what exists and what it costs.
+
+Each SKU also says what one instance of it may use (`limits`: memory, processes, open files,
+scratch space, output size); the runtime enforces them (runtime/limits.py, docs/security.md).
 """
 
 from __future__ import annotations
@@ -17,6 +20,37 @@ from typing import Any
 
 import yaml
 
+GIB = 1 << 30
+UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgt]?)(?:i?b)?)\s*", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one instance of a SKU may use; None: no limit. Sizes in bytes."""
+
+    memory: int | None = 16 * GIB  # resident memory of the worker's processes together
+    processes: int | None = 4096  # processes and threads together
+    open_files: int | None = 65536  # per process
+    scratch: int | None = 16 * GIB  # its /tmp and home folder together (and /dev/shm's size)
+    output: int | None = 4 * GIB  # output files of one prediction
+
+
+LIMIT_FIELDS = ("memory", "processes", "open_files", "scratch", "output")
+SIZE_LIMITS = ("memory", "scratch", "output")
+
+
+def parse_size(value: object) -> int:
+    """Bytes from `512 MiB`, `2G`, `1.5GiB` or a whole number (binary units: G = GiB)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"must be 0 or more, got {value}")
+        return value
+    match = SIZE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"must be a size such as 512MiB or 8GiB, got {value!r}")
+    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
+
 
 @dataclass(frozen=True)
 class Hardware:
@@ -29,6 +63,7 @@ class Hardware:
     gpus: int = 0
     gpu_model: str | None = None
     resources: dict[str, float] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def ray_resources(self) -> dict[str, float]:
@@ -104,7 +139,7 @@ class HardwareFileError(ValueError):
 #: (`sku-<sku>`), so it stays a plain lowercase slug.
 SKU = re.compile(r"[a-z0-9][a-z0-9._-]{0,49}")
 GPU_MODEL = re.compile(r"[a-z0-9][a-z0-9._-]*")
-FIELDS = ("name", "price_per_second", "gpus", "gpu_model", "resources", "enabled")
+FIELDS = ("name", "price_per_second", "gpus", "gpu_model", "resources", "limits", "enabled")
 TOP_LEVEL = ("hardware",)
 
 
@@ -162,7 +197,14 @@ class _Reader:
                     "starting with a letter or digit",
                 )
             fields = self.mapping(fields_node, where, FIELDS) if not _is_null(fields_node) else {}
-            values = {name: self.field(sku, name, *found) for name, found in fields.items()}
+            values = {
+                name: self.field(sku, name, *found)
+                for name, found in fields.items()
+                if name != "limits"
+            }
+            if "limits" in fields:
+                base = entries[sku].limits if sku in entries else Limits()
+                values["limits"] = self.limits(f"{where}.limits", fields["limits"][1], base)
             if values.pop("enabled", True) is False:
                 if sku == CPU.sku:
                     raise self.error(
@@ -239,6 +281,30 @@ class _Reader:
                 amount, f"{where}.{resource}", self.scalar(amount, f"{where}.{resource}")
             )
         return resources
+
+    def limits(self, where: str, node: yaml.Node, base: Limits) -> Limits:
+        """`base` changed by the limits given (null: no limit)."""
+        if _is_null(node):
+            return base
+        changes: dict[str, int | None] = {}
+        for name, (_, value_node) in self.mapping(node, where, LIMIT_FIELDS).items():
+            value = self.scalar(value_node, f"{where}.{name}")
+            if value is None:
+                changes[name] = None
+                continue
+            try:
+                if name in SIZE_LIMITS:
+                    amount = parse_size(value)
+                elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError(f"must be a whole number, 1 or more, got {value!r}")
+                else:
+                    amount = value
+            except ValueError as exc:
+                raise self.error(value_node, f"{where}.{name}", str(exc)) from None
+            if amount < 1:
+                raise self.error(value_node, f"{where}.{name}", "must be more than 0 (or null)")
+            changes[name] = amount
+        return replace(base, **changes)
 
     def number(self, node: yaml.Node, where: str, value: Any) -> float:
         """A finite number, 0 or more. YAML 1.1 reads `2.25e-4` (no dot) as a string, so a

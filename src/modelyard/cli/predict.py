@@ -71,6 +71,7 @@ def run_predict(options: PredictOptions) -> int:
         setup_timeout=options.setup_timeout,
         weights=options.weights,
         allow_local_paths=True,
+        sandbox=None,  # where bubblewrap works (docs/security.md)
     )
     warn_ignored_keys(model.config)
     payload = parse_input_options(options.inputs, model.schema, model.component)

@@ -3,7 +3,8 @@ backend provides, and turns the instances' events into the persisted event log.
 
 Each queued or running prediction is one `Job` in `Engine.jobs`; cancel and deadlines act on it.
 Nothing is lost across a restart: `start()` requeues predictions that never started and fails,
-with an error saying why, those that were running when the server stopped.
+with an error saying why, those that were running when the server stopped. A graceful stop
+(`stop()`) gives running predictions `SHUTDOWN_GRACE` seconds to finish first.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy import Connection
 from modelyard.billing.hardware import HardwareTable
 from modelyard.cogspec.inputs import InputValidationError, validate_input
 from modelyard.runtime.events import Done, Log, Metric, Output, Started
+from modelyard.runtime.waiting import CANCEL_GRACE
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore
 from modelyard.store.database import Database
@@ -42,7 +44,7 @@ from .files import PURGE_EVERY, FileService
 from .jobs import Job, JobState, PoolKey
 from .packages import PackageInfo
 from .pools import Pool, PoolPolicy
-from .replicas import Replica
+from .replicas import RESTART_ERROR, Replica
 from .specs import Specs
 from .trainings import training_finisher
 from .urls import Urls
@@ -50,7 +52,11 @@ from .webhooks import WebhookOutbox
 
 log = logging.getLogger(__name__)
 
-CANCEL_WAIT = 5.0  # seconds a cancel waits for a running prediction to end
+# Seconds a cancel waits for a running prediction to end: one that ignores the cancel has its
+# worker killed after CANCEL_GRACE, so the answer says how it ended.
+CANCEL_WAIT = CANCEL_GRACE + 3.0
+SHUTDOWN_GRACE = 5.0  # seconds running predictions get to finish when the server stops
+DEADLINE_LOG = "Canceled: the prediction reached its deadline (Cancel-After).\n"
 
 # kind -> turns a successful Done into the final event (trainings make a version there)
 Finisher = Callable[[Prediction, NewEvent, Sequence[File]], Awaitable[NewEvent]]
@@ -90,6 +96,7 @@ class Engine:
         self._sweeper: asyncio.Task[None] | None = None
         self.finishers: dict[str, Finisher] = {"training": training_finisher(db, self.files)}
         self.replica = Replica(self)  # its lease on what it runs, among replicas (replicas.py)
+        self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -118,12 +125,21 @@ class Engine:
             except Exception:  # housekeeping must not stop; try again next time
                 log.exception("sweeping expired files failed")
 
-    async def stop(self) -> None:
-        """Stop the pools, commit what the event log holds, stop sending webhooks. Each step
-        runs even when one before it failed (logged): a shutdown must not stop half way."""
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Start nothing more, give running predictions `grace` seconds to finish and fail the
+        rest with `RESTART_ERROR` (queued ones stay queued: the next start runs them); then stop
+        the pools, commit what the event log holds, stop sending webhooks. Each step runs even
+        when one before it failed (logged): a shutdown must not stop half way."""
+        self._stopping = True
         self.replica.pause()  # no claims while stopping; it leaves once nothing runs here
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for pool in self.pools.values():
+            try:
+                await pool.pause()
+            except Exception:
+                log.exception("pausing a pool failed")
+        await self._let_running_finish(grace)
         for job in self.jobs.values():
             if job.deadline is not None:
                 job.deadline.cancel()
@@ -139,6 +155,26 @@ class Engine:
                 await step
             except Exception:
                 log.exception("a step of the engine's shutdown failed")
+
+    async def _let_running_finish(self, grace: float) -> None:
+        """Wait (at most `grace` seconds) until no prediction runs; fail those still running."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + grace
+        while self._running() and loop.time() < until:
+            await asyncio.sleep(0.05)
+        for job in self._running():
+            self._finish(job.prediction_id, done_event("failed", error=RESTART_ERROR))
+
+    def _running(self) -> list[Job]:
+        """Jobs whose prediction started on a worker (`processing`): a job still waiting for a
+        worker's slot has not started, and stays queued for the next start."""
+        running = []
+        for job in self.jobs.values():
+            prediction = self.log.known(job.prediction_id)
+            started = prediction is not None and prediction.status == "processing"
+            if job.state in (JobState.RUNNING, JobState.FINISHING) and started:
+                running.append(job)
+        return running
 
     def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
         """A background task, referenced until it ends (the loop keeps only weak references)."""
@@ -185,6 +221,7 @@ class Engine:
         pool.put(job)
 
     def _expired(self, prediction_id: str) -> None:
+        self._append_log(prediction_id, DEADLINE_LOG)
         self._spawn(self.cancel(prediction_id), name=f"deadline {prediction_id}")
 
     async def cancel(self, prediction_id: str) -> Prediction | None:
@@ -226,8 +263,12 @@ class Engine:
 
     def hardware_changed(self, deployment_id: int | None = None) -> None:
         """A deployment's (or, with None, a model's) hardware changed: instances booted from now
-        on read it again. Those running keep their machine until they scale down."""
+        on read it again. Those running keep their machine until they scale down. A boot that
+        failed is tried again at once: the new hardware may be what it lacked."""
         self.specs.forget(deployment_id)
+        for key, pool in self.pools.items():
+            if key.deployment_id == deployment_id:
+                pool.backoff.reset()
 
     async def forget_deployment(self, deployment_id: int) -> None:
         """A deleted deployment (with nothing queued or running): its pools stop, its policy goes.
@@ -281,9 +322,7 @@ class Engine:
 
     # -- running one prediction ------------------------------------------------------------
 
-    async def _inputs(
-        self, job: Job, spec: InstanceSpec, prediction: Prediction
-    ) -> dict[str, Any]:
+    async def _inputs(self, job: Job, spec: InstanceSpec, prediction: Prediction) -> dict[str, Any]:
         """The validated input: as the API validated it, or (requeued after a restart) validated
         again against the same stored schema. Own file URLs are rewritten for the instance (a
         database read: off the loop)."""
@@ -336,7 +375,8 @@ class Engine:
             self._finish(prediction_id, done_event("failed", error=f"internal error: {exc}"))
         finally:
             latest = None if requeued else self.log.known(prediction_id)
-            if latest is not None and latest.status not in TERMINAL:
+            # Stopping: what started was failed with the restart error; what did not stays queued.
+            if latest is not None and latest.status not in TERMINAL and not self._stopping:
                 ended_early = done_event("failed", error="the prediction ended early")
                 self._finish(prediction_id, ended_early)
             if not requeued:
@@ -350,7 +390,9 @@ class Engine:
         if done.is_stream:  # the items already arrived as output events
             output = prediction.output
         else:
-            stored = await self.files.store_outputs(prediction.account_id, prediction.id, done.output)
+            stored = await self.files.store_outputs(
+                prediction.account_id, prediction.id, done.output
+            )
             output, files = stored.value, stored.files
         event = done_event(done.status, output=output, error=done.error, metrics=metrics)
         event.data["streamed"] = done.is_stream

@@ -3,11 +3,15 @@
 An instance of a GPU SKU first takes GPUs of its own from the machine's `GpuInventory` (waiting
 for them when all are held) and its worker sees only those (`CUDA_VISIBLE_DEVICES`); an instance
 of a CPU SKU sees none. Stopping the instance, or a failed boot, gives the GPUs back.
+
+Each worker runs in a sandbox where bubblewrap works (`modelyard serve --no-sandbox` turns it
+off) and within its SKU's limits (runtime/sandbox.py, docs/security.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +21,7 @@ from modelyard.billing.hardware import Hardware
 from modelyard.runtime.environment import EnvironmentBuilder
 from modelyard.runtime.events import Event
 from modelyard.runtime.local import LocalModel
+from modelyard.runtime.sandbox import Limits
 from modelyard.store.blobs import BlobStore
 
 from .backend import BootFailed, InstanceSpec, Progress
@@ -77,6 +82,8 @@ class LocalInstance:
                 schema=self.spec.schema,
                 collect_stream=False,  # the event log keeps a stream's items
                 worker_environment=self._lease.environment(),  # the GPUs it sees
+                limits=limits_of(self.spec.hardware),
+                sandbox=None,  # where bubblewrap works; serve checked it (or --no-sandbox)
             )
             result = await self._model.start(progress)
         except Exception as exc:
@@ -106,11 +113,17 @@ class LocalInstance:
         try:
             if self._model is not None:
                 await self._model.stop()  # the worker has exited (and freed its GPU memory)
+                await self._model.discard_outputs()  # the engine stored them as they came
         finally:
             # Even when stopping failed: GPUs kept by a broken instance would be lost for good.
             lease, self._lease = self._lease, None
             if lease is not None:
                 self._gpus.release(lease)
+
+
+def limits_of(hardware: Hardware) -> Limits:
+    """What an instance of `hardware` may use, as the runtime enforces it."""
+    return Limits(**dataclasses.asdict(hardware.limits), owner=f"hardware {hardware.sku}")
 
 
 class LocalBackend:

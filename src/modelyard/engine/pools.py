@@ -8,6 +8,12 @@ An instance whose machine is lost (`Instance.lost`, on the Ray backend) takes no
 leaves the pool once nothing runs on it; jobs that are waiting boot a replacement. A job its
 instance could not start because the instance was already gone (`InstanceLost`) goes back to
 the front of the queue.
+
+A boot that fails (setup raised, the environment did not build) fails the job that asked for it
+and, when no other instance of the pool could run them, every job queued behind it, with the
+same error: setup is not run again for each of them. New boots then back off (`Backoff`: 5 s,
+doubling up to 5 minutes, reset by a boot that succeeds); a job that arrives meanwhile with no
+instance to run it fails at once with the error, saying when the next try is.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+
+from modelyard.runtime.waiting import Backoff
 
 from .backend import BootFailed, Instance, InstanceLost
 from .jobs import Job, JobState
@@ -84,6 +92,7 @@ class Pool:
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self.backoff = Backoff()  # after a failed boot, when the next may start
 
     def start(self) -> None:
         if self._task is None:
@@ -133,8 +142,10 @@ class Pool:
                 job = self.queue.popleft()
                 _running_on(job, member)  # now, not when its task starts: cancel reads it
                 self._launch(member, job, self._run_on)
-            elif len(self.members) < self.policy.max_instances:
+            elif len(self.members) < self.policy.max_instances and not self.backoff.remaining():
                 self._boot(self.queue.popleft())
+            elif not self.members and self.backoff.error is not None:  # nothing could run it
+                self._fail(self.queue.popleft(), self.backoff.error)
             else:
                 break
 
@@ -200,14 +211,30 @@ class Pool:
         if error is not None:
             self.members.remove(member)
             member.busy -= 1
+            self.backoff.failed(f"setup failed: {error}")
             self._boot_failed(job, f"setup failed: {error}")  # first: stopping may fail too
+            if not self.members:  # no instance could run what waits: it fails the same way
+                while self.queue:
+                    self._fail(self.queue.popleft(), f"setup failed: {error}")
             self._kick.set()
             await _stop(member)
             return
+        self.backoff.succeeded()
         member.ready = True
         _running_on(job, member)
         self._kick.set()  # its other slots may take queued jobs now
         await self._run_on(member, job)
+
+    def _fail(self, job: Job, error: str) -> None:
+        """End a queued job with the pool's last boot error, without booting for it."""
+        wait = self.backoff.remaining()
+        when = f"in {wait:.0f} s" if wait >= 1 else "with the next prediction"
+        note = (
+            "Not started: the last setup of this model failed, so this prediction fails with "
+            f"its error. Setup is tried again {when}.\n"
+        )
+        self._boot_log(job.prediction_id, note)
+        self._boot_failed(job, error)
 
     async def _stop_idle(self, now: float) -> None:
         keep = self.policy.min_instances
@@ -218,6 +245,20 @@ class Pool:
             if idle and now - member.idle_since >= self.policy.idle_timeout:
                 self.members.remove(member)
                 await _stop(member)
+
+    async def pause(self) -> None:
+        """Start nothing more: queued jobs stay queued (the next start of the server runs them),
+        boots in progress stop (their jobs never ran), running jobs go on."""
+        self._closed = True
+        self._kick.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        boots = [t for m in self.members if not m.ready for t in m.tasks]
+        for task in boots:
+            task.cancel()
+        await asyncio.gather(*boots, return_exceptions=True)
 
     async def close(self) -> None:
         self._closed = True

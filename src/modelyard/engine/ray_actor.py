@@ -43,6 +43,7 @@ from modelyard.store.blobs import BlobStore, open_blob_store
 
 from .backend import InstanceSpec
 from .files import StoredFile
+from .local_backend import limits_of
 from .netguard import PublicOnlyTransport
 from .packages import unpacked
 
@@ -147,6 +148,8 @@ class ModelActor:
                 # Ray chose the GPUs of this actor; the worker sees those and no other (none
                 # for a CPU SKU), whatever cog.yaml's `environment` says.
                 worker_environment={"CUDA_VISIBLE_DEVICES": _gpu_ids()},
+                limits=limits_of(self.spec.hardware),
+                sandbox=None,  # where this node has bubblewrap
             )
             result = await self._model.start(self._progress)
             if result.status != "succeeded":
@@ -317,6 +320,7 @@ class ModelActor:
         try:
             if self._model is not None:
                 await self._model.stop()  # the worker exits (and frees its GPU memory) first
+                await self._model.discard_outputs()  # uploaded as they came (`_uploaded`)
             if self._http is not None:
                 await self._http.aclose()
         finally:

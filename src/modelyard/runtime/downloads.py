@@ -126,7 +126,9 @@ async def _fetch(
             f"input {name!r}: downloading {_short(value)} failed with HTTP {exc.response.status_code}"
         ) from None
     except Exception as exc:  # noqa: BLE001 - any failure of a user's URL is the user's error
-        raise InputFileError(f"input {name!r}: fetching {_short(value)} failed: {_describe(exc)}") from None
+        raise InputFileError(
+            f"input {name!r}: fetching {_short(value)} failed: {_describe(exc)}"
+        ) from None
 
 
 async def _fetch_one(

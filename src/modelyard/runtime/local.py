@@ -3,6 +3,10 @@
 This is what the command line and the engine use to run one model version: `validate()` checks
 an input against the schema (before anything runs), `predict()` fetches file inputs, runs the
 prediction in the worker and yields its events, and cleans up the fetched files afterwards.
+
+In a sandbox (runtime/sandbox.py, on by default where bubblewrap works), input files are fetched
+into the instance's inbox, which the worker reads at the same path, and the output files it names
+are moved out of its reach before anyone reads them (runtime/outputs.py).
 """
 
 from __future__ import annotations
@@ -20,10 +24,14 @@ from modelyard.cogspec.config import CogConfig, load_config
 from modelyard.cogspec.inputs import file_fields, input_component, validate_input
 from modelyard.cogspec.schema import predictor_schema
 
+from . import sandbox as sandboxing
 from .downloads import InputFileError, localize_files
 from .environment import Environment, EnvironmentBuilder, spec_from_config
 from .events import Done, Event
+from .home import modelyard_home
+from .outputs import guarded, into_inbox
 from .runner import Mode, Runner, RunnerSpec, SetupResult
+from .sandbox import Limits, SandboxSpec
 
 Progress = Callable[[str], None]
 
@@ -44,7 +52,13 @@ class LocalModel:
         schema: dict[str, Any] | None = None,
         collect_stream: bool = True,
         worker_environment: Mapping[str, str] | None = None,
+        sandbox: bool | None = False,
+        limits: Limits | None = None,
     ) -> None:
+        """`sandbox`: None runs the worker in a sandbox where bubblewrap works (unless
+        `MODELYARD_SANDBOX=off`), as the engine and `modelyard predict` do; True insists
+        (SandboxError when it cannot); False, the default for a library caller, runs it
+        unsandboxed. `limits` applies either way, as far as it can without a sandbox."""
         self.package_dir = Path(package_dir).resolve()
         self.mode = mode
         self.config: CogConfig = load_config(self.package_dir)
@@ -67,6 +81,18 @@ class LocalModel:
         self.environment: Environment | None = None
         self.runner: Runner | None = None
         self._file_fields = file_fields(self.schema, self.component)
+        self.limits = limits
+        self.sandbox: SandboxSpec | None = None
+        if sandbox is None:
+            sandbox = sandboxing.wanted() and sandboxing.unavailable_reason() is None
+        elif sandbox and (reason := sandboxing.unavailable_reason()) is not None:
+            raise sandboxing.SandboxError(reason)
+        if sandbox:
+            parent = modelyard_home() / "sandboxes"
+            parent.mkdir(parents=True, exist_ok=True)
+            root = Path(tempfile.mkdtemp(prefix="instance-", dir=parent))
+            shown = (Path(weights),) if weights is not None and Path(weights).exists() else ()
+            self.sandbox = SandboxSpec(root, read_only=shown)
 
     @property
     def ref(self) -> str:
@@ -109,6 +135,8 @@ class LocalModel:
                 else None,
                 weights=self.weights,
                 setup_timeout=self.setup_timeout or _setup_timeout_from(self.config),
+                sandbox=self.sandbox,
+                limits=self.limits,
             )
             self.runner = Runner(spec, on_setup_log=progress)
         return await self.runner.start()
@@ -125,14 +153,18 @@ class LocalModel:
         if self.runner is None:
             raise RuntimeError("start() the model before predicting")
         if not self._file_fields:  # nothing to fetch: the runner's stream as it is
-            return self.runner.predict(
+            events = self.runner.predict(
                 inputs,
                 prediction_id=prediction_id,
                 context=context,
                 timeout=timeout,
                 collect=self.collect_stream,
             )
-        return self._predict_with_files(inputs, prediction_id, context, timeout)
+        else:
+            events = self._predict_with_files(inputs, prediction_id, context, timeout)
+        if self.sandbox is None and self.limits is None:
+            return events
+        return guarded(events, self.sandbox, self.package_dir, self.limits)
 
     async def _predict_with_files(
         self,
@@ -142,7 +174,11 @@ class LocalModel:
         timeout: float | None,
     ) -> AsyncIterator[Event]:
         assert self.runner is not None
-        scratch = Path(tempfile.mkdtemp(prefix="modelyard-in-"))
+        # In a sandbox, the inbox: the worker sees it (read-only) where it is here.
+        inbox = self.sandbox.inbox if self.sandbox is not None else None
+        if inbox is not None:
+            inbox.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="modelyard-in-", dir=inbox))
         try:
             try:
                 inputs = await localize_files(
@@ -152,6 +188,8 @@ class LocalModel:
                     allow_local_paths=self.allow_local_paths,
                     client=self.http_client,
                 )
+                if inbox is not None:  # local paths (the command line): copied in
+                    inputs = await asyncio.to_thread(into_inbox, inputs, self._file_fields, scratch)
             except InputFileError as exc:
                 yield Done("failed", error=str(exc))
                 return
@@ -170,8 +208,28 @@ class LocalModel:
         return self.runner is not None and await self.runner.cancel(prediction_id)
 
     async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.stop()
+        """Stop the worker; in a sandbox, its scratch and inbox go too. Output files stay
+        until `discard_outputs` (the command line saves them after stopping)."""
+        try:
+            if self.runner is not None:
+                await self.runner.stop()
+        finally:
+            if self.sandbox is not None:
+                await asyncio.to_thread(_clear, self.sandbox)
+
+    async def discard_outputs(self) -> None:
+        """Remove the sandbox's folder with the output files it handed back (once they are
+        stored or saved)."""
+        if self.sandbox is not None:
+            await asyncio.to_thread(shutil.rmtree, self.sandbox.root, True)
+
+
+def _clear(spec: SandboxSpec) -> None:
+    """Remove a stopped sandbox's scratch and inbox, and all of it when it holds no output."""
+    for folder in (spec.scratch, spec.inbox):
+        shutil.rmtree(folder, ignore_errors=True)
+    if not spec.outputs.is_dir() or not any(spec.outputs.iterdir()):
+        shutil.rmtree(spec.root, ignore_errors=True)
 
 
 def _setup_timeout_from(config: CogConfig) -> float | None:

@@ -24,9 +24,12 @@ from typing import Any, Literal
 from modelyard_worker import protocol
 from modelyard_worker.protocol import Mode
 
+from . import limits as limiting
+from . import sandbox
 from .connection import Connection
 from .events import Done, Event, Log, Metric, Output, OutputFile, Started
-from .waiting import Deadline, acquire_unless
+from .sandbox import Limits, SandboxSpec
+from .waiting import CANCEL_GRACE, Backoff, Deadline, Kill, acquire_unless
 from .workerpath import worker_pythonpath
 
 HEALTHCHECK_TIMEOUT = 5.0
@@ -65,6 +68,9 @@ class RunnerSpec:
     max_concurrency: int | None = None
     weights: str | None = None
     setup_timeout: float | None = None
+    # The sandbox it runs in (None: none) and what it may use (None: no limits); runtime/sandbox.py
+    sandbox: SandboxSpec | None = None
+    limits: Limits | None = None
 
 
 @dataclass
@@ -116,10 +122,14 @@ class Runner:
         self._stopping = False
         self._waiting: dict[str, asyncio.Event] = {}
         # Why we killed the worker, and for which prediction (None: for all of them).
-        self._kill_reason: tuple[str, str | None] | None = None
+        self._kill_reason: Kill | None = None
+        # Canceled predictions: the kill that ends each if it has not ended within CANCEL_GRACE.
+        self._overdue: dict[str, asyncio.TimerHandle] = {}
+        self.setup_backoff = Backoff()  # a failed setup is not rerun for each prediction
         self._generation = 0  # counts workers, so a prediction can tell its worker was replaced
         self._start_task: asyncio.Task[SetupResult] | None = None
         self._draining: set[asyncio.Task[None]] = set()
+        self._guard: asyncio.Task[None] | None = None  # limits and leftovers (runtime/limits.py)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -130,6 +140,9 @@ class Runner:
         """
         if self.state in LIVE and self.setup_result is not None:
             return self.setup_result
+        backoff = self.setup_backoff
+        if self.state == RunnerState.SETUP_FAILED and backoff.remaining() > 0 and backoff.error:
+            raise SetupFailed(backoff.error)  # what is waiting fails with it; no rerun yet
         # One start at a time: a new task only when the last one has ended.
         if self._start_task is None or self._start_task.done():
             self._start_task = asyncio.ensure_future(self._start())
@@ -160,11 +173,12 @@ class Runner:
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
         try:
+            argv = [str(self.spec.python), "-u", "-m", "modelyard_worker"]
+            if self.spec.sandbox is not None:
+                await asyncio.to_thread(self.spec.sandbox.prepare)  # a fresh scratch
+                argv = self._sandbox_prefix(env) + argv
             self._process = await asyncio.create_subprocess_exec(
-                str(self.spec.python),
-                "-u",
-                "-m",
-                "modelyard_worker",
+                *argv,
                 cwd=self.spec.package_dir,
                 env=env,
                 pass_fds=child_fds,
@@ -172,14 +186,24 @@ class Runner:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
+                preexec_fn=limiting.child_setup(self.spec.limits),
             )
-        except OSError as exc:
+        except (OSError, sandbox.SandboxError) as exc:
             parent_sock.close()
             control_sock.close()
             return self._setup_failed(started_at, f"cannot start the worker: {exc}")
         finally:
             child_sock.close()
             child_control.close()
+        # Limits, and what the worker leaves behind: ends by itself when the worker does.
+        self._guard = asyncio.create_task(
+            limiting.guard(
+                self._process,
+                self.spec.limits,
+                self.spec.sandbox.scratch if self.spec.sandbox is not None else None,
+                self._signal_kill,
+            )
+        )
         self._control = control_sock
         connection_lost = loop.create_future()
         self._writer, _ = await loop.create_unix_connection(
@@ -205,6 +229,7 @@ class Runner:
         self.slots = ready["slots"]
         self._semaphore = asyncio.Semaphore(self.slots)
         self.state = RunnerState.READY
+        self.setup_backoff.succeeded()
         self.setup_result = SetupResult(
             "succeeded", "".join(self._setup_logs), None, started_at, time.time()
         )
@@ -212,17 +237,21 @@ class Runner:
 
     def _setup_failed(self, started_at: float, error: str) -> SetupResult:
         self.state = RunnerState.SETUP_FAILED
+        self.setup_backoff.failed(error)
         self.setup_result = SetupResult(
             "failed", "".join(self._setup_logs), error, started_at, time.time()
         )
         raise SetupFailed(error)
 
     def _worker_environment(self) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
-        }
+        if self.spec.sandbox is not None:  # none of the server's secrets
+            env = sandbox.environment(os.environ)
+        else:
+            env = {
+                k: v
+                for k, v in os.environ.items()
+                if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+            }
         env.update(self.spec.environment)
         bin_dir = str(Path(self.spec.python).parent)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
@@ -232,6 +261,18 @@ class Runner:
         if self.spec.weights is not None:
             env["COG_WEIGHTS"] = self.spec.weights
         return env
+
+    def _sandbox_prefix(self, env: Mapping[str, str]) -> list[str]:
+        """The `bwrap ... --` that runs the worker in its sandbox (runtime/sandbox.py)."""
+        assert self.spec.sandbox is not None
+        return sandbox.command(
+            self.spec.sandbox,
+            python=Path(self.spec.python),
+            package_dir=Path(self.spec.package_dir),
+            worker_paths=sandbox.worker_package_paths(worker_pythonpath()),
+            limits=self.spec.limits,
+            environment=env,
+        )
 
     async def stop(self) -> None:
         """Ask the worker to exit, and kill it if it does not within a few seconds.
@@ -254,17 +295,21 @@ class Runner:
         await self._reap()
         self.state = RunnerState.STOPPED
 
-    async def _kill(self, reason: str, prediction_id: str | None = None) -> None:
+    async def _kill(
+        self, reason: str, prediction_id: str | None = None, kill: Kill | None = None
+    ) -> None:
         """Kill the worker; `reason` becomes the error of `prediction_id` (or of all in flight)."""
-        if self._signal_kill(reason, prediction_id) and self._process is not None:
+        if self._signal_kill(reason, prediction_id, kill) and self._process is not None:
             await self._process.wait()
 
-    def _signal_kill(self, reason: str, prediction_id: str | None = None) -> bool:
+    def _signal_kill(
+        self, reason: str, prediction_id: str | None = None, kill: Kill | None = None
+    ) -> bool:
         """`_kill` without waiting for the process to end (`_watch` reports its end); False
-        when there is no live worker."""
+        when there is no live worker. `kill`, when given, says how each prediction ends."""
         if self._process is None or self._process.returncode is not None:
             return False
-        self._kill_reason = (reason, prediction_id)
+        self._kill_reason = kill or Kill(reason, prediction_id)
         try:
             os.killpg(self._process.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -363,11 +408,10 @@ class Runner:
     def _worker_gone(self, returncode: int | None) -> None:
         """The worker process ended: fail what it was doing and say why."""
         reason = describe_exit(returncode)
-        killed_for, killed_prediction = self._kill_reason or (None, None)
-        self._kill_reason = None
+        kill, self._kill_reason = self._kill_reason, None
         tail = "".join(self._stderr_tail).strip()
         if self._ready is not None and not self._ready.done():
-            error = killed_for or f"the worker exited during setup: {reason}"
+            error = kill.reason if kill else f"the worker exited during setup: {reason}"
             if tail:
                 error += f"\n{tail}"
             self._ready.set_result({"t": "setup_failed", "error": error})
@@ -376,15 +420,11 @@ class Runner:
         for prediction_id, queue in self._inflight.items():
             if tail:
                 queue.put_nowait(Log(tail + "\n", "stderr"))
-            if killed_for is None:
-                failure = f"The worker process died: {reason}"
-            elif killed_prediction in (None, prediction_id):
-                failure = killed_for
+            if kill is None:
+                queue.put_nowait(Done("failed", error=f"The worker process died: {reason}"))
             else:
-                failure = (
-                    f"The worker was restarted because prediction {killed_prediction} timed out"
-                )
-            queue.put_nowait(Done("failed", error=failure))
+                for event in kill.ending(prediction_id):
+                    queue.put_nowait(event)
         for request_id, waiter in self._health_waiters.items():
             if not waiter.done():
                 waiter.set_result({"t": "health", "id": request_id, "ok": False, "error": reason})
@@ -398,10 +438,19 @@ class Runner:
         self._writer.write(frame)
 
     def _send_control(self, message: protocol.ControlMessage) -> None:
-        """Cancel, health and shutdown: small frames on a socket the worker always reads."""
+        """Cancel, health and shutdown: small frames on a socket the worker always reads.
+
+        Never blocks: a worker that stops reading them (stuck with the GIL held) would block the
+        event loop. ConnectionError when the frame did not all go (the worker is then killed:
+        its control stream is out of step)."""
         if self._control is None:
             raise RuntimeError("the worker is not running")
-        self._control.sendall(protocol.encode(message))
+        self._control.setblocking(False)
+        try:
+            self._control.sendall(protocol.encode(message))
+        except BlockingIOError:
+            self._signal_kill("The worker stopped reading its control messages")
+            raise ConnectionError("the worker stopped reading its control messages") from None
 
     async def predict(
         self,
@@ -491,6 +540,9 @@ class Runner:
 
     def _release(self, prediction_id: str, semaphore: asyncio.Semaphore) -> None:
         self._inflight.pop(prediction_id, None)
+        overdue = self._overdue.pop(prediction_id, None)
+        if overdue is not None:
+            overdue.cancel()
         if self.state == RunnerState.BUSY:
             self.state = RunnerState.READY
         semaphore.release()
@@ -513,13 +565,28 @@ class Runner:
         if waiting is not None:
             waiting.set()
             return True
-        if prediction_id not in self._inflight or self._control is None:
+        if prediction_id not in self._inflight:
             return False
+        self.interrupt(prediction_id, Kill.canceled(prediction_id))
+        return True
+
+    def interrupt(self, prediction_id: str, kill: Kill) -> None:
+        """Ask the worker to cancel a running prediction, and kill the worker (`kill` says how
+        the prediction ends) if it has not ended within CANCEL_GRACE seconds: a cancel cannot
+        reach code blocked in C, in a sleep, or that swallows it."""
+        if prediction_id not in self._overdue:
+            self._overdue[prediction_id] = asyncio.get_running_loop().call_later(
+                CANCEL_GRACE, self._overdue_kill, prediction_id, self._generation, kill
+            )
         try:
             self._send_control({"t": "cancel", "id": prediction_id})
-        except OSError:  # the worker just died; the prediction ends failed anyway
-            return False
-        return True
+        except (OSError, RuntimeError):  # no worker to ask: it ends with the worker's death
+            self._overdue_kill(prediction_id, self._generation, kill)
+
+    def _overdue_kill(self, prediction_id: str, generation: int, kill: Kill) -> None:
+        self._overdue.pop(prediction_id, None)
+        if generation == self._generation and prediction_id in self._inflight:
+            self._signal_kill(kill.reason, prediction_id, kill)
 
     async def health(self) -> Health:
         """Cog's health status, running the user's `healthcheck()` when the worker is idle or busy."""
@@ -533,7 +600,11 @@ class Runner:
         request_id = next(self._health_ids)
         waiter: asyncio.Future[protocol.HealthReply] = asyncio.get_running_loop().create_future()
         self._health_waiters[request_id] = waiter
-        self._send_control({"t": "health", "id": request_id})
+        try:
+            self._send_control({"t": "health", "id": request_id})
+        except (OSError, RuntimeError) as exc:
+            self._health_waiters.pop(request_id, None)
+            return Health(RunnerState.UNHEALTHY, f"the worker cannot be asked: {exc}")
         try:
             reply = await asyncio.wait_for(waiter, HEALTHCHECK_TIMEOUT)
         except TimeoutError:

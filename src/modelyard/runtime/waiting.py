@@ -1,22 +1,104 @@
-"""What a prediction waits on in the runner: a free slot (unless canceled first), its deadline."""
+"""What a prediction waits on in the runner: a free slot (unless canceled first), its deadline;
+and how long a failed setup waits before it is tried again (`Backoff`).
+
+Every wait on a worker has a bound: a cancel the worker does not act on within `CANCEL_GRACE`
+seconds kills it (runner.py), so a prediction stuck in C code, a sleep or a predictor that
+swallows the cancel still ends, and the next one runs on a fresh worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .events import Done, Event
+from .events import Done, Event, Log, Status
 
 if TYPE_CHECKING:
     from .runner import Runner
 
+#: Seconds a canceled (or timed-out) prediction has to end before its worker is killed.
 CANCEL_GRACE = 5.0
+#: A failed setup is not tried again for this long, doubled after each failure in a row, up to
+#: the cap; a setup that succeeds resets it.
+SETUP_BACKOFF_FIRST = 5.0
+SETUP_BACKOFF_CAP = 300.0
+
+
+@dataclass
+class Backoff:
+    """When a setup that failed may be tried again, and the error it failed with."""
+
+    first: float = SETUP_BACKOFF_FIRST
+    cap: float = SETUP_BACKOFF_CAP
+    failures: int = 0
+    error: str | None = None
+    until: float = 0.0  # time.monotonic() before which no new try starts
+
+    @property
+    def delay(self) -> float:
+        """The wait after the latest failure (0 when the last try succeeded)."""
+        if self.failures == 0:
+            return 0.0
+        return min(self.cap, self.first * 2 ** min(self.failures - 1, 30))
+
+    def failed(self, error: str) -> float:
+        """A try failed: returns the seconds until the next one."""
+        self.failures += 1
+        self.error = error
+        self.until = time.monotonic() + self.delay
+        return self.delay
+
+    def succeeded(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the failures: what failed may have changed (a success, new hardware)."""
+        self.failures, self.error, self.until = 0, None, 0.0
+
+    def remaining(self) -> float:
+        """Seconds until a new try may start (0: now)."""
+        return max(0.0, self.until - time.monotonic())
+
+
+@dataclass(frozen=True)
+class Kill:
+    """Why the runner killed its worker: `reason` ends `prediction_id` (None: every prediction
+    in flight) with `status`; the others in flight fail, saying which prediction `did`."""
+
+    reason: str
+    prediction_id: str | None = None
+    status: Status = "failed"
+    did: str = "timed out"
+
+    @classmethod
+    def canceled(cls, prediction_id: str) -> Kill:
+        return cls(
+            f"The prediction did not stop within {CANCEL_GRACE:g} seconds of its cancel, "
+            "so its worker was killed and started again.",
+            prediction_id,
+            "canceled",
+            "did not stop when it was canceled",
+        )
+
+    @classmethod
+    def timed_out(cls, prediction_id: str, timeout: float) -> Kill:
+        return cls(f"Prediction timed out after {timeout:g} seconds", prediction_id)
+
+    def ending(self, prediction_id: str) -> list[Event]:
+        """The events that end `prediction_id`, in flight on the killed worker."""
+        if self.prediction_id not in (None, prediction_id):
+            others = f"The worker was restarted because prediction {self.prediction_id} {self.did}"
+            return [Done("failed", error=others)]
+        if self.status == "failed":
+            return [Done("failed", error=self.reason)]
+        return [Log(self.reason + "\n", "stderr"), Done(self.status)]
 
 
 class Deadline:
     """A prediction's timeout: at the deadline, cancel; if that does not end it within
-    CANCEL_GRACE seconds, kill the worker (its death then ends the prediction)."""
+    CANCEL_GRACE seconds, the runner kills the worker (its death then ends the prediction)."""
 
     def __init__(self, runner: Runner, prediction_id: str, timeout: float | None) -> None:
         self.runner = runner
@@ -32,15 +114,14 @@ class Deadline:
                 return await asyncio.wait_for(queue.get(), max(self.deadline - time.monotonic(), 0))
             except TimeoutError:
                 pass
-            if self.timed_out:  # the cancel did not stop it either: replace the worker
+            kill = Kill.timed_out(self.prediction_id, self.timeout)
+            if self.timed_out:  # the runner's own kill did not end it either: a last resort
                 self.deadline = None
-                await self.runner._kill(
-                    f"Prediction timed out after {self.timeout:g} seconds", self.prediction_id
-                )
+                await self.runner._kill(kill.reason, self.prediction_id, kill)
                 return await queue.get()
             self.timed_out = True
-            await self.runner.cancel(self.prediction_id)
-            self.deadline = time.monotonic() + CANCEL_GRACE
+            self.runner.interrupt(self.prediction_id, kill)  # cancel; kill after CANCEL_GRACE
+            self.deadline = time.monotonic() + 2 * CANCEL_GRACE
 
     def final(self, done: Done, items: list[Any]) -> Done:
         """The Done to report: a stream's items as its output; a timeout as the reason."""
