@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import compile_path
+from starlette.types import Scope
 
 from modelyard.engine.catalog import Registered, register_catalog
 
 from . import errors
+from .limits import BodyLimits
 from .platform import Platform
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .routes import (
@@ -80,10 +84,30 @@ def create_app(platform: Platform) -> FastAPI:
     )
     app.state.platform = platform
     errors.install(app)
-    app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_limits))
     for router in API_ROUTERS:
         app.include_router(router, prefix="/v1")
     for router in API_ROUTERS:  # the v2 client's base URL has /v1 in it; ours may not
         app.include_router(router, include_in_schema=False)
     app.include_router(delivery.router)
+    # Added first, so inside the rate limiter: a throttled caller's body is never read.
+    app.add_middleware(BodyLimits, streamed=_streamed_routes())
+    app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_limits))
     return app
+
+
+def _streamed_routes() -> Callable[[Scope], bool]:
+    """Whether a request is for a route that streams its body to disk under its own limits
+    (uploads and pushes): those bodies may be far larger than a JSON body. Each is mounted
+    under `/v1` and at the root."""
+    endpoints = (files_routes.create, versions.push)
+    found = [
+        (compile_path(prefix + route.path)[0], route.methods or set())
+        for router in (files_routes.router, versions.router)
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.endpoint in endpoints
+        for prefix in ("/v1", "")
+    ]
+    assert len(found) == 2 * len(endpoints), "a streamed route was renamed"
+    return lambda scope: any(
+        scope["method"] in methods and pattern.match(scope["path"]) for pattern, methods in found
+    )

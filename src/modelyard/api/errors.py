@@ -8,7 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from modelyard.store.space import NO_SPACE, RETRY_AFTER, out_of_space
 
 PROBLEM = "application/problem+json"
 log = logging.getLogger("modelyard.api")
@@ -39,7 +42,9 @@ def problem_response(problem: Problem) -> JSONResponse:
     if problem.title:
         body["title"] = problem.title
     body.update(problem.extra)
-    return JSONResponse(body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM)
+    return JSONResponse(
+        body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM
+    )
 
 
 def not_found(what: str = "Not found.") -> Problem:
@@ -53,6 +58,8 @@ def invalid_fields_problem(fields: list[dict[str, str]], title: str) -> Problem:
 
 
 def install(app: FastAPI) -> None:
+    install_no_space(app)
+
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc)
@@ -89,3 +96,35 @@ def _field(error: dict[str, Any]) -> dict[str, str]:
     if kind == "json_invalid":
         return {"type": "json", "field": "body", "description": "the body is not valid JSON"}
     return {"type": kind, "field": field, "description": message}
+
+
+# -- a full disk (issue 13, "Disk full and webhooks") -----------------------------------------
+# Registered for the exception types a full disk arrives as, so Starlette's ExceptionMiddleware
+# answers it: the connection stays usable (an exception that reaches the server-error handler is
+# raised again after the 500, and uvicorn then closes the connection, failing the client's next
+# request on it). Any other error of those types goes on to the handler of `Exception`.
+
+
+def no_space_problem() -> Problem:
+    """507 with `Retry-After`: nothing was stored, and the request may succeed once someone
+    frees space."""
+    return Problem(
+        507,
+        "The server's disk is full, so nothing was stored; try again later.",
+        title="Insufficient Storage",
+        headers={"Retry-After": str(RETRY_AFTER)},
+    )
+
+
+def install_no_space(app: FastAPI) -> None:
+    async def _no_space(request: Request, exc: Exception) -> JSONResponse:
+        if not out_of_space(exc):
+            raise exc
+        # One line, no traceback: the condition is the server's, not a bug (and the log's
+        # RepeatFilter collapses a storm of them).
+        log.warning("%s %s: 507, %s (%s)", request.method, request.url.path, NO_SPACE,
+                    str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)  # fmt: skip
+        return problem_response(no_space_problem())
+
+    for kind in (OSError, SQLAlchemyError):
+        app.add_exception_handler(kind, _no_space)

@@ -30,11 +30,15 @@ from modelyard.store.tables import Account, Prediction, Version, utcnow
 
 from .auth import can_see, signed_in_by_cookie
 from .errors import Problem, invalid_fields_problem
+from .limits import WEBHOOK_MAX, Text, text_problem
 from .platform import Platform
 
 WebhookEvent = Literal["start", "output", "logs", "completed"]
-_PREFER_WAIT = re.compile(r"(?:^|[,;]\s*)wait(?:=(\d+))?(?:\s*(?:[,;]|$))")
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_PREFER_WAIT = re.compile(r"(?:^|[,;]\s*)wait(?:=([0-9]+))?(?:\s*(?:[,;]|$))")
+_SECONDS = re.compile(r"([0-9]+)")
+_DURATION = re.compile(r"(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?")
+_DIGITS = 9  # a longer number is above every maximum (and int() of it is not cheap)
+CANCEL_AFTER_MAX = timedelta(days=7)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 INVALID_VERSION = Problem(
@@ -50,14 +54,14 @@ class JobRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     input: dict[str, Any]
-    webhook: str | None = None
+    webhook: Text | None = None
     webhook_events_filter: list[WebhookEvent] | None = None
-    webhook_completed: str | None = None  # the legacy name of `webhook`
+    webhook_completed: Text | None = None  # the legacy name of `webhook`
     stream: bool | None = None
 
 
 class VersionedRequest(JobRequest):
-    version: str
+    version: Text
 
 
 @dataclass(frozen=True)
@@ -169,7 +173,7 @@ def _file_input_ok(platform: Platform, account: Account, value: Any) -> bool:
 def _is_http_url(value: str) -> bool:
     try:
         parsed = urlsplit(value)
-        parsed.port
+        _ = parsed.port  # raises for a port that is not a number
     except ValueError:
         return False
     return (
@@ -185,29 +189,41 @@ def streams(target: Target, component: str = "Output") -> bool:
 
 
 def cancel_after(request: Request) -> timedelta | None:
-    """`Cancel-After: 30s | 5m | 1h30m45s | 30` (seconds without a unit; at least 5 s)."""
+    """`Cancel-After: 30s | 5m | 1h30m45s | 30` (seconds without a unit; at least 5 s, at most
+    `CANCEL_AFTER_MAX`)."""
     value = request.headers.get("cancel-after")
     if value is None:
         return None
     text = value.strip().lower()
-    if text.isdigit():
-        seconds = int(text)
-    else:
-        match = _DURATION.match(text)
-        if not text or match is None:
-            raise Problem(400, f"Cancel-After {value!r} is not a duration such as 30s, 5m or 1h30m")
-        hours, minutes, secs = (int(g or 0) for g in match.groups())
-        seconds = hours * 3600 + minutes * 60 + secs
+    match = _SECONDS.fullmatch(text) or _DURATION.fullmatch(text)
+    if not text or match is None:
+        raise Problem(400, f"Cancel-After {value!r} is not a duration such as 30s, 5m or 1h30m")
+    groups = [g or "0" for g in match.groups()]
+    if match.re is _SECONDS:
+        groups = ["0", "0", *groups]
+    hours, minutes, secs = (int(g) if len(g) <= _DIGITS else 10**_DIGITS for g in groups)
+    seconds = hours * 3600 + minutes * 60 + secs
+    if seconds > CANCEL_AFTER_MAX.total_seconds():
+        raise Problem(
+            400, f"Cancel-After {value!r} is longer than the maximum of {_hours(CANCEL_AFTER_MAX)}"
+        )
     return timedelta(seconds=max(5, seconds))
 
 
+def _hours(delta: timedelta) -> str:
+    return f"{int(delta.total_seconds()) // 3600}h"
+
+
 def prefer_wait(request: Request, maximum: float) -> float | None:
-    """Seconds to hold the request for `Prefer: wait[=N]`, capped at `maximum`."""
+    """Seconds to hold the request for `Prefer: wait[=N]`, capped at `maximum` (a number too
+    long to read is above it too)."""
     match = _PREFER_WAIT.search(request.headers.get("prefer", ""))
     if match is None:
         return None
-    seconds = int(match.group(1)) if match.group(1) else maximum
-    return float(min(max(seconds, 1), maximum))
+    digits = match.group(1)
+    if not digits or len(digits) > _DIGITS:
+        return float(maximum)
+    return float(min(max(int(digits), 1), maximum))
 
 
 async def create_job(
@@ -221,21 +237,21 @@ async def create_job(
     deployment: tuple[int, str] | None = None,
     destination: ModelRow | None = None,
 ) -> Prediction:
+    # Every header is read before anything is stored: a retrying client must not make copies.
+    deadline = cancel_after(request)
     component = "TrainingInput" if kind == "training" else "Input"
     inputs = validated_input(platform, account, target, body.input, component)
     webhook = body.webhook or body.webhook_completed
-    if webhook is not None and not _is_http_url(webhook):
-        raise invalid_fields_problem(
-            [
-                {
-                    "type": "url",
-                    "field": "webhook",
-                    "description": "must be an http(s) URL with a host",
-                }
-            ],
-            "Invalid request",
-        )
-    deadline = cancel_after(request)
+    field = "webhook" if body.webhook else "webhook_completed"
+    problem = text_problem(field, webhook, WEBHOOK_MAX)
+    if problem is None and webhook is not None and not _is_http_url(webhook):
+        problem = {
+            "type": "url",
+            "field": field,
+            "description": "must be an http(s) URL with a host",
+        }
+    if problem is not None:
+        raise invalid_fields_problem([problem], "Invalid request")
     wants_stream = kind == "prediction" and (streams(target) or bool(body.stream))
     new = NewPrediction(
         account_id=account.id,

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from .errors import Problem
 
 T = TypeVar("T")
+CURSOR_MAX = 400  # characters: ours hold a timestamp and an id
 Cursor = tuple[datetime, str]
 
 
@@ -23,7 +24,11 @@ def decode_cursor(cursor: str | None) -> Cursor | None:
     if not cursor:
         return None
     try:
+        if len(cursor) > CURSOR_MAX:
+            raise ValueError("too long")
         at, _, key = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        if "\x00" in key:
+            raise ValueError("a NUL")  # PostgreSQL could not compare it
         return datetime.fromisoformat(at), key
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise Problem(400, "The cursor is not valid; use the `next` URL of a page.") from None

@@ -19,6 +19,7 @@ from modelyard.store.tables import Collection
 
 from ..auth import AccountDep
 from ..errors import Problem, not_found
+from ..limits import QUERY_MAX, parse_count
 from ..pages import decode_cursor, page
 from ..platform import PlatformDep
 from .models import render_models
@@ -79,6 +80,8 @@ def search(
     """Models (with search metadata) and collections matching `query`; no documentation pages."""
     if query is None or not query.strip():
         raise Problem(400, 'Query parameter "query" is required', title="Bad request")
+    if len(query) > QUERY_MAX:
+        raise Problem(400, f"query is longer than {QUERY_MAX:,} characters.", title="Bad request")
     count = _limit(limit)
     with platform.db.session() as session:
         found = search_models(session, account.id, query, count)
@@ -100,10 +103,11 @@ def search(
 def _limit(value: str | None) -> int:
     if value is None:
         return SEARCH_DEFAULT
-    if not value.strip().isdigit() or not 1 <= int(value) <= SEARCH_MAX:
+    count = parse_count(value.strip(), 2)
+    if count is None or not 1 <= count <= SEARCH_MAX:
         raise Problem(
             400,
-            f"limit must be an integer from 1 to {SEARCH_MAX}; got {value!r}.",
+            f"limit must be an integer from 1 to {SEARCH_MAX}; got {value[:20]!r}.",
             title="Bad request",
         )
-    return int(value)
+    return count

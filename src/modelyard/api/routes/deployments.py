@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, StrictInt
 from sqlalchemy.orm import Session
 
 from modelyard.engine.hardware import GPU_NEEDED, gpu_choices, needs_gpu
@@ -26,6 +26,7 @@ from modelyard.store.tables import Account, Deployment, Version
 from ..auth import AccountDep, can_see
 from ..errors import Problem, invalid_fields_problem, not_found
 from ..jobs import JobRequest, Target, create_job, respond
+from ..limits import StrictText
 from ..pages import decode_cursor, page
 from ..platform import Platform, PlatformDep
 from .account import hardware_error
@@ -33,15 +34,17 @@ from .account import hardware_error
 router = APIRouter(tags=["deployments"])
 PAGE_SIZE = 100
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+# Far above Replicate's 5 and 20 (the machine is yours), but a number the database can store.
+INSTANCES_MAX = 1_000
 
 
 class CreateDeployment(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    name: StrictStr
-    model: StrictStr
-    version: StrictStr
-    hardware: StrictStr
+    name: StrictText
+    model: StrictText
+    version: StrictText
+    hardware: StrictText
     min_instances: StrictInt
     max_instances: StrictInt
 
@@ -49,8 +52,8 @@ class CreateDeployment(BaseModel):
 class UpdateDeployment(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    version: StrictStr | None = None
-    hardware: StrictStr | None = None
+    version: StrictText | None = None
+    hardware: StrictText | None = None
     min_instances: StrictInt | None = None
     max_instances: StrictInt | None = None
 
@@ -93,10 +96,11 @@ def _invalid(field: str, description: str, kind: str = "invalid") -> Problem:
 
 
 def _check_limits(min_instances: int, max_instances: int) -> None:
-    if min_instances < 0:
-        raise _invalid("min_instances", "must be 0 or more", "number_gte")
-    if max_instances < 0:
-        raise _invalid("max_instances", "must be 0 or more", "number_gte")
+    for field, value in (("min_instances", min_instances), ("max_instances", max_instances)):
+        if value < 0:
+            raise _invalid(field, "must be 0 or more", "number_gte")
+        if value > INSTANCES_MAX:
+            raise _invalid(field, f"must be at most {INSTANCES_MAX:,}", "number_lte")
     if min_instances > max_instances:
         raise _invalid("min_instances", "must not be more than max_instances", "number_lte")
 
@@ -140,7 +144,7 @@ def _owned(session: Session, account: Account, owner: str, name: str) -> Deploym
 async def create(
     body: CreateDeployment, platform: PlatformDep, account: AccountDep
 ) -> JSONResponse:
-    if not _NAME.match(body.name):
+    if not _NAME.fullmatch(body.name):
         raise _invalid("name", "must be lowercase letters, digits, '-', '_' or '.', at most 100")
     _check_limits(body.min_instances, body.max_instances)
     # Off the loop: the checks may read the version's package and ask the backend.

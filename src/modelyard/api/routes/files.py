@@ -10,7 +10,6 @@ client) and as a file part (the JS client sends `filename="blob"`, `application/
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,6 +26,7 @@ from modelyard.store.tables import Account, File
 
 from ..auth import AccountDep, authenticate_request
 from ..errors import Problem, invalid_fields_problem, not_found
+from ..limits import METADATA_MAX, parse_count, parse_json
 from ..pages import decode_cursor, page
 from ..platform import PlatformDep
 
@@ -58,9 +58,7 @@ async def create(request: Request, platform: PlatformDep, account: AccountDep) -
 
 
 @router.get("/files")
-def list_(
-    platform: PlatformDep, account: AccountDep, cursor: str | None = None
-) -> JSONResponse:
+def list_(platform: PlatformDep, account: AccountDep, cursor: str | None = None) -> JSONResponse:
     """The caller's live uploads, newest first, 100 a page."""
     files = platform.engine.files
     rows = files.uploads(account.id, decode_cursor(cursor), PAGE_SIZE + 1)
@@ -136,10 +134,11 @@ def _signed(
         fields = [_field("required", m, f"{m} is required for a signed download") for m in missing]
         raise invalid_fields_problem(fields, "Invalid download URL")
     assert owner and expiry and signature
-    if not expiry.isdigit():
+    seconds = parse_count(expiry, 12)  # Unix seconds until the year 33658
+    if seconds is None:
         fields = [_field("integer", "expiry", "must be Unix seconds")]
         raise invalid_fields_problem(fields, "Invalid download URL")
-    reason = files.check_signature(file_id, owner, int(expiry), signature)
+    reason = files.check_signature(file_id, owner, seconds, signature)
     if reason is not None:
         raise Problem(403, reason, title="Forbidden")
     file = files.signed_file(file_id, owner)
@@ -174,8 +173,8 @@ async def _receive(request: Request, form: _Form, blobs: BlobStore) -> Blob:
     """Stream the body through `form` into blob storage (`BlobStore.receive`: a worker thread
     pulls the chunks from the event loop, parses and writes them); raises the form's problem,
     and what was written is then discarded."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > form.limit + FIELD_LIMIT:
+    declared = parse_count(request.headers.get("content-length", ""), 20)
+    if declared is not None and declared > form.limit + FIELD_LIMIT:
         form.error = _too_large(form.limit)  # the content alone cannot fit; read no more of it
 
     def content(body: Iterator[bytes]) -> Iterator[bytes]:
@@ -276,10 +275,17 @@ class _Form:
         text = self._text("metadata", problems)
         if text is None or not text.strip():
             return {}
+        if len(self.fields["metadata"]) > METADATA_MAX:
+            message = f"must be at most {METADATA_MAX >> 10} KiB of JSON"
+            problems.append(_field("max_length", "metadata", message))
+            return {}
         try:
-            value = json.loads(text)
+            value, problem = parse_json(text, "metadata")
         except ValueError as exc:
             problems.append(_field("json", "metadata", f"is not valid JSON ({exc})"))
+            return {}
+        if problem is not None:
+            problems.append(problem)
             return {}
         if not isinstance(value, dict):
             problems.append(

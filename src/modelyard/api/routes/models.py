@@ -38,6 +38,15 @@ from modelyard.store.tables import Account, Model, Prediction, Version
 
 from ..auth import AccountDep, can_edit, can_see
 from ..errors import Problem, invalid_fields_problem, not_found
+from ..limits import (
+    DESCRIPTION_MAX,
+    QUERY_MAX,
+    README_MAX,
+    URL_MAX,
+    is_unicode,
+    parse_count,
+    text_problem,
+)
 from ..pages import decode_cursor, page
 from ..platform import Platform, PlatformDep
 from .account import hardware_error
@@ -47,7 +56,6 @@ router = APIRouter(tags=["models"])
 PAGE_SIZE = 25  # models per page of `GET /models`
 EXAMPLES_PAGE_SIZE = 100  # as predictions.list
 SEARCH_LIMIT = 100  # `QUERY /models` answers one page: its `next` could not carry the query
-MAX_QUERY = 1000  # characters
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 NAME_MAX = 100  # the column's width
 URL_FIELDS = ("github_url", "paper_url", "license_url", "weights_url", "cover_image_url")
@@ -136,8 +144,23 @@ class ModelUpdate(BaseModel):
     hardware: str | None = None
 
 
+#: The longest each text field may be (characters); docs/api.md lists them.
+TEXT_LIMITS = {
+    "owner": 64,  # the accounts column's width
+    "description": DESCRIPTION_MAX,
+    "readme": README_MAX,
+    **dict.fromkeys(URL_FIELDS, URL_MAX),
+}
+
+
 def _field_errors(platform: Platform, values: dict[str, Any]) -> list[dict[str, str]]:
-    errors: list[dict[str, str]] = []
+    errors = [
+        issue
+        for field, limit in TEXT_LIMITS.items()
+        if (issue := text_problem(field, values.get(field), limit)) is not None
+    ]
+    if errors:  # the checks below read these texts
+        return errors
     name = values.get("name")
     if name is not None and (not NAME.fullmatch(name) or len(name) > NAME_MAX):
         message = (
@@ -147,7 +170,7 @@ def _field_errors(platform: Platform, values: dict[str, Any]) -> list[dict[str, 
         errors.append({"type": "pattern", "field": "name", "description": message})
     for field in URL_FIELDS:
         value = values.get(field)
-        if value and not re.match(r"^https?://[^/\s?#]+\S*$", value):
+        if value and not re.fullmatch(r"https?://[^/\s?#]+\S*", value):
             errors.append(
                 {"type": "url", "field": field, "description": "must be an absolute http(s) URL"}
             )
@@ -248,9 +271,10 @@ def _model_cursor(cursor: str | None) -> tuple[Any, int] | None:
     if decoded is None:
         return None
     at, key = decoded
-    if not key.isdigit():
+    model_id = parse_count(key, 18)  # the id column is a 64-bit integer
+    if model_id is None:
         raise Problem(400, "The cursor is not valid; use the `next` URL of a page.")
-    return at, int(key)
+    return at, model_id
 
 
 @router.api_route("/models", methods=["QUERY"])
@@ -279,13 +303,19 @@ def search_query(raw: bytes) -> str:
             decoded = None
         if isinstance(decoded, str):
             text = decoded.strip()
+    if not is_unicode(text) or "\x00" in text:
+        raise Problem(
+            400,
+            "The search query must be Unicode text without NUL characters.",
+            title="Bad request",
+        )
     if not text:
         raise Problem(
             400, "The search query is empty; send it as the text/plain body.", title="Bad request"
         )
-    if len(text) > MAX_QUERY:
+    if len(text) > QUERY_MAX:
         raise Problem(
-            400, f"The search query is longer than {MAX_QUERY} characters.", title="Bad request"
+            400, f"The search query is longer than {QUERY_MAX:,} characters.", title="Bad request"
         )
     return text
 

@@ -20,6 +20,7 @@ from modelyard.engine.eventlog import LoggedEvent
 from modelyard.store.tables import Prediction
 
 from ..errors import not_found
+from ..limits import parse_count
 from ..platform import PlatformDep
 
 router = APIRouter(tags=["streams"])
@@ -111,8 +112,8 @@ def _last_event_id(value: str | None) -> tuple[int, int]:
     `<prediction>:<seq>` was an event's last frame; `<prediction>:<seq>.<n>` was frame n of it.
     Anything else replays everything.
     """
-    seq, _, frame = (value or "").rpartition(":")[2].partition(".")
-    try:
-        return (int(seq) - 1, int(frame) + 1) if frame else (int(seq), 0)
-    except ValueError:
+    seq_text, _, frame_text = (value or "").rpartition(":")[2].partition(".")
+    seq, frame = parse_count(seq_text, 12), parse_count(frame_text, 6)
+    if seq is None or (frame_text and frame is None):
         return -1, 0
+    return (seq - 1, frame + 1) if frame is not None else (seq, 0)

@@ -20,6 +20,7 @@ from modelyard.store.tables import Account
 from ..auth import AccountDep, can_edit, can_see
 from ..errors import Problem, invalid_fields_problem, not_found
 from ..jobs import JobRequest, Target, create_job, respond
+from ..limits import Text
 from ..platform import PlatformDep
 from .predictions import cancel_job, get_job, list_jobs
 
@@ -31,7 +32,7 @@ NO_TRAINING = Problem(422, "This version does not support training", title="Inva
 
 
 class TrainingRequest(JobRequest):
-    destination: str
+    destination: Text
 
 
 @router.post("/models/{owner}/{name}/versions/{version_id}/trainings", status_code=201)

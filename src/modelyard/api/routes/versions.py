@@ -48,18 +48,27 @@ def visible_model(platform: Platform, account: Account, owner: str, name: str) -
 async def push(
     owner: str, name: str, request: Request, platform: PlatformDep, account: AccountDep
 ) -> JSONResponse:
-    """The body is a package archive made by `modelyard push`; the id is its sha256."""
+    """The body is a package archive made by `modelyard push`; the id is its sha256.
+
+    A push refused for any reason (a broken package, a limit, no such model, a crash) leaves
+    nothing behind: not its blob, not its unpacked folder, no version."""
     if owner != account.username and not account.is_admin:
         raise Problem(403, f"You cannot push to {owner}/{name}: it is not your account.")
     blob = await _receive(platform, request)
     try:
-        package = await asyncio.to_thread(platform.engine.inspect_package, blob.key)
-    except InvalidPackage as exc:
+        try:
+            package = await asyncio.to_thread(platform.engine.inspect_package, blob.key)
+        except InvalidPackage as exc:
+            if exc.too_large:
+                raise Problem(413, f"The package is too large: {exc}.") from None
+            raise Problem(422, f"The package is not a valid Cog package: {exc}") from None
+        version, created = await asyncio.to_thread(
+            _add_version, platform, account, owner, name, blob.key, package
+        )
+    except BaseException:
+        # The thread runs to its end even when this request is cancelled while it waits.
         await asyncio.to_thread(_discard, platform, blob.key)
-        raise Problem(422, f"The package is not a valid Cog package: {exc}") from None
-    version, created = await asyncio.to_thread(
-        _add_version, platform, account, owner, name, blob.key, package
-    )
+        raise
     return JSONResponse(version_json(version), status_code=201 if created else 200)
 
 
