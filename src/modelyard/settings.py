@@ -29,6 +29,11 @@ class Settings:
     idle_timeout: float = 300.0  # seconds an idle instance lives (scale to zero)
     upload_limit: int = 100 * 1024 * 1024  # Files API, bytes
     package_limit: int = 2 * 1024 * 1024 * 1024  # pushed packages, bytes
+    # What a pushed package may unpack to, checked before extraction (docs/push.md): files and
+    # folders, bytes of files, bytes of files per byte of archive (0: no check).
+    package_max_entries: int = 20_000
+    package_max_expanded: int = 2 * 1024 * 1024 * 1024
+    package_max_ratio: int = 100
     file_expiry: float = 24 * 3600.0  # uploaded files, seconds
     output_expiry: float | None = None  # output files, seconds; None keeps them
     sync_wait_max: float = 60.0  # `Prefer: wait` holds at most this long

@@ -1,7 +1,9 @@
 """`modelyard push DIR owner/name`: check a Cog package, pack it and upload it as a version.
 
 The package is validated locally first (`cog.yaml` and the predictor's schema, read from source), so
-a broken package fails before anything is sent. The archive (see `modelyard.runtime.package`) goes
+a broken package fails before anything is sent. The archive (see `modelyard.runtime.package`) is
+written to a temporary file and streamed from it, a chunk at a time, so a package of gigabytes is
+never held in memory. It goes
 as the raw body of `POST {api}/v1/models/{owner}/{name}/versions`; the server answers 201 with a new
 Version, 200 when the same content was pushed before, or `application/problem+json` with `detail`.
 The contract is written down in docs/push.md.
@@ -15,18 +17,20 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
 from modelyard import __version__
 from modelyard.cogspec.config import load_config
 from modelyard.cogspec.schema import predictor_schema
-from modelyard.runtime.package import PackedPackage, pack_package
+from modelyard.engine.packages import check_requirement_paths
+from modelyard.runtime.package import pack_to
 
 from .predict import stderr, warn_ignored_keys
 
@@ -96,6 +100,7 @@ def check_package(package_dir: Path) -> dict[str, Any]:
         raise PushError(f"{package_dir} is not a folder")
     config = load_config(folder)
     warn_ignored_keys(config)
+    check_requirement_paths(folder, config)
     return predictor_schema(folder, config)
 
 
@@ -103,12 +108,14 @@ def run_push(options: PushOptions) -> PushResult:
     """Check, pack and upload the package; print what happened. Raises on any failure."""
     owner, name = parse_model(options.model)
     schema = check_package(options.package_dir)
-    package = pack_package(options.package_dir)
-    stderr(f"Packed {package.files} files ({_mb(package.size)}), sha256 {package.sha256}")
     api = api_base_url(options.api)
     token = api_token(options.token)
     url = f"{api}/v1/models/{owner}/{name}/versions"
-    response = upload(url, package, token=token, verify=options.verify)
+    with tempfile.TemporaryFile(prefix="modelyard-push-") as archive:
+        package = pack_to(options.package_dir, archive)
+        stderr(f"Packed {package.files} files ({_mb(package.size)}), sha256 {package.sha256}")
+        archive.seek(0)
+        response = upload(url, archive, package.archive_size, token=token, verify=options.verify)
     result = _result(f"{owner}/{name}", response, token)
     state = "a new version" if result.created else "already pushed: the same content, same version"
     print(f"Pushed {result.reference} ({state})")
@@ -120,21 +127,22 @@ def run_push(options: PushOptions) -> PushResult:
 
 
 def upload(
-    url: str, package: PackedPackage, *, token: str | None, verify: bool = True
+    url: str, archive: BinaryIO, size: int, *, token: str | None, verify: bool = True
 ) -> httpx.Response:
-    """POST the archive as a streamed raw body, showing progress on stderr."""
+    """POST the `size` bytes of `archive` as a raw body streamed from it, showing progress on
+    stderr."""
     headers = {
         "Content-Type": "application/gzip",
-        "Content-Length": str(len(package.data)),
+        "Content-Length": str(size),
         "User-Agent": f"modelyard/{__version__}",
         "Accept": "application/json",
     }
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    progress = _Progress(len(package.data), sys.stderr.isatty())
+    progress = _Progress(size, sys.stderr.isatty())
     try:
         with httpx.Client(verify=verify, timeout=TIMEOUT) as client:
-            response = client.post(url, content=_chunks(package.data, progress), headers=headers)
+            response = client.post(url, content=_chunks(archive, progress), headers=headers)
     except httpx.ConnectError as exc:
         progress.abandon()
         raise PushError(f"cannot reach {url}: {_one_line(exc)}") from exc
@@ -146,12 +154,12 @@ def upload(
     return response
 
 
-def _chunks(data: bytes, progress: Callable[[int], None]) -> Iterator[bytes]:
-    view = memoryview(data)
-    for start in range(0, len(data), CHUNK):
-        chunk = bytes(view[start : start + CHUNK])
+def _chunks(archive: BinaryIO, progress: Callable[[int], None]) -> Iterator[bytes]:
+    sent = 0
+    while chunk := archive.read(CHUNK):
         yield chunk
-        progress(start + len(chunk))
+        sent += len(chunk)
+        progress(sent)
 
 
 class _Progress:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from .errors import CogSpecError
-from .source import ModuleSource
+from .source import ModuleSource, parse
 
 SCALARS = ("str", "int", "float", "bool")
 # Kinds that are JSON-native, so they may appear in an input union (cog.md §1 Types).
@@ -116,9 +116,10 @@ def resolve_type(
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         # A string annotation ("Path" or "list[Output]"): parse it where it stands.
         try:
-            inner = ast.parse(node.value, mode="eval").body
-        except SyntaxError:
+            parsed = parse(node.value, module.display, "eval", getattr(node, "lineno", None))
+        except CogSpecError:  # a syntax error, or nested too deep
             raise module.error(f"invalid type annotation {node.value!r}", node) from None
+        inner = cast(ast.Expression, parsed).body
         return resolve_type(ast.copy_location(inner, node), module, _seen)
     if isinstance(node, ast.Constant) and node.value is None:
         return CogType("none")

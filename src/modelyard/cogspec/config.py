@@ -7,7 +7,9 @@ of silently ignored), ``run`` and ``predict`` mutually exclusive, ``python_packa
 directly so that every error can point at the line it is about.
 
 Predictor references (``predict: "predict.py:Predictor"``) are checked here too: the file must exist,
-parse, and define the named class or function. Nothing is imported or executed.
+parse, and define the named class or function. Nothing is imported or executed. Every file the
+config names (predictor, trainer, ``python_requirements``, a local weights source) must be inside
+the package (see :mod:`.packagefiles`): a pushed ``cog.yaml`` must not read the server's files.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from typing import Any
 import yaml
 
 from .errors import CogSpecError
+from .packagefiles import inside, read_text
 from .source import read_module
 from .yamlnodes import (
     CONFIG_FILE,
+    MAX_CONFIG_BYTES,
     NUMBER_TAGS,
     STR_TAG,
     Entry,
@@ -123,13 +127,11 @@ def load_config(package_dir: Path) -> CogConfig:
     """Read and validate ``package_dir/cog.yaml``; every problem is a one-line CogSpecError."""
     package_dir = Path(package_dir)
     path = package_dir / CONFIG_FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CogSpecError(f"not found in {package_dir}", CONFIG_FILE) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CogSpecError(f"cannot read file: {exc}", CONFIG_FILE) from None
-    root = compose(text)
+    if not path.exists():
+        raise CogSpecError(f"not found in {package_dir}", CONFIG_FILE)
+    if inside(package_dir, CONFIG_FILE) is None:
+        raise CogSpecError("must be a file inside the package, not a link out of it", CONFIG_FILE)
+    root = compose(read_text(path, CONFIG_FILE, MAX_CONFIG_BYTES))
     if root is None:  # an empty file: a package without a predictor yet
         return CogConfig(package_dir=package_dir)
     ignored: list[str] = []
@@ -147,10 +149,12 @@ def load_config(package_dir: Path) -> CogConfig:
     for key in ("run", "predict"):
         if key in top and (ref := optional_str(top[key], key)) is not None:
             values["predict"] = ref
-            values["predictor"] = parse_ref(ref, package_dir, where=top[key][0].start_mark.line + 1)
+            where = top[key][0].start_mark.line + 1
+            values["predictor"] = parse_ref(ref, package_dir, where=where, key=key)
     if "train" in top and (ref := optional_str(top["train"], "train")) is not None:
         values["train"] = ref
-        values["trainer"] = parse_ref(ref, package_dir, where=top["train"][0].start_mark.line + 1)
+        where = top["train"][0].start_mark.line + 1
+        values["trainer"] = parse_ref(ref, package_dir, where=where, key="train")
     for key in ("image", "model"):
         if key in top:
             values[key] = optional_str(top[key], key)
@@ -159,7 +163,7 @@ def load_config(package_dir: Path) -> CogConfig:
     if "environment" in top:
         values["environment"] = _environment(top["environment"][1])
     if "weights" in top:
-        values["weights"] = _weights(top["weights"][1])
+        values["weights"] = _weights(top["weights"][1], package_dir)
     return CogConfig(**values, ignored_keys=tuple(sorted(ignored)))
 
 
@@ -169,11 +173,12 @@ def parse_ref(
     default_class: str | Sequence[str] = DEFAULT_CLASSES,
     *,
     where: int | None = None,
+    key: str = "predict",
 ) -> PredictorRef:
     """Resolve ``"predict.py:Predictor"`` (or ``"run.py"``) against the files of the package.
 
     Without ``:Name`` the first of ``default_class`` that the file defines is used. ``where`` is the
-    line of ``cog.yaml`` holding the reference, for error messages.
+    line of ``cog.yaml`` holding the reference and ``key`` its key, for error messages.
     """
     file_part, sep, name = ref.partition(":")
     file_part, name = file_part.strip(), name.strip()
@@ -184,7 +189,11 @@ def parse_ref(
             CONFIG_FILE,
             where,
         )
-    file = Path(package_dir) / file_part
+    file = inside(package_dir, file_part)
+    if file is None:
+        raise CogSpecError(
+            f"{key!r} must name a file inside the package (got {ref!r})", CONFIG_FILE, where
+        )
     if not file.is_file():
         raise CogSpecError(f"predictor file {file_part!r} not found", CONFIG_FILE, where)
     module = read_module(file, file_part)
@@ -296,13 +305,17 @@ def _mounts(node: yaml.Node) -> None:
 
 
 def _read_requirements(package_dir: Path, name: str, node: yaml.Node) -> tuple[str, ...]:
-    path = package_dir / name
+    path = inside(package_dir, name)
+    if path is None:
+        raise node_error(
+            node, f"'build.python_requirements' must be a path inside the package (got {name!r})"
+        )
+    if not path.is_file():
+        raise node_error(node, f"python_requirements file {name!r} not found")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise node_error(node, f"python_requirements file {name!r} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise node_error(node, f"cannot read python_requirements file {name!r}: {exc}") from None
+        text = read_text(path, name)
+    except CogSpecError as exc:
+        raise node_error(node, f"cannot read python_requirements file {name!r}: {exc.message}")
     lines: list[str] = []
     pending = ""
     for raw in text.splitlines():
@@ -346,7 +359,7 @@ def _environment(node: yaml.Node) -> dict[str, str]:
     return env
 
 
-def _weights(node: yaml.Node) -> tuple[Any, ...]:
+def _weights(node: yaml.Node, package_dir: Path) -> tuple[Any, ...]:
     # Experimental in Cog; kept as plain data after checking its shape.
     if is_null(node):
         return ()
@@ -358,5 +371,34 @@ def _weights(node: yaml.Node) -> tuple[Any, ...]:
         for key in ("name", "target", "source"):
             if key not in entry:
                 raise node_error(item, f"weights entry is missing {key!r}")
+        for uri in _source_uris(entry["source"][1]):
+            _check_local_source(uri, package_dir)
         weights.append(construct(item))
     return tuple(weights)
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _source_uris(node: yaml.Node) -> list[yaml.ScalarNode]:
+    """The scalars naming where weights come from: the source itself, its ``uri``, or those of
+    each item of a list of sources."""
+    if isinstance(node, yaml.ScalarNode):
+        return [node]
+    if isinstance(node, yaml.SequenceNode):
+        return [uri for item in node.value for uri in _source_uris(item)]
+    if isinstance(node, yaml.MappingNode):
+        return [v for k, v in node.value if k.value == "uri" and isinstance(v, yaml.ScalarNode)]
+    return []
+
+
+def _check_local_source(node: yaml.ScalarNode, package_dir: Path) -> None:
+    """A local source (a path, or ``file://``) must be inside the package; a remote one
+    (``hf://``, ``https://``...) is the worker's to fetch."""
+    uri = node.value
+    if node.tag != STR_TAG or (_SCHEME.match(uri) and not uri.startswith("file://")):
+        return
+    if inside(package_dir, uri.removeprefix("file://")) is None:
+        raise node_error(
+            node, f"'weights[].source' must be a path inside the package or a URL (got {uri!r})"
+        )

@@ -51,11 +51,20 @@ def predictor_schema(package_dir: Path, config: CogConfig) -> dict[str, Any]:
     if config.predictor is None:
         raise CogSpecError("no 'run' or 'predict' key: the package has no predictor", "cog.yaml")
     components: dict[str, Any] = {}
-    streaming = _add_components(package_dir, config.predictor, ("predict", "run"), "", components)
-    training = config.trainer is not None
-    if config.trainer is not None:
-        _add_components(package_dir, config.trainer, ("train",), "Training", components)
-    return build_document(components, streaming=streaming, training=training)
+    ref = config.predictor
+    try:
+        streaming = _add_components(package_dir, ref, ("predict", "run"), "", components)
+        if config.trainer is not None:
+            ref = config.trainer
+            _add_components(package_dir, ref, ("train",), "Training", components)
+    except RecursionError:
+        # Each file's tree is bounded where it is parsed; what is left is a chain of constants
+        # (X2 = X1 + 1, X1 = X0 + 1, ...) followed name by name.
+        raise CogSpecError(
+            "constants defined through too long a chain of other constants",
+            _display(package_dir, ref.file),
+        ) from None
+    return build_document(components, streaming=streaming, training=config.trainer is not None)
 
 
 def _add_components(

@@ -5,6 +5,10 @@ platform needs before a worker exists (does the reference point at something rea
 schema) is read from the syntax tree instead. :class:`ModuleSource` is that reading: what the module
 imports under which local names, which classes and functions it defines, and the values of its simple
 module-level constants, so that ``Input(choices=SCHEDULERS)`` can be resolved the way Cog would.
+
+The source is a pushed file, so it is read as hostile input: at most ``MAX_TEXT_BYTES``, and a tree
+nested more than :data:`MAX_AST_DEPTH` levels (``1+1+...`` 200,000 times, a thousand nested lists)
+is refused where it is parsed, since everything that walks the tree here recurses once per level.
 """
 
 from __future__ import annotations
@@ -14,11 +18,15 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .errors import CogSpecError
+from .packagefiles import read_text
 
 _MISSING = object()
+# Real code stays under 90 levels (CPython's own library under 50); the readers here recurse up
+# to three frames a level, which keeps them far from Python's recursion limit of 1000.
+MAX_AST_DEPTH = 200
 
 # Binary operators allowed in constant expressions such as ``le=2**32 - 1`` or ``"a" + "b"``.
 _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
@@ -272,22 +280,45 @@ def read_module(
 
     With ``package_dir``, names imported from the package's other files can be followed.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CogSpecError("file not found", display) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CogSpecError(f"cannot read file: {exc}", display) from None
-    try:
-        tree = ast.parse(text, filename=display)
-    except SyntaxError as exc:
-        raise CogSpecError(exc.msg or "invalid syntax", display, exc.lineno) from None
+    tree = cast(ast.Module, parse(read_text(path, display), display))
     module = ModuleSource(path=path, display=display, tree=tree, package_dir=package_dir)
     if siblings is not None:
         module.siblings = siblings
     for stmt in tree.body:
         _index(module, stmt)
     return module
+
+
+def parse(text: str, display: str, mode: str = "exec", line: int | None = None) -> ast.AST:
+    """``ast.parse`` for source someone else wrote: a syntax error, a tree too deep to build
+    (RecursionError, MemoryError) or to walk (deeper than MAX_AST_DEPTH) is a CogSpecError.
+    ``line`` locates errors in a fragment (a string annotation) at the line holding it."""
+    try:
+        tree = ast.parse(text, filename=display, mode=mode)
+    except SyntaxError as exc:
+        raise CogSpecError(exc.msg or "invalid syntax", display, line or exc.lineno) from None
+    except ValueError as exc:  # a NUL byte
+        raise CogSpecError(f"invalid source: {exc}", display, line) from None
+    except (RecursionError, MemoryError):
+        raise CogSpecError(_TOO_DEEP, display, line) from None
+    deepest = _deeper_than(tree, MAX_AST_DEPTH)
+    if deepest is not None:
+        raise CogSpecError(_TOO_DEEP, display, line or getattr(deepest, "lineno", None))
+    return tree
+
+
+_TOO_DEEP = f"an expression or block is nested more than {MAX_AST_DEPTH} levels deep"
+
+
+def _deeper_than(tree: ast.AST, limit: int) -> ast.AST | None:
+    """The first node found more than ``limit`` levels down, or None (walked without recursion)."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return node
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return None
 
 
 def _index(module: ModuleSource, stmt: ast.stmt, nested: bool = False) -> None:

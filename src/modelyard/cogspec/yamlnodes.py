@@ -2,6 +2,12 @@
 
 ``yaml.compose`` keeps each node's position; these helpers read values from nodes and raise
 :class:`CogSpecError` located at ``cog.yaml:<line>`` when a value has the wrong shape.
+
+The file comes from whoever pushes a package, so the loader refuses, while it composes and before
+any value is built, what lets a few hundred bytes of YAML become gigabytes or a crash: anchors
+and aliases (``&a`` / ``*a``: ten lines of them make 10^10 items), keys that are not scalars
+(a list as a key is built to be compared, aliases or not), nesting deeper than :data:`MAX_DEPTH`
+(the composer recurses once per level), and files over :data:`MAX_CONFIG_BYTES`.
 """
 
 from __future__ import annotations
@@ -17,12 +23,51 @@ CONFIG_FILE = "cog.yaml"
 STR_TAG = "tag:yaml.org,2002:str"
 NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 Entry = tuple[yaml.Node, yaml.Node]  # (key node, value node)
+# A real cog.yaml is a few kB and four levels deep (build.run[].mounts[].id).
+MAX_CONFIG_BYTES = 256 * 1024
+MAX_DEPTH = 32
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing aliases, anchors, non-scalar keys and deep nesting."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise CogSpecError(
+                "YAML anchors and aliases (&name, *name) are not allowed in cog.yaml: "
+                "write the value out",
+                CONFIG_FILE,
+                line,
+            )
+        # compose_mapping_node composes each key with index None and its value with the key.
+        is_key = isinstance(parent, yaml.MappingNode) and index is None
+        if is_key and not isinstance(event, yaml.ScalarEvent):
+            raise CogSpecError(
+                "a mapping key must be a plain value, not a list or a mapping", CONFIG_FILE, line
+            )
+        if self._depth >= MAX_DEPTH:
+            raise CogSpecError(f"nested more than {MAX_DEPTH} levels deep", CONFIG_FILE, line)
+        self._depth += 1
+        try:
+            node: yaml.Node = super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+        finally:
+            self._depth -= 1
+        return node
 
 
 def compose(text: str) -> yaml.Node | None:
     """The node tree of a YAML document (None when empty); a parse error names its line."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise CogSpecError(f"the file is larger than {MAX_CONFIG_BYTES // 1024} KiB", CONFIG_FILE)
+    loader = _Loader(text)
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        return loader.get_single_node()  # type: ignore[no-untyped-call]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "parse error"
@@ -31,6 +76,8 @@ def compose(text: str) -> yaml.Node | None:
         ) from None
     except yaml.YAMLError as exc:
         raise CogSpecError(f"invalid YAML: {exc}", CONFIG_FILE) from None
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
 
 
 def node_error(node: yaml.Node, message: str) -> CogSpecError:

@@ -16,7 +16,7 @@ from modelyard.store.tables import Version
 from .backend import Backend, InstanceSpec
 from .hardware import chosen_sku, needs_gpu, resolve
 from .jobs import PoolKey
-from .packages import PackageInfo, inspect_package, unpacked
+from .packages import PackageInfo, inspect_package, package_limits, unpacked
 from .pools import PoolPolicy
 
 
@@ -82,8 +82,12 @@ class Specs:
 
     def package_dir(self, package_key: str) -> Path:
         """The unpacked package of a version (unpacked once, shared by its instances)."""
-        return unpacked(self.blobs, self.settings.package_dir, package_key)
+        return unpacked(
+            self.blobs, self.settings.package_dir, package_key, package_limits(self.settings)
+        )
 
     def inspect_package(self, package_key: str) -> PackageInfo:
         """A pushed archive's config, schema and Cog version; raises `InvalidPackage`."""
-        return inspect_package(self.blobs, self.settings.package_dir, package_key)
+        return inspect_package(
+            self.blobs, self.settings.package_dir, package_key, package_limits(self.settings)
+        )

@@ -10,10 +10,17 @@ folder excludes its content, `!` re-includes, the last matching line wins); `cog
 kept. A symlink is stored as the file or folder it points to when that is inside the package; one
 pointing outside is an error.
 
-`unpack_package(archive, destination)` accepts only files and folders at relative paths without
-`..`, extracts them with tarfile's `data` filter (a second guard against paths leaving the folder)
-into a temporary sibling folder and renames that into place, so an existing destination is left as
-it is and concurrent unpacks of the same archive are safe.
+`pack_to(folder, stream)` writes the same archive to a file as it is made (what `modelyard push`
+uploads, so a big package is never held in memory); `pack_package` keeps it in memory.
+
+`unpack_package(archive, destination, limits=...)` reads an archive someone else made, so it first
+walks the tar headers (decompressing as it goes, extracting nothing) and refuses it as soon as one
+of `PackageLimits` is passed: entries, bytes of files, bytes of files per byte of archive (a tar
+bomb). It accepts only regular files and folders at relative paths without `..`, with bounded
+names and header records (a pax header of a gigabyte would otherwise be read into memory). Only
+then does it extract, with tarfile's `data` filter (a second guard against paths leaving the
+folder), into a temporary sibling folder renamed into place: an existing destination is left as it
+is, concurrent unpacks of the same archive are safe, and a refused archive leaves nothing.
 
 See docs/push.md for the archive format and the push endpoint.
 """
@@ -24,120 +31,79 @@ import gzip
 import hashlib
 import io
 import os
-import re
 import shutil
 import stat
 import tarfile
 import tempfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
+
+from modelyard.cogspec.errors import one_line
+
+from .dockerignore import DockerIgnore, PatternError
 
 DEFAULT_LIMIT = 2 * 1024**3  # bytes of file content a package may hold
 ALWAYS_EXCLUDED_DIRS = frozenset({".git", "__pycache__", ".cog", ".venv"})
 ALWAYS_EXCLUDED_SUFFIXES = (".pyc",)
 _CHUNK = 1024 * 1024
+# A pax or GNU long-name record is read whole into memory by tarfile: a path and a few attributes
+# need a few kB. Linux refuses longer paths and names anyway.
+_MAX_HEADER_RECORD = 64 * 1024
+_MAX_PATH = 4096
+_MAX_NAME = 255
 
 
 class PackageError(ValueError):
     """A package that cannot be packed or an archive that cannot be unpacked; `str()` is one line."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))  # it may quote names the archive's author chose
+
+
+class PackageTooLarge(PackageError):
+    """An archive past one of its `PackageLimits` (answered 413 by the server)."""
+
+
+@dataclass(frozen=True)
+class PackageLimits:
+    """What an archive may expand to, checked from its headers before anything is extracted.
+
+    `max_ratio` is the most bytes of files per byte of archive once the files pass `ratio_floor`
+    bytes (0: no check): code and weights compress 1 to 10 times, a tar bomb a thousand times.
+    """
+
+    max_bytes: int = DEFAULT_LIMIT
+    max_entries: int = 20_000
+    max_ratio: int = 100
+    ratio_floor: int = 64 * 1024 * 1024
+
+
+DEFAULT_LIMITS = PackageLimits()
+
+
+@dataclass(frozen=True)
+class Packed:
+    """What `pack_to` wrote: the hex sha256 of the archive's bytes, their number, the number of
+    files and their total size in bytes (before compression)."""
+
+    sha256: str
+    archive_size: int
+    files: int
+    size: int
+
 
 @dataclass(frozen=True)
 class PackedPackage:
-    """A packed package: the archive's bytes, the hex sha256 of those bytes, the number of files
-    and their total size in bytes (before compression)."""
+    """A packed package held in memory: the archive's bytes, the hex sha256 of those bytes, the
+    number of files and their total size in bytes (before compression)."""
 
     data: bytes
     sha256: str
     files: int
     size: int
-
-
-class DockerIgnore:
-    """The patterns of a `.dockerignore`, matched as Docker (moby's patternmatcher) matches them."""
-
-    def __init__(self, lines: list[str]) -> None:
-        self.patterns: list[tuple[re.Pattern[str], bool]] = []
-        for raw in lines:
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            negate = line.startswith("!")
-            if negate:
-                line = line[1:].strip()
-            line = os.path.normpath(line).lstrip("/") if line else line
-            if not line or line == ".":
-                continue
-            self.patterns.append((re.compile(_pattern_regex(line)), negate))
-        self.has_negations = any(negate for _, negate in self.patterns)
-
-    @classmethod
-    def read(cls, directory: Path) -> DockerIgnore:
-        path = directory / ".dockerignore"
-        if not path.is_file():
-            return cls([])
-        return cls(path.read_text(encoding="utf-8", errors="replace").splitlines())
-
-    def excludes(self, relpath: str) -> bool:
-        """Whether the slash-separated path relative to the package root is left out."""
-        parents = relpath.split("/")[:-1]
-        prefixes = ["/".join(parents[: i + 1]) for i in range(len(parents))]
-        excluded = False
-        for regex, negate in self.patterns:
-            if negate != excluded:  # only an exclusion can flip an excluded path back
-                continue
-            if regex.match(relpath) or any(regex.match(p) for p in prefixes):
-                excluded = not negate
-        return excluded
-
-
-def _pattern_regex(pattern: str) -> str:
-    out, i = ["^"], 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if pattern.startswith("**", i):
-            i += 2
-            if pattern.startswith("/", i):
-                i += 1
-            out.append(".*" if i >= len(pattern) else "(.*/)?")
-            continue
-        if ch == "*":
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "\\" and i + 1 < len(pattern):
-            i += 1
-            out.append(re.escape(pattern[i]))
-        elif ch == "[":
-            i = _char_class(pattern, i, out)
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    out.append("$")
-    return "".join(out)
-
-
-def _char_class(pattern: str, start: int, out: list[str]) -> int:
-    """Append the regex of the `[...]` class at `start` (`^` negates, `\\` escapes, `a-z` ranges);
-    return the index of its closing `]`."""
-    i = start + 1
-    parts = ["["]
-    if pattern.startswith("^", i):
-        parts.append("^")
-        i += 1
-    while i < len(pattern) and pattern[i] != "]":
-        if pattern[i] == "\\" and i + 1 < len(pattern):
-            i += 1
-            parts.append(re.escape(pattern[i]))
-        else:
-            parts.append("-" if pattern[i] == "-" else re.escape(pattern[i]))
-        i += 1
-    if i >= len(pattern):
-        raise PackageError(f".dockerignore: unclosed '[' in {pattern!r}")
-    out.append("".join(parts) + "]")
-    return i
 
 
 @dataclass(frozen=True)
@@ -149,7 +115,16 @@ class _Entry:
 
 
 def pack_package(directory: Path, *, limit: int = DEFAULT_LIMIT) -> PackedPackage:
-    """Pack the Cog package in `directory` into a deterministic gzip'd tar archive.
+    """Pack the Cog package in `directory` into a deterministic gzip'd tar archive, in memory
+    (for small packages; `pack_to` writes a big one to a file as it goes)."""
+    buffer = io.BytesIO()
+    packed = pack_to(directory, buffer, limit=limit)
+    return PackedPackage(buffer.getvalue(), packed.sha256, packed.files, packed.size)
+
+
+def pack_to(directory: Path, stream: BinaryIO, *, limit: int = DEFAULT_LIMIT) -> Packed:
+    """Write the deterministic gzip'd tar archive of the Cog package in `directory` to `stream`,
+    hashing it on the way (never more than a chunk in memory).
 
     Raises `PackageError` when there is no `cog.yaml`, a symlink points outside the package or
     nowhere, a path is neither a file nor a folder, or the files add up to more than `limit` bytes.
@@ -160,7 +135,10 @@ def pack_package(directory: Path, *, limit: int = DEFAULT_LIMIT) -> PackedPackag
     if not (root / "cog.yaml").is_file():
         raise PackageError(f"{root} has no cog.yaml: a Cog package needs one")
     real_root = root.resolve()
-    ignore = DockerIgnore.read(root)
+    try:
+        ignore = DockerIgnore.read(root)
+    except PatternError as exc:
+        raise PackageError(str(exc)) from None
     entries = sorted(
         _walk(root, real_root, "", ignore, {real_root}), key=lambda e: e.name.split("/")
     )
@@ -170,16 +148,33 @@ def pack_package(directory: Path, *, limit: int = DEFAULT_LIMIT) -> PackedPackag
             f"the package holds {_mb(size)} of files, more than the limit of {_mb(limit)}"
             " (leave large files out with .dockerignore and download them in setup())"
         )
-    buffer = io.BytesIO()
+    out = _Hashing(stream)
     with (
-        gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=6) as gz,
+        gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=6) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
         for entry in entries:
             _add(tar, entry)
-    data = buffer.getvalue()
     files = sum(1 for e in entries if e.path is not None)
-    return PackedPackage(data, hashlib.sha256(data).hexdigest(), files, size)
+    return Packed(out.sha256.hexdigest(), out.size, files, size)
+
+
+class _Hashing(io.RawIOBase):
+    """A write-only stream that hashes and counts what goes through it to `stream`."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.sha256.update(data)
+        self.size += len(data)
+        self.stream.write(data)
+        return len(data)
 
 
 def _walk(
@@ -240,31 +235,36 @@ def _add(tar: tarfile.TarFile, entry: _Entry) -> None:
 
 
 def unpack_package(
-    archive: bytes | Path | str, destination: Path, *, limit: int = DEFAULT_LIMIT
+    archive: bytes | Path | str,
+    destination: Path,
+    *,
+    limits: PackageLimits = DEFAULT_LIMITS,
+    limit: int | None = None,
 ) -> None:
     """Extract a package archive (its bytes, or a path to it) into `destination`.
 
-    An existing `destination` is left as it is. Raises `PackageError` for an archive that is not a
-    gzip'd tar, holds an unsafe path (absolute or with `..`), anything but files and folders (links,
-    devices), or more than `limit` bytes of files.
+    An existing `destination` is left as it is. Raises `PackageTooLarge` for an archive past
+    `limits` (`limit`, when given, is their `max_bytes`) and `PackageError` for one that is not a
+    gzip'd tar, holds an unsafe path (absolute or with `..`), or anything but files and folders
+    (links, devices); both before anything is extracted, leaving nothing behind.
     """
+    if limit is not None:
+        limits = replace(limits, max_bytes=limit)
     destination = Path(destination)
     if destination.exists():
         return
     destination.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    if isinstance(archive, (bytes, bytearray, memoryview)):
+        source: BinaryIO = io.BytesIO(archive)
+        size = len(archive)
+    else:
+        source = open(archive, "rb")  # noqa: SIM115 - closed by the with below
+        size = os.fstat(source.fileno()).st_size
+    scratch: Path | None = None
     try:
-        if isinstance(archive, (bytes, bytearray, memoryview)):
-            source: io.BufferedIOBase = io.BytesIO(archive)
-        else:
-            source = open(archive, "rb")  # noqa: SIM115 - closed by the with below
-        with source, tarfile.open(fileobj=source, mode="r:gz") as tar:
-            members = tar.getmembers()
-            for member in members:
-                _check_member(member)
-            total = sum(m.size for m in members if m.isfile())
-            if total > limit:
-                raise PackageError(f"the archive holds {_mb(total)}, more than {_mb(limit)}")
+        with source, tarfile.open(fileobj=source, mode="r:gz", tarinfo=_Header) as tar:
+            members = _checked_members(tar, size, limits)
+            scratch = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
             tar.extractall(scratch, members=members, filter="data")
         os.chmod(scratch, 0o755)
         try:
@@ -277,18 +277,79 @@ def unpack_package(
         raise PackageError(f"unsafe archive: {exc}") from exc
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise PackageError(f"not a package archive (a gzip'd tar): {exc}") from exc
+    except RecursionError:  # tarfile follows a chain of pax headers by recursion
+        raise PackageError("not a package archive: too many headers in a row") from None
     finally:
-        if scratch.exists():
+        if scratch is not None and scratch.exists():
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _checked_members(
+    tar: tarfile.TarFile, archive_size: int, limits: PackageLimits
+) -> list[tarfile.TarInfo]:
+    """The archive's members, read header by header (each file's content is skipped, not
+    extracted); the first one past a limit ends the reading with an error."""
+    members: list[tarfile.TarInfo] = []
+    total = 0
+    for member in tar:
+        _check_member(member)
+        members.append(member)
+        if len(members) > limits.max_entries:
+            raise PackageTooLarge(
+                f"the archive holds more than {limits.max_entries} files and folders"
+            )
+        total += member.size if member.isreg() else 0
+        if total > limits.max_bytes:
+            raise PackageTooLarge(
+                f"the archive expands to more than {_mb(limits.max_bytes)} of files"
+            )
+        if limits.max_ratio and total > max(limits.ratio_floor, limits.max_ratio * archive_size):
+            raise PackageTooLarge(
+                f"the archive expands to more than {limits.max_ratio} times its size "
+                f"({_mb(archive_size)} compressed)"
+            )
+    return members
+
+
+_RECORD_TYPES = (
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+)
+
+
+class _Header(tarfile.TarInfo):
+    """A TarInfo that refuses a long-name or pax record too big to hold in memory before
+    tarfile reads it (tarfile reads such a record whole)."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _RECORD_TYPES and self.size > _MAX_HEADER_RECORD:
+            raise PackageError(
+                f"unsafe archive: a header record of {self.size} bytes (at most "
+                f"{_MAX_HEADER_RECORD})"
+            )
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
 def _check_member(member: tarfile.TarInfo) -> None:
-    """Only files and folders at relative paths that stay inside; the `data` filter checks again."""
-    parts = member.name.split("/")
-    if member.name.startswith("/") or ".." in parts:
-        raise PackageError(f"unsafe archive: {member.name!r} leaves the destination")
-    if not (member.isfile() or member.isdir()):
-        raise PackageError(f"unsafe archive: {member.name!r} is neither a file nor a folder")
+    """Only regular files and folders at relative paths that stay inside, with names the
+    filesystem takes; the `data` filter checks the paths again."""
+    name = member.name
+    shown = one_line(repr(name), 100)
+    parts = name.split("/")
+    if name.startswith("/") or ".." in parts:
+        raise PackageError(f"unsafe archive: {shown} leaves the destination")
+    regular = member.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and member.sparse is None
+    if not (regular or member.type == tarfile.DIRTYPE):
+        raise PackageError(f"unsafe archive: {shown} is neither a file nor a folder")
+    if (
+        "\0" in name
+        or len(os.fsencode(name)) > _MAX_PATH
+        or any(len(os.fsencode(part)) > _MAX_NAME for part in parts)
+    ):
+        raise PackageError(f"unsafe archive: {shown} is not a valid path")
 
 
 def _mb(size: int) -> str:

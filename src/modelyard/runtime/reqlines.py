@@ -162,6 +162,12 @@ def local_requirement_files(
     return tuple(out)
 
 
+def local_paths(requirements: Iterable[str]) -> tuple[str, ...]:
+    """The local paths the lines reference, as written (``-r x.txt`` → ``x.txt``)."""
+    refs = (_local_ref(clean(raw)) for raw in requirements)
+    return tuple(ref[1] for ref in refs if ref is not None)
+
+
 def _absolute_paths(line: str, package_dir: Path | None) -> str:
     """Make the local path a line references absolute (uv runs outside the package dir)."""
     ref = _local_ref(line)
