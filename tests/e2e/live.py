@@ -87,6 +87,7 @@ class LiveServer:
     token: str = ""
     log_path: Path | None = None
     env: dict[str, str] = field(default_factory=dict)  # over this process's environment
+    log_dir: Path | None = None  # where the server's log goes (default: the data folder)
 
     @property
     def url(self) -> str:
@@ -106,7 +107,7 @@ class LiveServer:
         return self._launch()
 
     def _launch(self) -> LiveServer:
-        self.log_path = self.data_dir / f"server-{int(time.time() * 1000)}.log"
+        self.log_path = (self.log_dir or self.data_dir) / f"server-{int(time.time() * 1000)}.log"
         args = [
             "serve",
             "--port", str(self.port),

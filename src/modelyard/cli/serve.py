@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
@@ -68,6 +69,15 @@ def serve(
     upload_limit: Annotated[int, typer.Option(help="Largest Files API upload, bytes.")] = (
         100 * 1024 * 1024
     ),
+    package_limit: Annotated[
+        int, typer.Option(help="Largest pushed package archive, bytes (docs/push.md).")
+    ] = Settings.package_limit,
+    package_max_entries: Annotated[
+        int, typer.Option(help="Most files and folders a pushed package may hold.")
+    ] = Settings.package_max_entries,
+    package_max_expanded: Annotated[
+        int, typer.Option(help="Most bytes of files a pushed package may unpack to.")
+    ] = Settings.package_max_expanded,
     file_expiry: Annotated[float, typer.Option(help="Seconds an uploaded file lives.")] = 86400.0,
     output_expiry: Annotated[
         float | None, typer.Option(help="Seconds output files live (default: kept).")
@@ -127,11 +137,19 @@ def serve(
             help="Refuse webhooks and file-input URLs to private addresses (shared servers)."
         ),
     ] = False,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            help="Run every model worker in a bubblewrap sandbox (docs/security.md); "
+            "--no-sandbox only for trusted models on machines without user namespaces."
+        ),
+    ] = True,
 ) -> None:
     """Run the API, the engine and the web pages on one port."""
     import uvicorn
 
     from modelyard.engine.catalog import default_catalog_dir
+    from modelyard.logs import logging_config
     from modelyard.platform import build_app
 
     for username in (admin, catalog_owner):
@@ -148,6 +166,9 @@ def serve(
         max_instances=max_instances,
         idle_timeout=idle_timeout,
         upload_limit=upload_limit,
+        package_limit=package_limit,
+        package_max_entries=package_max_entries,
+        package_max_expanded=package_max_expanded,
         file_expiry=file_expiry,
         output_expiry=output_expiry,
         rate_limits=RateLimits(creates_per_minute, requests_per_minute),
@@ -165,6 +186,8 @@ def serve(
         lease_ttl=lease_ttl,
     )
     _preflight(settings)
+    if settings.backend == "local":
+        _sandbox_preflight(sandbox)
     _hold_database(settings)
     db = open_database(folder, database_url)
     password = secrets.token_urlsafe(12)
@@ -190,6 +213,7 @@ def serve(
         ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
         ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
         log_level="warning",
+        log_config=logging_config(),  # repeated warnings and errors rate-limited (logs.py)
         loop="uvloop",
         http="httptools",
         timeout_graceful_shutdown=5,
@@ -232,6 +256,26 @@ def _preflight(settings: Settings) -> None:
     ) as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _sandbox_preflight(wanted: bool) -> None:
+    """With the sandbox: refuse to start, in one line, where bubblewrap cannot run. Without:
+    say so loudly, and tell the workers (runtime/sandbox.py reads the variable)."""
+    from modelyard.runtime import sandbox
+
+    if not wanted:
+        os.environ[sandbox.SANDBOX_ENV] = "off"
+        typer.echo(sandbox.loud_warning(), err=True)
+        return
+    os.environ.pop(sandbox.SANDBOX_ENV, None)
+    reason = sandbox.unavailable_reason()
+    if reason is not None:
+        typer.echo(
+            f"Error: cannot sandbox model workers: {reason}; install bubblewrap "
+            "(apt-get install bubblewrap) or pass --no-sandbox",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 class _RayUnusable(Exception):

@@ -12,9 +12,8 @@ Inputs: this server's own `/v1/files/{id}` URLs are rewritten to their delivery 
 through an in-process transport, so a model reads them without a network hop or a token.
 Signed download URLs of this server are read the same way (anyone holding one may use it).
 
-Signing: `signature` = standard base64 of HMAC-SHA256 over `"{owner} {id} {expiry}"` (the
-string Replicate's spec names), keyed by a key derived from the server secret in
-`data_dir/secret.key` (32 random bytes, hex, made on first use; replicas must share it).
+Signing: signing.py (the server secret and the download signatures). A full disk while storing
+outputs fails with `NoSpaceLeft` (store/space.py), after letting go of what was copied.
 """
 
 from __future__ import annotations
@@ -22,15 +21,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import hmac
+import logging
 import mimetypes
 import os
 import re
-import secrets
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,19 +54,22 @@ from modelyard.store.files import (
     list_files,
     owner_username,
 )
+from modelyard.store.space import NoSpaceLeft, out_of_space
 from modelyard.store.tables import File, utcnow
 
+from .filetransport import DeliveryTransport
 from .netguard import PublicOnlyTransport
+from .signing import SECRET_FILE, download_signature, signing_key  # noqa: F401 - SECRET_FILE: re-exported
 from .urls import Urls
 from .views import timestamp
 
 _OWN_FILE = re.compile(r"^/(?:v1/)?files/([0-9a-z]{26})(?:/download)?$")
 _DOWNLOAD = re.compile(r"^/(?:v1/)?files/([0-9a-z]{26})/download$")
 _DELIVERY = re.compile(r"^/delivery/([A-Za-z0-9_-]+)/[^/]+$")
-SECRET_FILE = "secret.key"
 PURGE_EVERY = 60.0  # seconds between sweeps of expired files
 PURGE_BATCH = 500
 MAX_NAME_BYTES = 255
+log = logging.getLogger(__name__)
 
 
 # Output files are hashed and copied into blobs here, never on the event loop; a pool of its own
@@ -126,7 +127,11 @@ class FileService:
             created_at=now,
             expires_at=now + timedelta(seconds=self.settings.file_expiry),
         )
-        return self.save(new, blob)
+        try:
+            return self.save(new, blob)
+        except BaseException:  # no record (a full disk): the bytes must not stay behind
+            self._let_go([blob])
+            raise
 
     def upload(self, account_id: int, file_id: str) -> File | None:
         """The account's uploaded file, unless it expired (another account's is None too)."""
@@ -256,8 +261,8 @@ class FileService:
         self, account_id: int, prediction_id: str, paths: list[Path | StoredFile]
     ) -> list[File]:
         """Blobs for the files at `paths` (a StoredFile is one already) and their records, added
-        in one transaction (when a file cannot be read, none is recorded and the bytes already
-        stored are let go)."""
+        in one transaction. When a file cannot be read or stored, none is recorded and the bytes
+        already stored are let go; a full disk raises `NoSpaceLeft`, which says so."""
         blobs: list[Blob] = []
         try:
             blobs.extend(
@@ -266,28 +271,38 @@ class FileService:
                 else Blob(key=path.key, size=path.size, md5=path.md5)
                 for path in paths
             )
-        except BaseException:
-            for blob in blobs:
-                self.drop_unused_blob(blob.key)
+            expiry, now = self.settings.output_expiry, utcnow()
+            with self.db.session() as session:
+                return [
+                    add_file(
+                        session,
+                        NewFile(
+                            account_id=account_id,
+                            name=path.name,
+                            content_type=guess_type(path.name),
+                            purpose="output",
+                            prediction_id=prediction_id,
+                            created_at=now,
+                            expires_at=None if expiry is None else now + timedelta(seconds=expiry),
+                        ),
+                        blob,
+                    )
+                    for path, blob in zip(paths, blobs, strict=True)
+                ]
+        except BaseException as exc:
+            self._let_go(blobs)
+            if out_of_space(exc):
+                raise NoSpaceLeft("the prediction's output files could not be stored") from exc
             raise
-        expiry, now = self.settings.output_expiry, utcnow()
-        with self.db.session() as session:
-            return [
-                add_file(
-                    session,
-                    NewFile(
-                        account_id=account_id,
-                        name=path.name,
-                        content_type=guess_type(path.name),
-                        purpose="output",
-                        prediction_id=prediction_id,
-                        created_at=now,
-                        expires_at=None if expiry is None else now + timedelta(seconds=expiry),
-                    ),
-                    blob,
-                )
-                for path, blob in zip(paths, blobs, strict=True)
-            ]
+
+    def _let_go(self, blobs: list[Blob]) -> None:
+        """Drop blobs stored for records that were then not made (unless something else
+        stores the same bytes); a failure here must not hide the one that caused it."""
+        for blob in blobs:
+            try:
+                self.drop_unused_blob(blob.key)
+            except Exception:
+                log.warning("could not drop the unused blob %s", blob.key, exc_info=True)
 
     def drop_unused_blob(self, key: str) -> bool:
         """Delete a blob no record refers to (bytes stored for something that was then refused);
@@ -356,7 +371,7 @@ class FileService:
         return httpx.AsyncClient(
             timeout=httpx.Timeout(60.0, connect=10.0),
             follow_redirects=True,
-            mounts={origin: _DeliveryTransport(self)},
+            mounts={origin: DeliveryTransport(self.local_file)},
             transport=None if self.settings.allow_private_urls else PublicOnlyTransport(),
         )
 
@@ -366,37 +381,6 @@ class FileService:
         if match is not None:
             return self.delivered(match.group(1))
         return self.on_disk(self._signed_url_file(str(url)))
-
-
-class _DeliveryTransport(httpx.AsyncBaseTransport):
-    def __init__(self, files: FileService) -> None:
-        self.files = files
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        # The record is read and the blob may be downloaded (S3 storage): not on the loop.
-        found = await asyncio.to_thread(self.files.local_file, request.url)
-        if found is None:
-            return httpx.Response(404, request=request)
-        file, path = found
-        return httpx.Response(
-            200,
-            headers={"content-type": file.content_type, "content-length": str(file.size)},
-            stream=_FileStream(path),
-            request=request,
-        )
-
-
-class _FileStream(httpx.AsyncByteStream):
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        stream = await asyncio.to_thread(self.path.open, "rb")
-        try:  # each read in a thread too: a big input must not hold up the loop on the disk
-            while chunk := await asyncio.to_thread(stream.read, 1 << 20):
-                yield chunk
-        finally:
-            stream.close()
 
 
 def _collect(value: Any, paths: list[Path | StoredFile]) -> None:
@@ -443,35 +427,3 @@ def clean_name(name: str | None) -> str:
             stem, ext, budget = text, "", MAX_NAME_BYTES
         text = stem.encode()[:budget].decode(errors="ignore") + ext
     return text
-
-
-def signing_key(data_dir: Path) -> bytes:
-    """The key of download signatures, derived from the server secret (made on first use)."""
-    secret = _server_secret(data_dir / SECRET_FILE)
-    return hmac.new(secret, b"modelyard files.download", "sha256").digest()
-
-
-def download_signature(key: bytes, file_id: str, owner: str, expiry: int) -> str:
-    """Standard base64 of HMAC-SHA256 over `"{owner} {id} {expiry}"`, as Replicate's spec says."""
-    message = f"{owner} {file_id} {expiry}".encode()
-    return base64.b64encode(hmac.new(key, message, "sha256").digest()).decode()
-
-
-def _server_secret(path: Path) -> bytes:
-    """The server secret, made once: written to a temporary file and linked into place, so
-    processes starting together agree on one secret and never read a half-written file."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        tmp.write_text(secrets.token_hex(32) + "\n")
-        tmp.chmod(0o600)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
-    secret = path.read_bytes().strip()
-    if not secret:
-        raise RuntimeError(f"{path} is empty; delete it to make a new server secret")
-    return hashlib.sha256(secret).digest()

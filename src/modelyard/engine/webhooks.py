@@ -14,6 +14,13 @@ that stays the same on every try), then a sender task posts the due rows, one at
 prediction so they arrive in order. Intermediate webhooks get one try. The terminal one is tried
 again on a network error or any non-2xx answer (redirects are never followed) after each of
 `settings.webhook_retry_delays`, then abandoned. Pending rows survive a restart and go out after it.
+
+The terminal webhook's row commits in the transaction of the terminal event (an EventLog
+companion, `terminal_writes`), so neither is ever stored without the other. Delivery is at least
+once: a try is recorded after the receiver answers, so a crash in between (or a `stop` that cuts
+a try short) sends it again after the restart, with the same `webhook-id` for receivers to
+deduplicate by. Otherwise it is sent once: while the database refuses the record (a full disk),
+recording is retried until it sticks, and the row stays claimed by this process meanwhile.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import logging
 from collections.abc import Callable
@@ -31,13 +39,13 @@ from typing import Any
 
 import httpx
 from sqlalchemy import Connection
-from sqlalchemy.exc import SQLAlchemyError
-from standardwebhooks import Webhook
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from modelyard import __version__
 from modelyard.settings import Settings
 from modelyard.store.database import Database
 from modelyard.store.predictions import TERMINAL, NewEvent, get_prediction
+from modelyard.store.space import NO_SPACE, out_of_space
 from modelyard.store.tables import Prediction, utcnow
 from modelyard.store.webhooks import (
     NewDelivery,
@@ -51,9 +59,9 @@ from modelyard.store.webhooks import (
 from modelyard.store.writer import Writer
 
 from .eventlog import EventLog
-from .netguard import private_address
 from .urls import Urls
 from .views import prediction_json
+from .webhook_post import post
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +71,10 @@ THROTTLE = 0.5  # seconds between two `output`/`logs` webhooks of one prediction
 POLL = 1.0  # rows stored by another process on the same database are seen this late
 MAX_IN_FLIGHT = 32
 LEASE_MARGIN = 30.0  # seconds a claim outlives the webhook timeout (then another try may go)
-SETTLE_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 10.0)  # recording a try, when it fails
+# Seconds between tries of recording a try while the database refuses it (the last repeats,
+# for as long as it takes: giving up would send a delivered webhook again).
+SETTLE_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
+STOP_GRACE = 5.0  # seconds `stop()` lets tries in flight finish (and be recorded), at most
 USER_AGENT = f"Modelyard-Webhooks/{__version__}"
 
 
@@ -135,6 +146,9 @@ class WebhookOutbox:
         self._sender = asyncio.create_task(self._send_forever(), name="webhook-outbox")
 
     async def stop(self) -> None:
+        """Stop taking rows; let the tries in flight finish and be recorded (within
+        `STOP_GRACE`: a try cut short is sent again after the restart, at least once); give
+        back the claims of those that did not."""
         for window in self._windows.values():
             if window.timer is not None:
                 window.timer.cancel()
@@ -144,12 +158,19 @@ class WebhookOutbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
             self._sender = None
+        if self._in_flight:
+            grace = min(STOP_GRACE, self.settings.webhook_timeout)
+            await asyncio.wait(list(self._in_flight.values()), timeout=grace)
         claimed = list(self._in_flight)
         for task in list(self._in_flight.values()):
             task.cancel()
         await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
-        # unsettled tries are due again at the next start
-        await self.writer.write_session(lambda session: release(session, claimed))
+        if claimed:  # unsettled tries are due again at the next start
+            try:
+                await self.writer.write_session(lambda session: release(session, claimed))
+            except SQLAlchemyError as exc:  # a full disk: they are due when their claims lapse
+                log.warning("webhook outbox: %d claims not given back (%s)", len(claimed),
+                            str(exc).splitlines()[0][:200])  # fmt: skip
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -292,8 +313,11 @@ class WebhookOutbox:
                 wait = await self._dispatch()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("webhook outbox: reading pending deliveries failed")
+            except Exception as exc:
+                if out_of_space(exc):  # claiming a row writes: it waits for space, quietly
+                    log.warning("webhook outbox: %s; deliveries wait for space", NO_SPACE)
+                else:
+                    log.exception("webhook outbox: reading pending deliveries failed")
                 wait = POLL
             # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives as
             # the wake-up does, and stop() would then wait for this loop forever.
@@ -335,7 +359,10 @@ class WebhookOutbox:
     async def _attempt(self, row: PendingDelivery) -> None:
         try:
             try:
-                error, retry = await self._post(row)
+                assert self._http is not None, "the outbox was not started"
+                error, retry = await post(
+                    self._http, row, allow_private=self.settings.allow_private_urls
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # counted as a failed try, so a bad row cannot loop forever
@@ -353,11 +380,13 @@ class WebhookOutbox:
             self.wake()
 
     async def _settle(self, row: PendingDelivery, error: str | None, retry: bool) -> None:
-        """Record the try, retrying while the database refuses (a full disk): a delivered
-        webhook whose record is lost would be sent again when its claim runs out. The row stays
-        in flight meanwhile, so this process does not send it again either."""
+        """Record the try, retrying for as long as the database cannot take it (a full disk, a
+        lost connection: an OperationalError): a delivered webhook whose record is lost would be
+        sent again when its claim runs out. The row stays in flight meanwhile, so this process
+        does not send it again (only `stop` ends the wait; the row is then sent again after the
+        restart, at least once). Any other database error ends it after the retry schedule."""
         delays = self.settings.webhook_retry_delays
-        for wait in (*SETTLE_RETRY_DELAYS, None):
+        for failures in itertools.count():
             try:
                 await self.writer.write_session(
                     lambda session: record_attempt(
@@ -366,49 +395,9 @@ class WebhookOutbox:
                 )
                 return
             except SQLAlchemyError as exc:
-                if wait is None:
+                if failures >= len(SETTLE_RETRY_DELAYS) and not isinstance(exc, OperationalError):
                     raise
+                wait = SETTLE_RETRY_DELAYS[min(failures, len(SETTLE_RETRY_DELAYS) - 1)]
                 log.warning("webhook %s: recording the try failed (%s); again in %g s",
                             row.message_id, str(exc).splitlines()[0][:200], wait)  # fmt: skip
                 await asyncio.sleep(wait)
-
-    async def _post(self, row: PendingDelivery) -> tuple[str | None, bool]:
-        """One signed POST: (None, _) when delivered, else (why, whether a retry may help)."""
-        assert self._http is not None, "the outbox was not started"
-        try:
-            target = httpx.URL(row.url)
-        except httpx.InvalidURL as exc:
-            return f"not a valid URL: {exc}", False
-        if target.scheme not in ("http", "https") or not target.host:
-            return "not a valid URL: it needs http(s) and a host", False
-        refusal = await self._refusal(target.host)
-        if refusal is not None:
-            return refusal, False
-        timestamp = utcnow()
-        signature = Webhook(row.secret).sign(row.message_id, timestamp, row.body.decode())
-        headers = {
-            "content-type": "application/json",
-            "webhook-id": row.message_id,
-            "webhook-timestamp": str(int(timestamp.timestamp())),
-            "webhook-signature": signature,
-        }
-        try:
-            response = await self._http.post(row.url, content=row.body, headers=headers)
-        except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}".rstrip(": "), True
-        if response.is_success:
-            return None, True
-        if response.is_redirect:
-            where = response.headers.get("location", "")
-            return f"HTTP {response.status_code} (redirects are not followed) to {where}", True
-        return f"HTTP {response.status_code}", True
-
-    async def _refusal(self, host: str) -> str | None:
-        """Why `host` may not be posted to, when private targets are off (a multi-tenant server:
-        a webhook must not reach into the server's own network)."""
-        if self.settings.allow_private_urls:
-            return None
-        refusal = await private_address(host)
-        if refusal is None:
-            return None
-        return f"{refusal} and this server does not send webhooks to private addresses"
