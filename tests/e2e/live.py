@@ -88,6 +88,9 @@ class LiveServer:
     log_path: Path | None = None
     env: dict[str, str] = field(default_factory=dict)  # over this process's environment
     log_dir: Path | None = None  # where the server's log goes (default: the data folder)
+    # The tests' temporary folders (where their gate files are) shown to the sandboxed workers,
+    # read-only: they hold the data folder too, so the sandbox's own tests turn this off.
+    share_test_folders: bool = True
 
     @property
     def url(self) -> str:
@@ -106,6 +109,9 @@ class LiveServer:
                 self.port = free_port()
         return self._launch()
 
+    def _shares(self) -> bool:
+        return self.share_test_folders and "--no-sandbox" not in self.extra_args
+
     def _launch(self) -> LiveServer:
         self.log_path = (self.log_dir or self.data_dir) / f"server-{int(time.time() * 1000)}.log"
         args = [
@@ -116,6 +122,7 @@ class LiveServer:
             "--ssl-keyfile", str(self.tls.key),
             *self.extra_args,
             *([] if "--catalog" in self.extra_args else ["--no-catalog"]),
+            *(["--sandbox-share", str(self.data_dir.parent)] if self._shares() else []),
         ]  # fmt: skip
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
@@ -254,10 +261,13 @@ def fixture_package(name: str) -> Path:
 
 @contextmanager
 def serving(
-    factory: pytest.TempPathFactory, tls: Tls, name: str, *args: str
+    factory: pytest.TempPathFactory, tls: Tls, name: str, *args: str, share: bool = True
 ) -> Iterator[LiveServer]:
-    """A started server on a fresh data folder (`name` names it) with extra `serve` args."""
-    live = LiveServer(data_dir=factory.mktemp(name), tls=tls, extra_args=list(args)).start()
+    """A started server on a fresh data folder (`name` names it) with extra `serve` args
+    (`share`: LiveServer.share_test_folders)."""
+    live = LiveServer(
+        data_dir=factory.mktemp(name), tls=tls, extra_args=list(args), share_test_folders=share
+    ).start()
     try:
         yield live
     finally:
@@ -284,7 +294,10 @@ def workers(server: LiveServer) -> set[int]:
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if os.path.basename(argv[0]) == b"bwrap":  # the sandbox around a worker, not one
+                continue
+            cmdline = b" ".join(argv)
             if b"modelyard_worker" in cmdline and os.readlink(entry / "cwd").startswith(root):
                 found.add(int(entry.name))
         except OSError:  # gone while we looked

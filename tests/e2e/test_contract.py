@@ -37,8 +37,16 @@ def test_every_operation_answers_in_the_spec_shape(server: LiveServer, hello: st
         http.get("/v1/collections")
         http.get("/v1/collections/no-such-collection")
         # models
-        http.post("/v1/models", json={"owner": "admin", "name": "contract", "visibility": "private",
-                                      "hardware": "cpu", "description": "for the contract test"})
+        http.post(
+            "/v1/models",
+            json={
+                "owner": "admin",
+                "name": "contract",
+                "visibility": "private",
+                "hardware": "cpu",
+                "description": "for the contract test",
+            },
+        )
         http.post("/v1/models", json={"owner": "admin"})  # 422: name missing
         http.get("/v1/models")
         http.get("/v1/models/admin/contract")

@@ -93,7 +93,9 @@ def test_lifecycle_with_the_official_client(
     assert client.deployments.get("admin/dep").current_release.number == 1
     assert "dep" in [d.name for d in client.deployments.list().results]
 
-    prediction = client.deployments.predictions.create(deployment="admin/dep", input={"name": "Ada"})
+    prediction = client.deployments.predictions.create(
+        deployment="admin/dep", input={"name": "Ada"}
+    )
     prediction.wait()
     assert prediction.status == "succeeded", prediction.error
     assert prediction.output == "hello Ada"

@@ -9,7 +9,6 @@ time is read from their statuses while both are held on gate files, never from a
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -93,14 +92,13 @@ def test_cold_boot_stays_starting_and_logs_the_setup(
 
 
 def test_idle_instances_stop_and_come_back(brief: LiveServer) -> None:
-    """`--idle-timeout 1`: the worker goes away after its prediction; the next one boots anew."""
+    """`--idle-timeout 1`: the worker goes away after its prediction; the next one boots anew.
+    (Pids are the host's, from /proc: in the sandbox a worker sees its own PID namespace.)"""
     version = brief.push(fixture_package("crash"), "admin/crash")
     client = brief.replicate()
-    first_pid = client.run(f"admin/crash:{version}", input={"how": "none"})
-    eventually(lambda: not os.path.exists(f"/proc/{first_pid}"), "the idle worker to stop")
-    eventually(lambda: not workers(brief), "no worker left")
-    second_pid = client.run(f"admin/crash:{version}", input={"how": "none"})
-    assert second_pid != first_pid
+    client.run(f"admin/crash:{version}", input={"how": "none"})
+    eventually(lambda: not workers(brief), "the idle worker to stop")
+    client.run(f"admin/crash:{version}", input={"how": "none"})  # only a new worker can run it
     eventually(lambda: not workers(brief), "the second worker to stop too")
 
 
@@ -276,7 +274,7 @@ def test_a_worker_crash_fails_only_its_prediction(
     assert "worker process died" in error and reason in error, error
     assert f"about to {how}" in (raised.value.prediction.logs or "")
     pid = client.run(f"admin/crash:{version}", input={"how": "none"})  # a new worker
-    assert isinstance(pid, int) and pid in workers(server)
+    assert isinstance(pid, int) and workers(server)  # (its pid is its PID namespace's own)
     assert server.process is not None and server.process.poll() is None
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,13 @@ from live import PACKAGES, LiveServer, Tls, serving, workers
 from predicting import eventually, start, wait_for
 
 pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterator[LiveServer]:
+    """A server of this module's own that shows its workers nothing of the tests' folders."""
+    with serving(tmp_path_factory, tls, "sandboxed", share=False) as live:
+        yield live
 
 
 def snoop(server: LiveServer, version: str, action: str, target: str = "") -> str:

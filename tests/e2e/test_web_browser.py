@@ -316,7 +316,9 @@ def test_too_long_text_cannot_be_typed(signed_in_page: Page, site: LiveServer) -
     with site.http() as api:
         refused = api.post("/v1/models/admin/constraints-string/predictions",
                            json={"input": {"word": "abcdef"}})  # fmt: skip
-    assert refused.status_code == 422 and refused.json()["invalid_fields"][0]["field"] == "input.word"
+    assert (
+        refused.status_code == 422 and refused.json()["invalid_fields"][0]["field"] == "input.word"
+    )
 
 
 def test_the_form_sends_what_the_server_accepts(signed_in_page: Page) -> None:

@@ -144,6 +144,16 @@ def serve(
             "--no-sandbox only for trusted models on machines without user namespaces."
         ),
     ] = True,
+    sandbox_share: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A folder every sandboxed worker may read, at the same path (a shared cache "
+            "of weights, say); repeatable. It widens the sandbox: docs/security.md.",
+            exists=True,
+            file_okay=False,
+            resolve_path=True,
+        ),
+    ] = None,
 ) -> None:
     """Run the API, the engine and the web pages on one port."""
     import uvicorn
@@ -187,7 +197,7 @@ def serve(
     )
     _preflight(settings)
     if settings.backend == "local":
-        _sandbox_preflight(sandbox)
+        _sandbox_preflight(sandbox, sandbox_share or [])
     _hold_database(settings)
     db = open_database(folder, database_url)
     password = secrets.token_urlsafe(12)
@@ -258,9 +268,9 @@ def _preflight(settings: Settings) -> None:
         raise typer.Exit(1) from None
 
 
-def _sandbox_preflight(wanted: bool) -> None:
+def _sandbox_preflight(wanted: bool, shared: list[Path]) -> None:
     """With the sandbox: refuse to start, in one line, where bubblewrap cannot run. Without:
-    say so loudly, and tell the workers (runtime/sandbox.py reads the variable)."""
+    say so loudly, and tell the workers (runtime/sandbox.py reads the variables)."""
     from modelyard.runtime import sandbox
 
     if not wanted:
@@ -268,6 +278,7 @@ def _sandbox_preflight(wanted: bool) -> None:
         typer.echo(sandbox.loud_warning(), err=True)
         return
     os.environ.pop(sandbox.SANDBOX_ENV, None)
+    os.environ[sandbox.SHARED_ENV] = os.pathsep.join(map(str, shared))
     reason = sandbox.unavailable_reason()
     if reason is not None:
         typer.echo(

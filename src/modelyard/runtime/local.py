@@ -92,7 +92,7 @@ class LocalModel:
             parent.mkdir(parents=True, exist_ok=True)
             root = Path(tempfile.mkdtemp(prefix="instance-", dir=parent))
             shown = (Path(weights),) if weights is not None and Path(weights).exists() else ()
-            self.sandbox = SandboxSpec(root, read_only=shown)
+            self.sandbox = SandboxSpec(root, read_only=shown + sandboxing.shared_folders())
 
     @property
     def ref(self) -> str:

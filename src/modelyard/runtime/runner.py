@@ -15,11 +15,8 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from modelyard_worker import protocol
 from modelyard_worker.protocol import Mode
@@ -27,74 +24,24 @@ from modelyard_worker.protocol import Mode
 from . import limits as limiting
 from . import sandbox
 from .connection import Connection
-from .events import Done, Event, Log, Metric, Output, OutputFile, Started
-from .sandbox import Limits, SandboxSpec
+from .events import Done, Event, Log, Metric, Output, Started
+from .runnerspec import LIVE, Health, RunnerSpec, RunnerState, SetupFailed, SetupReply, SetupResult
 from .waiting import CANCEL_GRACE, Backoff, Deadline, Kill, acquire_unless
-from .workerpath import worker_pythonpath
+from .workerproc import decode_files, describe_exit, sandbox_prefix, worker_environment
+
+__all__ = [
+    "Health",
+    "Mode",
+    "Runner",
+    "RunnerSpec",
+    "RunnerState",
+    "SetupFailed",
+    "SetupResult",
+    "describe_exit",
+]
 
 HEALTHCHECK_TIMEOUT = 5.0
 STDERR_TAIL_LINES = 30
-
-
-class RunnerState(StrEnum):
-    """Cog's health statuses, which are also the runner's states. A `StrEnum`: each equals
-    (and serializes as) its name, so comparisons with plain strings keep working."""
-
-    STARTING = "STARTING"  # the worker is starting or running setup()
-    READY = "READY"  # a slot is free
-    BUSY = "BUSY"  # every slot is taken
-    SETUP_FAILED = "SETUP_FAILED"  # setup() failed; the next prediction tries again
-    DEFUNCT = "DEFUNCT"  # the worker died; the next prediction starts a new one
-    UNHEALTHY = "UNHEALTHY"  # only in a Health: the user's healthcheck() said no
-    STOPPED = "STOPPED"  # not started, or stopped
-
-
-#: The states in which the worker takes predictions.
-LIVE = (RunnerState.READY, RunnerState.BUSY)
-
-#: How the worker answers the start: `ready`, or `setup_failed` (also made up when it dies).
-SetupReply = protocol.ReadyMessage | protocol.SetupFailedMessage
-
-
-@dataclass(frozen=True)
-class RunnerSpec:
-    """How to start one worker: which interpreter, which package, which predictor."""
-
-    package_dir: Path
-    python: Path
-    ref: str
-    mode: Mode = "predict"
-    environment: Mapping[str, str] = field(default_factory=dict)
-    max_concurrency: int | None = None
-    weights: str | None = None
-    setup_timeout: float | None = None
-    # The sandbox it runs in (None: none) and what it may use (None: no limits); runtime/sandbox.py
-    sandbox: SandboxSpec | None = None
-    limits: Limits | None = None
-
-
-@dataclass
-class SetupResult:
-    status: Literal["succeeded", "failed"]
-    logs: str
-    error: str | None
-    started_at: float
-    completed_at: float
-
-
-@dataclass(frozen=True)
-class Health:
-    """Cog's health status (`Health("READY")` works too) and, when unhealthy or failed, why."""
-
-    status: RunnerState
-    error: str | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "status", RunnerState(self.status))
-
-
-class SetupFailed(Exception):
-    """`setup()` raised, timed out, or the worker could not start."""
 
 
 class Runner:
@@ -167,7 +114,7 @@ class Runner:
             "weights": self.spec.weights,
             "max_concurrency": self.spec.max_concurrency,
         }
-        env = self._worker_environment()
+        env = worker_environment(self.spec)
         env[protocol.WORKER_FD_ENV] = ",".join(map(str, child_fds))
         env[protocol.WORKER_CONFIG_ENV] = json.dumps(config)
         loop = asyncio.get_running_loop()
@@ -176,7 +123,7 @@ class Runner:
             argv = [str(self.spec.python), "-u", "-m", "modelyard_worker"]
             if self.spec.sandbox is not None:
                 await asyncio.to_thread(self.spec.sandbox.prepare)  # a fresh scratch
-                argv = self._sandbox_prefix(env) + argv
+                argv = sandbox_prefix(self.spec, env) + argv
             self._process = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=self.spec.package_dir,
@@ -242,37 +189,6 @@ class Runner:
             "failed", "".join(self._setup_logs), error, started_at, time.time()
         )
         raise SetupFailed(error)
-
-    def _worker_environment(self) -> dict[str, str]:
-        if self.spec.sandbox is not None:  # none of the server's secrets
-            env = sandbox.environment(os.environ)
-        else:
-            env = {
-                k: v
-                for k, v in os.environ.items()
-                if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
-            }
-        env.update(self.spec.environment)
-        bin_dir = str(Path(self.spec.python).parent)
-        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-        env["VIRTUAL_ENV"] = str(Path(bin_dir).parent)
-        env["PYTHONPATH"] = str(worker_pythonpath())
-        env["PYTHONUNBUFFERED"] = "1"
-        if self.spec.weights is not None:
-            env["COG_WEIGHTS"] = self.spec.weights
-        return env
-
-    def _sandbox_prefix(self, env: Mapping[str, str]) -> list[str]:
-        """The `bwrap ... --` that runs the worker in its sandbox (runtime/sandbox.py)."""
-        assert self.spec.sandbox is not None
-        return sandbox.command(
-            self.spec.sandbox,
-            python=Path(self.spec.python),
-            package_dir=Path(self.spec.package_dir),
-            worker_paths=sandbox.worker_package_paths(worker_pythonpath()),
-            limits=self.spec.limits,
-            environment=env,
-        )
 
     async def stop(self) -> None:
         """Ask the worker to exit, and kill it if it does not within a few seconds.
@@ -368,7 +284,7 @@ class Runner:
         elif message["t"] == "output":
             queue = self._queue(message["id"])
             if queue is not None:
-                queue.put_nowait(Output(message["index"], _decode_files(message["value"])))
+                queue.put_nowait(Output(message["index"], decode_files(message["value"])))
         elif message["t"] == "metric":
             queue = self._queue(message["id"])
             if queue is not None:
@@ -379,7 +295,7 @@ class Runner:
                 queue.put_nowait(
                     Done(
                         message["status"],
-                        _decode_files(message["output"]),
+                        decode_files(message["output"]),
                         message.get("error"),
                         message["metrics"],
                         message["predict_time"],
@@ -407,7 +323,7 @@ class Runner:
 
     def _worker_gone(self, returncode: int | None) -> None:
         """The worker process ended: fail what it was doing and say why."""
-        reason = describe_exit(returncode)
+        reason = describe_exit(returncode, self.spec.sandbox is not None)
         kill, self._kill_reason = self._kill_reason, None
         tail = "".join(self._stderr_tail).strip()
         if self._ready is not None and not self._ready.done():
@@ -627,35 +543,3 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
     """Mark a background task's exception as seen (its awaiters, if any, get it too)."""
     if not task.cancelled():
         task.exception()
-
-
-def describe_exit(returncode: int | None) -> str:
-    """A sentence for how a worker process ended."""
-    if returncode is None:
-        return "it closed its connection"
-    if returncode < 0:
-        number = -returncode
-        try:
-            name = signal.Signals(number).name
-        except ValueError:
-            name = f"signal {number}"
-        hint = {
-            "SIGKILL": " (the system may have run out of memory)",
-            "SIGSEGV": " (segmentation fault)",
-            "SIGABRT": " (aborted)",
-        }.get(name, "")
-        return f"killed by {name}{hint}"
-    if returncode == protocol.EXIT_PROTOCOL_ERROR:
-        return f"exited with code {returncode} (it received a message it could not accept)"
-    return f"exited with code {returncode}"
-
-
-def _decode_files(value: Any) -> Any:
-    """Turn the worker's file references into OutputFile objects."""
-    if isinstance(value, dict):
-        if len(value) == 1 and protocol.FILE_KEY in value:
-            return OutputFile(Path(value[protocol.FILE_KEY]))
-        return {k: _decode_files(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode_files(v) for v in value]
-    return value

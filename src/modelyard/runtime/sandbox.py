@@ -30,6 +30,8 @@ from pathlib import Path
 #: `off` turns the sandbox off for every worker this process starts (`modelyard serve
 #: --no-sandbox` sets it); anything else, or unset: on where bubblewrap works.
 SANDBOX_ENV = "MODELYARD_SANDBOX"
+#: Folders every worker may read, at the same paths (`serve --sandbox-share`), os.pathsep apart.
+SHARED_ENV = "MODELYARD_SANDBOX_SHARE"
 UID = GID = 65534
 USER = "model"
 HOME_INSIDE = "/home/model"
@@ -128,6 +130,12 @@ class SandboxSpec:
             if inside == mount or inside.startswith(mount + "/"):
                 return self.scratch / folder / inside[len(mount) :].lstrip("/")
         return None
+
+
+def shared_folders() -> tuple[Path, ...]:
+    """The folders `serve --sandbox-share` showed to every worker, read-only."""
+    value = os.environ.get(SHARED_ENV, "")
+    return tuple(Path(part) for part in value.split(os.pathsep) if part)
 
 
 def bwrap_path() -> str | None:
