@@ -70,13 +70,13 @@ def serve(
         100 * 1024 * 1024
     ),
     package_limit: Annotated[
-        int, typer.Option(help="Largest pushed package archive, bytes (docs/push.md).")
+        int, typer.Option(help="Largest pushed package archive, bytes (docs/push.md).", min=1)
     ] = Settings.package_limit,
     package_max_entries: Annotated[
-        int, typer.Option(help="Most files and folders a pushed package may hold.")
+        int, typer.Option(help="Most files and folders a pushed package may hold.", min=1)
     ] = Settings.package_max_entries,
     package_max_expanded: Annotated[
-        int, typer.Option(help="Most bytes of files a pushed package may unpack to.")
+        int, typer.Option(help="Most bytes of files a pushed package may unpack to.", min=1)
     ] = Settings.package_max_expanded,
     file_expiry: Annotated[float, typer.Option(help="Seconds an uploaded file lives.")] = 86400.0,
     output_expiry: Annotated[

@@ -34,6 +34,7 @@ from modelyard.store.predictions import (
     create_prediction,
     done_event,
 )
+from modelyard.store.space import NO_SPACE, NoSpaceLeft, out_of_space
 from modelyard.store.tables import File, Prediction, utcnow
 from modelyard.store.webhooks import enqueue
 from modelyard.store.writer import Writer
@@ -370,9 +371,9 @@ class Engine:
         except InstanceLost:  # gone before it started: its pool runs it again (pools.py)
             requeued = True
             raise
-        except Exception as exc:  # a bug of ours, or the database away: it ends, saying why
-            log.exception("prediction %s failed inside the engine", prediction_id)
-            self._finish(prediction_id, done_event("failed", error=f"internal error: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - ours, the database, a full disk: it ends
+            error = _internal_error(prediction_id, exc)
+            self._finish(prediction_id, done_event("failed", error=error))
         finally:
             latest = None if requeued else self.log.known(prediction_id)
             # Stopping: what started was failed with the restart error; what did not stays queued.
@@ -414,3 +415,14 @@ class Engine:
         if await self.log.settled(prediction_id, CANCEL_WAIT):
             return prediction
         return await asyncio.to_thread(self.log.stored, prediction_id) or prediction
+
+
+def _internal_error(prediction_id: str, exc: Exception) -> str:
+    """The error of a prediction the engine itself could not finish; a full disk is said plainly
+    and logged in one line (the log's repeat filter collapses many), anything else with its
+    traceback."""
+    if out_of_space(exc):
+        log.warning("prediction %s failed: %s", prediction_id, exc)
+        return str(exc) if isinstance(exc, NoSpaceLeft) else f"{NO_SPACE}: {exc}"
+    log.exception("prediction %s failed inside the engine", prediction_id)
+    return f"internal error: {exc}"
