@@ -249,31 +249,26 @@ class Pool:
     async def pause(self) -> None:
         """Start nothing more: queued jobs stay queued (the next start of the server runs them),
         boots in progress stop (their jobs never ran), running jobs go on."""
-        self._closed = True
-        self._kick.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        boots = [t for m in self.members if not m.ready for t in m.tasks]
-        for task in boots:
-            task.cancel()
-        await asyncio.gather(*boots, return_exceptions=True)
+        await self._halt(booting_only=True)
 
     async def close(self) -> None:
-        self._closed = True
-        self._kick.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        tasks = [t for m in self.members for t in m.tasks]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._halt(booting_only=False)
         for member in self.members:
             await _stop(member)
         self.members.clear()
+
+    async def _halt(self, *, booting_only: bool) -> None:
+        """Stop the scheduling task, then the members' tasks (only their boots, or all)."""
+        self._closed = True
+        self._kick.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        tasks = [t for m in self.members if not (booting_only and m.ready) for t in m.tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _running_on(job: Job, member: Member) -> None:
