@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from modelyard.runtime.sandbox import SHARED_ENV
+
 pytest.importorskip("ray")
 
 import ray
@@ -53,8 +55,10 @@ LOST = "The machine running this prediction was lost ("
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[RayCluster]:
-    with ray_cluster() as started:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    # The actors' sandboxed workers see the tests' folders, where the gate files are.
+    shared = {SHARED_ENV: str(tmp_path_factory.getbasetemp())}
+    with ray_cluster(env=shared) as started:
         started.connect()
         yield started
 

@@ -46,8 +46,10 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
 def cluster(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("cluster")
     with fresh_database("live") as url:
+        # packages/tally appends to a ledger in the test's folder, which a sandboxed worker may
+        # not write: these tests are about replicas (the sandbox has tests/e2e/test_sandbox*.py)
         shared = ["--database-url", url, "--storage-url", str(root / "blobs"),
-                  "--lease-ttl", str(LEASE_TTL)]  # fmt: skip
+                  "--lease-ttl", str(LEASE_TTL), "--no-sandbox"]  # fmt: skip
         a, b = (
             Replica(data_dir=root / name, tls=tls, extra_args=shared, token="not yet")
             for name in ("a", "b")

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from modelyard.runtime.sandbox import SANDBOX_ENV
+
 pytest.importorskip("ray")
 
 import httpx
@@ -55,7 +57,9 @@ def machines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machines]:
     with (
         fresh_database("machines") as url,
         moto_server() as s3,
-        ray_cluster(env=s3.environ({}), own_homes=True) as cluster,
+        # packages/tally appends to a ledger in the test's folder, which a sandboxed worker may
+        # not write: these tests are about machines and replicas, not the sandbox
+        ray_cluster(env=s3.environ({SANDBOX_ENV: "off"}), own_homes=True) as cluster,
     ):
         bucket = s3.create_bucket(prefix="blobs")
         cluster.connect()  # this process looks at the actors (where they run)

@@ -30,6 +30,7 @@ from modelyard.engine.local_backend import LocalBackend
 from modelyard.engine.pools import Pool, PoolPolicy
 from modelyard.runtime.environment import EnvironmentBuilder
 from modelyard.runtime.events import Done, Event, Log
+from modelyard.runtime.sandbox import SHARED_ENV
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -50,7 +51,13 @@ def spec(hardware: Hardware) -> InstanceSpec:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def backend(env_builder: EnvironmentBuilder) -> AsyncIterator[LocalBackend]:
+async def backend(
+    env_builder: EnvironmentBuilder,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[LocalBackend]:
+    # Sandboxed workers see the tests' folders, where the gate files are (serve --sandbox-share).
+    monkeypatch.setenv(SHARED_ENV, str(tmp_path_factory.getbasetemp()))
     inventory = GpuInventory([Gpu("0", "t4"), Gpu("1", "t4")], placement_timeout=LIMIT)
     backend = LocalBackend(env_builder, httpx.AsyncClient(), inventory)
     try:

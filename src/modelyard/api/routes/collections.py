@@ -81,7 +81,7 @@ def search(
     if query is None or not query.strip():
         raise Problem(400, 'Query parameter "query" is required', title="Bad request")
     if len(query) > QUERY_MAX:
-        raise Problem(400, f"query is longer than {QUERY_MAX:,} characters.", title="Bad request")
+        raise Problem(400, f"query is longer than {QUERY_MAX} characters.", title="Bad request")
     count = _limit(limit)
     with platform.db.session() as session:
         found = search_models(session, account.id, query, count)

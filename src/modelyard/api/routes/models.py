@@ -315,7 +315,7 @@ def search_query(raw: bytes) -> str:
         )
     if len(text) > QUERY_MAX:
         raise Problem(
-            400, f"The search query is longer than {QUERY_MAX:,} characters.", title="Bad request"
+            400, f"The search query is longer than {QUERY_MAX} characters.", title="Bad request"
         )
     return text
 
