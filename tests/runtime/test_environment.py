@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from modelyard.runtime import environment as envmod
-from modelyard.runtime import pipconfig, pythons, sysdeps
+from modelyard.runtime import pipconfig, pythons, sandbox, sysdeps
 from modelyard.runtime.environment import (
     DEFAULT_COG_SDK,
     Environment,
@@ -209,6 +209,30 @@ def test_run_commands_run_in_package_dir_with_env_first_on_path(builder, pkg):
     assert str(env.path) in (pkg / "pip.txt").read_text()
     assert (pkg / "var.txt").read_text().strip() == "hello-from-cog-yaml"
     assert progress.has("Running build.run: pip --version > pip.txt")
+
+
+def test_build_commands_run_in_the_sandbox(builder, pkg, tmp_path, monkeypatch):
+    """Issue 13: `build.run` is the model's code as much as `predict`: it sees neither the
+    server's files (a canary beside the package) nor its variables, and still writes its package
+    and its environment, as in Cog's image build."""
+    if sandbox.unavailable_reason() is not None:
+        pytest.skip(f"no sandbox here: {sandbox.unavailable_reason()}")
+    canary = tmp_path / "canary.txt"
+    canary.write_text("the server's secret")
+    monkeypatch.setenv("MODELYARD_TEST_SECRET", "s3cr3t-variable")
+    spec = EnvironmentSpec(
+        requirements=SIX,
+        run_commands=(
+            f"cat {canary} > seen.txt 2>&1 || echo refused >> seen.txt",
+            "env > env.txt",
+            'touch "$VIRTUAL_ENV/written-by-build"',
+        ),
+    )
+    env = builder.ensure(spec, pkg, Recorder())
+    seen = (pkg / "seen.txt").read_text()
+    assert "the server's secret" not in seen and "refused" in seen
+    assert "s3cr3t-variable" not in (pkg / "env.txt").read_text()
+    assert (env.path / "written-by-build").is_file()
 
 
 def test_failing_run_command_names_the_command(builder, pkg):

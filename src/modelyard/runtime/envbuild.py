@@ -10,17 +10,21 @@ a failed build and then calls :func:`write_marker`: an environment without the m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
-from . import sysdeps, torchpin, uvrun
+from . import pipconfig, sandbox, sysdeps, torchpin, uvrun
 from .envplan import BUILD_FORMAT, Plan
 from .envspec import Environment, EnvironmentBuildError, Progress
+from .home import modelyard_home
 from .reqlines import install_lines
 
 MARKER = Path(".modelyard") / "environment.json"
@@ -171,12 +175,51 @@ class Build:
             self._uv_install(args, "Could not install the model's requirements")
 
     def _command(self, cmd: str, kind: str, shell_env: Mapping[str, str]) -> None:
+        """A model's own build command, in a sandbox where workers get one (it is the model's
+        code as much as `predict` is: it must not see the server's data folder or secrets)."""
         self.say(f"Running {kind}: {cmd}")
-        status, tail = self._stream(
-            ["/bin/sh", "-c", cmd], cwd=self.package_dir, env=shell_env, shell_display=cmd
-        )
+        with self._sandboxed(shell_env) as (prefix, env):
+            status, tail = self._stream(
+                [*prefix, "/bin/sh", "-c", cmd], cwd=self.package_dir, env=env, shell_display=cmd
+            )
         if status != 0:
             raise self._fail(f"{kind} command failed (exit status {status}): {cmd}", tail)
+
+    @contextlib.contextmanager
+    def _sandboxed(
+        self, shell_env: Mapping[str, str]
+    ) -> Iterator[tuple[list[str], Mapping[str, str]]]:
+        """The bwrap prefix and variables for a build command: none of the server's variables
+        but the model's `environment` and the activated environment; or, without a sandbox
+        (`--no-sandbox`, no bubblewrap), no prefix and `shell_env`."""
+        if not sandbox.wanted() or sandbox.unavailable_reason() is not None:
+            yield [], shell_env
+            return
+        parent = modelyard_home() / "sandboxes"
+        parent.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix="build-", dir=parent))
+        settings = self.uv.pip_settings
+        pip_files = [f for f in pipconfig.config_files() if f.is_file()]
+        certificate = [Path(settings.cert)] if settings.cert else []
+        shown = (*pip_files, *settings.constraints, *certificate)
+        shown += tuple(settings.local_find_links_dirs())
+        spec = sandbox.SandboxSpec(root, read_only=tuple(shown))
+        try:
+            spec.prepare()
+            env = sandbox.environment(os.environ)
+            env.update(self.spec.environment)
+            env["VIRTUAL_ENV"] = str(self.env.path)
+            env["PATH"] = str(self.env.bin_dir) + os.pathsep + env["PATH"]
+            prefix = sandbox.build_command(
+                spec,
+                python=self.plan.python.path,
+                env_dir=self.env.path,
+                package_dir=self.package_dir,
+                environment=env,
+            )
+            yield prefix, env
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
     def _system_packages(self) -> None:
         packages = self.spec.system_packages

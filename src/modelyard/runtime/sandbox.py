@@ -201,28 +201,58 @@ def command(
     environment: Mapping[str, str],
 ) -> list[str]:
     """The `bwrap ... --` prefix that runs a worker in `spec`'s sandbox."""
+    shm_size = limits.scratch if limits is not None and limits.scratch else None
+    args = _frame(spec, shm_size)
+    venv = Path(python).parent.parent
+    shown = [interpreter_home(python), venv, *worker_paths, package_dir, *spec.read_only]
+    args += _read_only(shown, environment)
+    args += ["--ro-bind", str(spec.inbox), str(spec.inbox)]
+    args += ["--chdir", str(package_dir), "--"]
+    return args
+
+
+def build_command(
+    spec: SandboxSpec,
+    *,
+    python: Path,
+    env_dir: Path,
+    package_dir: Path,
+    environment: Mapping[str, str],
+) -> list[str]:
+    """The `bwrap ... --` prefix for a model's own build commands (`build.run`, `pre_install`):
+    a worker's sandbox, except that the environment being built and the package (their working
+    folder, as in Cog's image build) are writable, and pip's configuration and local wheel
+    folders are shown, so `pip install` inside finds what the builder's uv would."""
+    args = _frame(spec, None)
+    args += _read_only([interpreter_home(python), *spec.read_only], environment)
+    for path in (env_dir, package_dir):
+        args += ["--bind", str(path), str(path)]
+    args += ["--chdir", str(package_dir), "--"]
+    return args
+
+
+def _frame(spec: SandboxSpec, shm_size: int | None) -> list[str]:
+    """bwrap with the namespaces, the system, `/proc`, `/dev`, `/dev/shm`, and `spec`'s scratch
+    as `/tmp` and home (before what is shown inside them: a package under /tmp, in tests)."""
     bwrap = bwrap_path()
     if bwrap is None:
         raise SandboxError("bubblewrap (bwrap) is not installed")
     args = [bwrap, *_namespaces(), "--hostname", "modelyard", "--disable-userns"]
     args += _system()
     args += ["--proc", "/proc", "--dev", "/dev"]
-    shm_size = limits.scratch if limits is not None and limits.scratch else None
     args += (["--size", str(shm_size)] if shm_size else []) + ["--tmpfs", "/dev/shm"]
     args += _devices()
-    # /tmp and home before what is shown inside them (a package under /tmp, in tests)
     args += ["--bind", str(spec.scratch / "tmp"), TMP_INSIDE]
     args += ["--bind", str(spec.scratch / "home"), HOME_INSIDE]
     args += ["--ro-bind", str(spec.root / "etc" / "passwd"), "/etc/passwd"]
     args += ["--ro-bind", str(spec.root / "etc" / "group"), "/etc/group"]
-    venv = Path(python).parent.parent
-    shown = [interpreter_home(python), venv, *worker_paths, package_dir, *spec.read_only]
-    shown += [Path(environment[name]) for name in CERTIFICATE_VARIABLES if name in environment]
-    for path in shown:
-        args += ["--ro-bind-try", str(path), str(path)]
-    args += ["--ro-bind", str(spec.inbox), str(spec.inbox)]
-    args += ["--chdir", str(package_dir), "--"]
     return args
+
+
+def _read_only(paths: Sequence[Path], environment: Mapping[str, str]) -> list[str]:
+    """`paths`, and the certificate bundles `environment` names, read-only where they are."""
+    shown = [*paths, *(Path(environment[n]) for n in CERTIFICATE_VARIABLES if n in environment)]
+    return [arg for path in shown for arg in ("--ro-bind-try", str(path), str(path))]
 
 
 def _system() -> list[str]:
