@@ -37,6 +37,10 @@ SLOW_FILES = (
     "tests/e2e/test_files.py",
     "tests/models/test_text_classifier.py",
     "tests/cluster/test_ray_backend.py",
+    "tests/e2e/test_hangs.py",
+    "tests/e2e/test_sandbox_limits.py",
+    "tests/e2e/test_schemathesis.py",
+    "tests/e2e/test_sandbox.py",
 )
 
 
