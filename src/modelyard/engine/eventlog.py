@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 
 from modelyard.store.database import Database
 from modelyard.store.predictions import (
@@ -390,12 +391,20 @@ class EventLog:
     def _events(self, prediction_id: str, after: int) -> tuple[list[LoggedEvent], str | None]:
         """Committed events after `after` (and, when there are none, the status).
 
-        The status is read first: SQLite's reads are not one snapshot, so a status read after
-        the events could see an end whose last events (committed with it) the first read missed.
+        With none, the status is read and then the events again: SQLite's reads are not one
+        snapshot, so a status read after an empty read could see an end whose last events
+        (committed with it) that read missed.
         """
         with self.db.session() as session:
+            events = self._rows(session, prediction_id, after)
+            if events:
+                return events, None
             prediction = get_prediction(session, prediction_id)
             status = None if prediction is None else prediction.status
-            rows = events_after(session, prediction_id, after)
-            events = [LoggedEvent(r.seq, r.type, r.data, r.created_at) for r in rows]
+            events = self._rows(session, prediction_id, after)
             return (events, None) if events else ([], status)
+
+    @staticmethod
+    def _rows(session: Session, prediction_id: str, after: int) -> list[LoggedEvent]:
+        rows = events_after(session, prediction_id, after)
+        return [LoggedEvent(r.seq, r.type, r.data, r.created_at) for r in rows]
