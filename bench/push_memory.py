@@ -69,6 +69,17 @@ def push_with_cli(server: ModelyardServer, package: Path, model: str) -> tuple[i
     return process.returncode, usage.ru_maxrss / 1024, last
 
 
+def _add_package(tar: tarfile.TarFile) -> None:
+    """cog.yaml and predict.py of a model that pushes cleanly."""
+    for name, text in (
+        ("cog.yaml", b"predict: predict.py:Predictor\n"),
+        ("predict.py", PREDICT.encode()),
+    ):
+        info = tarfile.TarInfo(name)
+        info.size = len(text)
+        tar.addfile(info, io.BytesIO(text))
+
+
 def tar_bomb(gib: float) -> bytes:
     """cog.yaml, predict.py and one file of `gib` GiB of zeros, gzip'd (a few MB)."""
     buffer = io.BytesIO()
@@ -76,13 +87,7 @@ def tar_bomb(gib: float) -> bytes:
         gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
-        for name, text in (
-            ("cog.yaml", b"predict: predict.py:Predictor\n"),
-            ("predict.py", PREDICT.encode()),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size = len(text)
-            tar.addfile(info, io.BytesIO(text))
+        _add_package(tar)
         info = tarfile.TarInfo("zeros.bin")
         info.size = int(gib * (1 << 30))
         tar.addfile(info, _Zeros(info.size))
@@ -92,13 +97,7 @@ def tar_bomb(gib: float) -> bytes:
 def many_entries(count: int) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, text in (
-            ("cog.yaml", b"predict: predict.py:Predictor\n"),
-            ("predict.py", PREDICT.encode()),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size = len(text)
-            tar.addfile(info, io.BytesIO(text))
+        _add_package(tar)
         for i in range(count):
             tar.addfile(tarfile.TarInfo(f"f/{i}"), io.BytesIO(b""))
     return buffer.getvalue()
