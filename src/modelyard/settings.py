@@ -52,6 +52,10 @@ class Settings:
     gpus: str | None = None  # this machine's GPUs for the local backend; None: ask nvidia-smi
     placement_timeout: float = 600.0  # seconds an instance waits for a machine offering its SKU
     lease_ttl: float = 15.0  # seconds a replica's lease on its predictions lasts unrenewed
+    # instances' healthcheck() (engine/instances.py): seconds between checks (0: none), and the
+    # failed checks in a row that replace an instance (0: never)
+    healthcheck_interval: float = 30.0
+    healthcheck_replace_after: int = 3
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))

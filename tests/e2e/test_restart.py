@@ -94,6 +94,15 @@ def test_deadlines_hold_across_a_restart(server: LiveServer, slow: str, tmp_path
         assert get(api, blocker["id"])["status"] == "failed"
 
 
+def stored(api: httpx.Client, path: str) -> tuple[int, Any]:
+    """What a GET answers, less the owner's view of running instances (which a restart ends)."""
+    response = api.get(path)
+    body = response.json()
+    if isinstance(body, dict):
+        body.pop("instances", None)
+    return response.status_code, body
+
+
 def test_an_idle_restart_keeps_everything(server: LiveServer, slow: str) -> None:
     bob = server.cli("token", "create", "--username", "bob").strip()
     version = server.push(PACKAGES / "noop", "admin/keeper")
@@ -105,13 +114,13 @@ def test_an_idle_restart_keeps_everything(server: LiveServer, slow: str) -> None
     with server.http() as api, server.http(token=bob) as as_bob:
         prediction = start(api, version, {"Prefer": "wait"}, input={})
         assert prediction["status"] == "succeeded"
-        before = {path: (api.get(path).status_code, api.get(path).text) for path in paths}
+        before = {path: stored(api, path) for path in paths}
         before_prediction = get(api, prediction["id"])
         bob_list = as_bob.get("/v1/predictions")
         assert bob_list.status_code == 200
     server.restart()
     with server.http() as api, server.http(token=bob) as as_bob:
-        assert {path: (api.get(path).status_code, api.get(path).text) for path in paths} == before
+        assert {path: stored(api, path) for path in paths} == before
         assert json.dumps(get(api, prediction["id"])) == json.dumps(before_prediction)
         assert as_bob.get("/v1/predictions").json() == bob_list.json()
         again = start(api, version, {"Prefer": "wait"}, input={})

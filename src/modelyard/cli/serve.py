@@ -131,6 +131,22 @@ def serve(
             "(replicas on PostgreSQL: docs/replicas.md)."
         ),
     ] = 15.0,
+    healthcheck_interval: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between each instance's healthcheck() (0: never); docs/platform.md.",
+            envvar="MODELYARD_HEALTHCHECK_INTERVAL",
+            min=0,
+        ),
+    ] = Settings.healthcheck_interval,
+    healthcheck_replace_after: Annotated[
+        int,
+        typer.Option(
+            help="Failed healthchecks in a row that replace an instance (0: never).",
+            envvar="MODELYARD_HEALTHCHECK_REPLACE_AFTER",
+            min=0,
+        ),
+    ] = Settings.healthcheck_replace_after,
     deny_private_urls: Annotated[
         bool,
         typer.Option(
@@ -194,6 +210,8 @@ def serve(
         gpus=gpus,
         placement_timeout=placement_timeout,
         lease_ttl=lease_ttl,
+        healthcheck_interval=healthcheck_interval,
+        healthcheck_replace_after=healthcheck_replace_after,
     )
     _preflight(settings)
     if settings.backend == "local":

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from modelyard.billing.hardware import CPU, Hardware
 from modelyard.cogspec.inputs import file_fields, input_component
 from modelyard.runtime.events import Event
-from modelyard.runtime.runner import Mode
+from modelyard.runtime.runner import Health, Mode
 
 Progress = Callable[[str], None]
 
@@ -64,6 +64,8 @@ class InstanceLost(Exception):
 class Instance(Protocol):
     """One worker of one version."""
 
+    spec: InstanceSpec  # what it runs, and on which hardware
+
     async def start(self, progress: Progress) -> int:
         """Build or reuse the environment, start the worker and run `setup()`, reporting build
         and setup output to `progress`; returns the slots the worker reported (predictions it
@@ -81,6 +83,12 @@ class Instance(Protocol):
 
     async def stop(self) -> None:
         """Stop the worker (a running prediction ends first, briefly) and free what it held."""
+        ...
+
+    async def health(self) -> Health:
+        """Cog's health status of the worker, running the user's `healthcheck()` when it is
+        live (bounded by Cog's 5 s): READY or BUSY when healthy, UNHEALTHY with why, or the
+        state it is in (STARTING, DEFUNCT...)."""
         ...
 
     @property

@@ -42,6 +42,7 @@ from modelyard.store.writer import Writer
 from .backend import Backend, Instance, InstanceLost, InstanceSpec, Mode
 from .eventlog import EventLog
 from .files import PURGE_EVERY, FileService
+from .instances import InstanceBoard
 from .jobs import Job, JobState, PoolKey
 from .packages import PackageInfo
 from .pools import Pool, PoolPolicy
@@ -97,6 +98,7 @@ class Engine:
         self._sweeper: asyncio.Task[None] | None = None
         self.finishers: dict[str, Finisher] = {"training": training_finisher(db, self.files)}
         self.replica = Replica(self)  # its lease on what it runs, among replicas (replicas.py)
+        self.instances = InstanceBoard(settings, writer, lambda: self.replica.id)  # for owners
         self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -111,6 +113,7 @@ class Engine:
         for deployment_id, (low, high) in limits.items():
             self.set_policy(deployment_id, low, high)
         await self.replica.start()
+        await self.instances.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="expired files")
 
     def _deployment_limits(self) -> dict[int, tuple[int, int]]:
@@ -147,7 +150,7 @@ class Engine:
         for task in list(self._tasks):
             task.cancel()
         steps: list[Awaitable[Any]] = [pool.close() for pool in self.pools.values()]
-        steps += [asyncio.gather(*self._tasks, return_exceptions=True)]
+        steps += [asyncio.gather(*self._tasks, return_exceptions=True), self.instances.close()]
         steps += [self.log.drain(), self.backend.close(), self.webhooks.stop()]
         steps += [self.replica.stop()]  # last: what it hands back is no longer running here
         self.pools.clear()
@@ -294,6 +297,7 @@ class Engine:
             run=self._run,
             boot_log=self._boot_log,
             boot_failed=self._boot_failed,
+            watcher=self.instances.watcher(key),
         )
         self.pools[key] = pool
         pool.start()

@@ -21,6 +21,7 @@ from modelyard.billing.hardware import Hardware
 from modelyard.runtime.environment import EnvironmentBuilder
 from modelyard.runtime.events import Event
 from modelyard.runtime.local import LocalModel
+from modelyard.runtime.runner import Health, RunnerState
 from modelyard.runtime.sandbox import Limits
 from modelyard.store.blobs import BlobStore
 
@@ -108,6 +109,12 @@ class LocalInstance:
 
     async def cancel(self, prediction_id: str) -> bool:
         return self._model is not None and await self._model.cancel(prediction_id)
+
+    async def health(self) -> Health:
+        runner = None if self._model is None else self._model.runner
+        if runner is None:
+            return Health(RunnerState.STOPPED)
+        return await runner.health()
 
     async def stop(self) -> None:
         try:

@@ -14,6 +14,10 @@ and, when no other instance of the pool could run them, every job queued behind 
 same error: setup is not run again for each of them. New boots then back off (`Backoff`: 5 s,
 doubling up to 5 minutes, reset by a boot that succeeds); a job that arrives meanwhile with no
 instance to run it fails at once with the error, saying when the next try is.
+
+A `PoolWatcher` (engine/instances.py) hears every change of a member's state (booting, idle,
+busy, stopping) and when it is gone; it may `retire` a member (an unhealthy instance): it takes
+no more jobs, and leaves once nothing runs on it, as a lost one does.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from modelyard.runtime.waiting import Backoff
+from modelyard.store.tables import utcnow
 
 from .backend import BootFailed, Instance, InstanceLost
 from .jobs import Job, JobState
@@ -52,14 +59,44 @@ class Member:
     # Who sees setup logs: the prediction that booted it, then, when a crashed worker is
     # replaced on the next prediction's way in, that prediction.
     log_to: str = ""
+    id: str = field(default_factory=lambda: "i" + secrets.token_hex(12))
+    started_at: datetime = field(default_factory=utcnow)
+    stopping: bool = False
+    retired: str | None = None  # why it takes no more jobs (its healthcheck failed)
 
     @property
     def lost(self) -> bool:
-        return self.instance is not None and self.instance.lost
+        lost = self.instance is not None and self.instance.lost
+        return lost or self.retired is not None
+
+    @property
+    def state(self) -> str:
+        """booting, idle, busy or stopping (what its owner sees)."""
+        if self.stopping:
+            return "stopping"
+        if not self.ready:
+            return "booting"
+        return "busy" if self.busy else "idle"
 
     @property
     def free(self) -> bool:
         return self.ready and self.busy < self.slots and not self.lost
+
+
+class PoolWatcher(Protocol):
+    """Hears the members' changes (engine/instances.py)."""
+
+    def changed(self, pool: Pool, member: Member) -> None: ...
+
+    def gone(self, member: Member) -> None: ...
+
+
+class _NoWatcher:
+    def changed(self, pool: Pool, member: Member) -> None:
+        pass
+
+    def gone(self, member: Member) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -80,8 +117,10 @@ class Pool:
         run: RunJob,
         boot_log: BootLog,
         boot_failed: BootFailedCallback,
+        watcher: PoolWatcher | None = None,
     ) -> None:
         self.name = name
+        self.watcher: PoolWatcher = watcher or _NoWatcher()
         self.policy = policy
         self._make_instance = make_instance
         self._run = run
@@ -102,6 +141,14 @@ class Pool:
         """New limits, applied at once (more instances may boot; idle ones may stop)."""
         self.policy = policy
         self._kick.set()
+
+    def retire(self, member: Member, why: str) -> None:
+        """`member` takes no more jobs; it stops once nothing runs on it, and jobs that wait
+        boot a replacement."""
+        if member.retired is None and member in self.members:
+            member.retired = why
+            log.warning("%s: replacing an instance: %s", self.name, why)
+            self._kick.set()
 
     def put(self, job: Job) -> None:
         job.state = JobState.QUEUED
@@ -152,8 +199,7 @@ class Pool:
     async def _drop_lost(self) -> None:
         """Lost instances with nothing running leave (so that `_assign` may replace them)."""
         for member in [m for m in self.members if m.ready and m.busy == 0 and m.lost]:
-            self.members.remove(member)
-            await _stop(member)
+            await self._leave(member)
 
     def _until_idle_stop(self, now: float) -> float | None:
         """Seconds until an idle instance is due to stop; None when none is (then only a kick,
@@ -169,6 +215,7 @@ class Pool:
         self, member: Member, job: Job, work: Callable[[Member, Job], Coroutine[Any, Any, None]]
     ) -> None:
         member.busy += 1
+        self.watcher.changed(self, member)
         task = asyncio.create_task(work(member, job), name=f"run {job.prediction_id}")
         member.tasks.add(task)
         task.add_done_callback(member.tasks.discard)
@@ -186,6 +233,8 @@ class Pool:
         finally:
             member.busy -= 1
             member.idle_since = asyncio.get_running_loop().time()
+            if member in self.members:
+                self.watcher.changed(self, member)
             self._kick.set()  # a lost member leaves at the dispatcher's next round
 
     def _boot(self, job: Job) -> None:
@@ -201,6 +250,7 @@ class Pool:
 
         try:
             member.instance = await self._make_instance()
+            self.watcher.changed(self, member)  # its hardware is known now
             member.slots = await member.instance.start(progress)
             error = None
         except BootFailed as exc:
@@ -210,6 +260,7 @@ class Pool:
             error = str(exc) or type(exc).__name__
         if error is not None:
             self.members.remove(member)
+            self.watcher.gone(member)
             member.busy -= 1
             self.backoff.failed(f"setup failed: {error}")
             self._boot_failed(job, f"setup failed: {error}")  # first: stopping may fail too
@@ -221,6 +272,7 @@ class Pool:
             return
         self.backoff.succeeded()
         member.ready = True
+        self.watcher.changed(self, member)
         _running_on(job, member)
         self._kick.set()  # its other slots may take queued jobs now
         await self._run_on(member, job)
@@ -243,8 +295,7 @@ class Pool:
                 return
             idle = member.ready and member.busy == 0 and not self.queue
             if idle and now - member.idle_since >= self.policy.idle_timeout:
-                self.members.remove(member)
-                await _stop(member)
+                await self._leave(member)
 
     async def pause(self) -> None:
         """Start nothing more: queued jobs stay queued (the next start of the server runs them),
@@ -253,9 +304,18 @@ class Pool:
 
     async def close(self) -> None:
         await self._halt(booting_only=False)
-        for member in self.members:
+        for member in list(self.members):
+            await self._leave(member)
+
+    async def _leave(self, member: Member) -> None:
+        """Out of the pool, then stopped (seen as `stopping` meanwhile)."""
+        self.members.remove(member)
+        member.stopping = True
+        self.watcher.changed(self, member)
+        try:
             await _stop(member)
-        self.members.clear()
+        finally:
+            self.watcher.gone(member)
 
     async def _halt(self, *, booting_only: bool) -> None:
         """Stop the scheduling task, then the members' tasks (only their boots, or all)."""

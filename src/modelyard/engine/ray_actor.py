@@ -274,6 +274,14 @@ class ModelActor:
         """Cancel a running or waiting prediction; False when it is not here."""
         return self._model is not None and await self._model.cancel(prediction_id)
 
+    async def health(self) -> tuple[str, str | None]:
+        """Cog's health status of its worker, and why when not healthy (`Runner.health`)."""
+        runner = None if self._model is None else self._model.runner
+        if runner is None or self._exiting:
+            return "STOPPED", None
+        health = await runner.health()
+        return str(health.status), health.error
+
     # -- leases and the end --------------------------------------------------------------------
 
     def hold(self, holder: str, lease_ttl: float) -> bool:

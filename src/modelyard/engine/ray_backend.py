@@ -68,6 +68,7 @@ from ray.exceptions import (
 
 from modelyard.billing.hardware import Hardware
 from modelyard.runtime.events import Done, Event, Started
+from modelyard.runtime.runner import Health, RunnerState
 from modelyard.settings import Settings
 
 from .backend import BootFailed, InstanceLost, InstanceSpec, Progress
@@ -276,6 +277,18 @@ class RayInstance:
             return bool(await self._actor.cancel.remote(prediction_id))
         except LOST_ERRORS:
             return False
+
+    async def health(self) -> Health:
+        """The actor's worker's health; a lost machine is DEFUNCT, with why."""
+        if self._lost is not None:
+            return Health(RunnerState.DEFUNCT, self._lost)
+        if self._actor is None:
+            return Health(RunnerState.STOPPED)
+        try:
+            status, error = await self._actor.health.remote()
+        except LOST_ERRORS as exc:
+            return Health(RunnerState.DEFUNCT, self._where(_reason(exc)))
+        return Health(status, error)
 
     async def stop(self) -> None:
         """Let go of the actor: it exits unless another replica holds it or it runs something."""

@@ -317,3 +317,27 @@ class Replica(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime]
     expires_at: Mapped[datetime]
+
+
+class InstanceSnapshot(Base):
+    """One running instance as its replica last saw it (store/instances.py): written when its
+    state or health changes, deleted when it stops, so any replica can show every instance."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    replica: Mapped[str] = mapped_column(String(32))  # the engine that runs it (its lease)
+    version_pk: Mapped[int] = mapped_column(
+        ForeignKey("versions.pk", ondelete="CASCADE"), index=True
+    )
+    mode: Mapped[str] = mapped_column(String(10))  # predict | train
+    deployment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), index=True
+    )
+    hardware: Mapped[str | None] = mapped_column(String(50))  # None until its spec is read
+    state: Mapped[str] = mapped_column(String(20))  # booting | idle | busy | stopping
+    started_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    health_status: Mapped[str | None] = mapped_column(String(20))  # Cog's: READY, UNHEALTHY...
+    health_error: Mapped[str | None] = mapped_column(Text)
+    checked_at: Mapped[datetime | None]

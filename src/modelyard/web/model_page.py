@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
+from modelyard.engine.instances import model_instances
 from modelyard.engine.views import prediction_json
 from modelyard.store.accounts import is_reserved
 from modelyard.store.catalog import list_examples
@@ -41,6 +42,10 @@ def model_page(request: Request, owner: str, name: str, version: str = "") -> HT
                               f"{owner}/{name} has no version {version}.")  # fmt: skip
         versions = list_versions(session, row.model.id)
         examples = list_examples(session, row.model.id, before=None, limit=EXAMPLES_SHOWN)
+        account = who.account
+        instances = None  # None: not shown (only its owner and admins see its instances)
+        if account is not None and (row.model.owner_id == account.id or account.is_admin):
+            instances = model_instances(session, row.model.id, platform.db.shared)
     schema: dict[str, Any] = chosen.openapi_schema if chosen else {}
     shown = [
         shown_prediction(prediction_json(p, platform.engine.urls), schema, p.kind) for p in examples
@@ -59,5 +64,24 @@ def model_page(request: Request, owner: str, name: str, version: str = "") -> HT
         output_schema=components.get("Output", {}),
         examples=shown,
         default_example_id=row.model.default_example_id,
+        instances=None if instances is None else [_shown(i) for i in instances],
         default_example=next((e for e in shown if e["id"] == row.model.default_example_id), None),
     )
+
+
+def _shown(instance: dict[str, Any]) -> dict[str, Any]:
+    """An instance as the page shows it: its uptime in words."""
+    return {**instance, "uptime": uptime(instance["uptime_seconds"])}
+
+
+def uptime(seconds: float) -> str:
+    """`42 s`, `3 min 5 s`, `2 h 10 min`, `3 d 4 h`."""
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from modelyard.engine.instances import model_instances
 from modelyard.engine.urls import Urls
 from modelyard.engine.views import prediction_json, timestamp
 from modelyard.store.accounts import account_by_username
@@ -333,7 +334,10 @@ def _find(platform: Platform, account: Account, owner: str, name: str) -> ModelR
 def get(owner: str, name: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
     row = _find(platform, account, owner, name)
     with platform.db.session() as session:
-        return JSONResponse(render_model(session, row, platform.urls))
+        body = render_model(session, row, platform.urls)
+        if can_edit(row.model, account):  # its owner (and admins) see where it runs
+            body["instances"] = model_instances(session, row.model.id, platform.db.shared)
+        return JSONResponse(body)
 
 
 @router.patch("/models/{owner}/{name}")
