@@ -41,6 +41,9 @@ DELIBERATE_DIFFERENCES = (
     # A choices input of train(): with pydantic 2.14, 0.16 writes {"$ref": ...} where it writes
     # {"allOf": [{"$ref": ...}]} for predict() (and older pydantic for both); we always use allOf.
     "allOf for choices in TrainingInput",
+    # `x: Secret = Input(default=None)`: as Cog >= 0.17's Go generator, nullable with a null
+    # default (an optional credential); 0.16 showed neither.
+    "nullable and default null on Secret inputs defaulting to None",
 )
 
 
@@ -82,6 +85,10 @@ def normalise(schema: dict[str, Any]) -> dict[str, Any]:
             schema["components"]["schemas"].get(component, {}).get("properties", {}).values()
         ):
             prop.pop("x-cog-accept", None)
+            if prop.get("x-cog-secret"):
+                prop.pop("nullable", None)
+                if "default" in prop and prop["default"] is None:
+                    del prop["default"]
             if "$ref" in prop:
                 prop["allOf"] = [{"$ref": prop.pop("$ref")}]
     return schema

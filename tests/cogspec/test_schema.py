@@ -259,6 +259,7 @@ def test_dict_and_any_inputs_and_aliases(schema_of: Callable[..., dict]) -> None
             "title": "Token",
             "x-order": 3,
             "nullable": True,
+            "default": None,  # as Cog's Go generator, for a Secret defaulting to None
         },
         "mode": {"type": "string", "title": "Mode", "default": "x", "x-order": 4},
     }
@@ -347,7 +348,7 @@ PRED = "from typing import Iterator, Optional\nfrom cog import BasePredictor, In
         ),
         (
             "    def predict(self, x: Tensor) -> str: ...\n",
-            "predict.py:6: unknown type 'Tensor' (supported: str, int, float, bool, cog.Path, cog.File, cog.Secret, list[...], dict, Any, Optional[...], or a BaseModel defined in this file)",
+            "predict.py:6: unknown type 'Tensor' (supported: str, int, float, bool, cog.Path, cog.File, cog.Secret, list[...], dict, Any, Optional[...], or a BaseModel defined in the package)",
         ),
         (
             "    def predict(self, x: Iterator[str]) -> str: ...\n",
@@ -477,7 +478,8 @@ def test_type_imported_from_elsewhere(error_of: Callable[..., str]) -> None:
     )
     assert error_of(source) == (
         "predict.py:4: cannot resolve type 'Box' (imported from '.shapes'): types are read "
-        "statically, so define it in this file as a BaseModel subclass"
+        "statically, so define it in a file of the package as a BaseModel subclass, or mark a "
+        "JSON-shaped type opaque: Annotated[Box, cog.Opaque]"
     )
 
 

@@ -16,4 +16,7 @@ normalised in exactly one named function of ``normalise.py`` and listed in
 - ``test_validation.py``: 422s and the input differences
 - ``test_differences.py``: the other documented differences, each pinned on both sides
 - ``test_regressions.py``: bugs this comparison found, fixed since
+- ``packages_types.py`` + ``test_cog_types.py``: the rest of Cog's type system (TypedDict inputs,
+  unions with lists, ``Opaque`` lists, sibling-file output models, optional secrets), with the
+  schema shape Cog's Go generator emits for each
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+from .packages_types import TYPES_PACKAGES
 from .support import Package
 
 COG_YAML = 'build:\n  python_version: "3.11"\npredict: "predict.py:Predictor"\n'
@@ -217,6 +218,9 @@ INLINE: dict[str, dict[str, str]] = {
         """,
     },
 }
+
+
+INLINE.update(TYPES_PACKAGES)  # the rest of Cog's type system (issue 14)
 
 
 def write_inline(name: str, folder: Path) -> Path:

@@ -28,7 +28,6 @@ INVALID_CASES = [
             ("bool_is_strict", {"flag": 1}),
             ("int_rejects_fraction", {"n": 2.5}),
             ("null_for_required_type", {"text": None}),
-            ("null_secret", {"token": None}),
             ("list_item_wrong_type", {"nums": [1, "a"]}),
             ("list_not_list", {"nums": 3}),
         ]

@@ -1,10 +1,11 @@
-"""Python type annotations of a predictor, read from the syntax tree, and their JSON schemas.
+"""Python type annotations of a predictor, read from the syntax tree.
 
 ``resolve_type`` turns an annotation node (``Optional[cog.Path]``, ``list[str]``, ``Iterator[str]``,
-``Output`` for a ``BaseModel`` defined in the same file...) into a :class:`CogType`, resolving names
-through the file's imports so that ``from cog import Path``, ``import cog`` + ``cog.Path`` and aliases
-all mean the same thing. ``type_schema`` renders a :class:`CogType` the way Cog's legacy (pydantic)
-generator does. Which types are allowed where (input or output) is decided by ``schema.py``.
+``Output`` for a ``BaseModel`` or ``TypedDict`` defined in the same file or in another file of the
+package...) into a :class:`CogType`, resolving names through the file's imports so that
+``from cog import Path``, ``import cog`` + ``cog.Path`` and aliases all mean the same thing.
+``render.py`` turns a :class:`CogType` into its JSON schema; which types are allowed as inputs is
+decided by ``constraints.py``, as outputs by ``schema.py``.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ class CogType:
     variants: tuple[CogType, ...] = ()
     fields: tuple[ObjectField, ...] = field(default=(), compare=False)
     name: str | None = None
+    #: For an object: "model", "dataclass" or "typeddict" (a TypedDict input is an opaque object).
+    style: str | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         """A short human name for error messages (``list[Path]``)."""
@@ -133,6 +136,12 @@ def resolve_type(
     if isinstance(node, ast.Name) and node.id in module.classes:
         return _object(module.classes[node.id], module, _seen)
     kind = _NAMES.get(canonical(name) or "")
+    if kind is None:
+        # A model defined in another file of the package (``from .types import Output``), read
+        # statically as Cog's generator does (pkg/schema/python/models.go resolveExternalModels).
+        found = imported_class(name, module)
+        if found is not None:
+            return _object(found[0], found[1], _seen)
     if kind is None or kind in ("optional", "union", "annotated"):
         raise _unknown(node, name, module)
     if kind == "concat":  # a bare ConcatenateIterator yields str
@@ -146,14 +155,78 @@ def _unknown(node: ast.expr, name: str, module: ModuleSource) -> Exception:
         origin = name.rsplit(".", 1)[0]
         return module.error(
             f"cannot resolve type {text!r} (imported from {origin!r}): types are read "
-            "statically, so define it in this file as a BaseModel subclass",
+            "statically, so define it in a file of the package as a BaseModel subclass, or "
+            f"mark a JSON-shaped type opaque: Annotated[{text}, cog.Opaque]",
             node,
         )
     return module.error(
         f"unknown type {text!r} (supported: str, int, float, bool, cog.Path, cog.File, "
-        "cog.Secret, list[...], dict, Any, Optional[...], or a BaseModel defined in this file)",
+        "cog.Secret, list[...], dict, Any, Optional[...], or a BaseModel defined in the package)",
         node,
     )
+
+
+def imported_class(name: str, module: ModuleSource) -> tuple[ast.ClassDef, ModuleSource] | None:
+    """The class that ``name`` (a dotted name from ``module``'s imports: ``types.Output``,
+    ``.types.Output``) stands for in another file of the package, followed through re-exports;
+    None when it is not a class of the package (an installed library, say)."""
+    for _ in range(8):  # re-exports of re-exports, but never forever
+        module_name, _, class_name = name.rpartition(".")
+        if not module_name.strip("."):
+            return None
+        other = module.import_module(module_name)
+        if other is None:
+            return None
+        if class_name in other.classes:
+            return other.classes[class_name], other
+        if class_name not in other.imports:
+            return None
+        name, module = other.imports[class_name], other
+    return None
+
+
+def _class_of(node: ast.expr, module: ModuleSource) -> tuple[ast.ClassDef, ModuleSource] | None:
+    """The class a base-class expression names: defined in ``module`` or imported from the
+    package."""
+    if isinstance(node, ast.Name) and node.id in module.classes:
+        return module.classes[node.id], module
+    name = module.qualname(node)
+    if name is None or name == getattr(node, "id", None):
+        return None
+    return imported_class(name, module)
+
+
+def _opaque(node: ast.expr, module: ModuleSource) -> CogType:
+    """The type inside ``Annotated[T, cog.Opaque]``: an opaque JSON value, whose inner type is
+    never resolved (it is usually a third-party class), except that a list stays a list of opaque
+    values and ``Optional[T]``/``T | None`` stays nullable (Cog's ``opaqueFieldType``)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        try:
+            parsed = parse(node.value, module.display, "eval", getattr(node, "lineno", None))
+        except CogSpecError:
+            return CogType("any")
+        node = cast(ast.Expression, parsed).body
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        parts = [node.left, node.right]
+        if any(isinstance(p, ast.Constant) and p.value is None for p in parts):
+            inner = next(p for p in parts if not (isinstance(p, ast.Constant) and p.value is None))
+            return replace(_opaque(inner, module), nullable=True)
+        return CogType("any")
+    head = canonical(module.qualname(_subscript_head(node)))
+    kind = _NAMES.get(head or "")
+    if kind == "list":
+        return CogType("list", item=CogType("any"))
+    if isinstance(node, ast.Subscript):
+        args = list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if kind == "annotated":
+            return _opaque(args[0], module)
+        nones = [a for a in args if isinstance(a, ast.Constant) and a.value is None]
+        if kind == "optional" and len(args) == 1:
+            return replace(_opaque(args[0], module), nullable=True)
+        if kind == "union" and len(args) == 2 and len(nones) == 1:
+            inner = next(a for a in args if a not in nones)
+            return replace(_opaque(inner, module), nullable=True)
+    return CogType("any")
 
 
 def _generic(node: ast.Subscript, module: ModuleSource, seen: frozenset[str]) -> CogType:
@@ -167,7 +240,7 @@ def _generic(node: ast.Subscript, module: ModuleSource, seen: frozenset[str]) ->
     if kind == "annotated":
         # Annotated[T, cog.Opaque] is an opaque JSON value; other metadata is ignored.
         if any(canonical(module.qualname(a)) == "cog.Opaque" for a in args[1:]):
-            return CogType("any")
+            return _opaque(args[0], module)
         return resolve_type(args[0], module, seen)
     if kind in ("list", "iterator", "concat") and len(args) == 1:
         item = resolve_type(args[0], module, seen)
@@ -201,7 +274,8 @@ def _union(
 
 
 def _object(cls: ast.ClassDef, module: ModuleSource, seen: frozenset[str]) -> CogType:
-    if cls.name in seen:
+    key = f"{module.display}:{cls.name}"  # two files of a package may both define an Output
+    if key in seen:
         raise module.error(f"recursive type {cls.name!r} is not supported", cls)
     style = model_style(cls, module)
     if style is None:
@@ -210,15 +284,16 @@ def _object(cls: ast.ClassDef, module: ModuleSource, seen: frozenset[str]) -> Co
             "used as a type",
             cls,
         )
-    seen = seen | {cls.name}
+    seen = seen | {key}
     total = not any(
         k.arg == "total" and isinstance(k.value, ast.Constant) and k.value.value is False
         for k in cls.keywords
     )
     fields: dict[str, ObjectField] = {}
-    for base in cls.bases:  # fields inherited from models defined in the same file come first
-        if isinstance(base, ast.Name) and base.id in module.classes:
-            parent = _object(module.classes[base.id], module, seen)
+    for base in cls.bases:  # fields inherited from models defined in the package come first
+        found = _class_of(base, module)
+        if found is not None and found[0] is not cls:
+            parent = _object(found[0], found[1], seen)
             fields.update({f.name: f for f in parent.fields})
     for stmt in cls.body:
         if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
@@ -230,10 +305,10 @@ def _object(cls: ast.ClassDef, module: ModuleSource, seen: frozenset[str]) -> Co
         default = _field_default(stmt.value, module)
         required = total and not not_required and default is NO_DEFAULT and not ftype.nullable
         fields[stmt.target.id] = ObjectField(stmt.target.id, ftype, default, required)
-    return CogType("object", fields=tuple(fields.values()), name=cls.name)
+    return CogType("object", fields=tuple(fields.values()), name=cls.name, style=style)
 
 
-def model_style(cls: ast.ClassDef, module: ModuleSource) -> str | None:
+def model_style(cls: ast.ClassDef, module: ModuleSource, _depth: int = 0) -> str | None:
     """``"model"``, ``"dataclass"``, ``"typeddict"`` or None for a class defined in ``module``."""
     for deco in cls.decorator_list:
         target = deco.func if isinstance(deco, ast.Call) else deco
@@ -245,8 +320,9 @@ def model_style(cls: ast.ClassDef, module: ModuleSource) -> str | None:
             return "model"
         if name in _TYPED_DICT_BASES:
             return "typeddict"
-        if isinstance(base, ast.Name) and base.id in module.classes and base.id != cls.name:
-            inherited = model_style(module.classes[base.id], module)
+        found = _class_of(base, module) if _depth < 16 else None
+        if found is not None and found[0] is not cls:
+            inherited = model_style(found[0], found[1], _depth + 1)
             if inherited:
                 return inherited
     return None
@@ -287,67 +363,3 @@ def _field_default(node: ast.expr | None, module: ModuleSource) -> Any:
     except CogSpecError:
         # A default the schema cannot show (e.g. a function call) still makes the field optional.
         return None
-
-
-def type_schema(t: CogType, where: str) -> dict[str, Any]:
-    """The JSON schema of ``t`` without ``title``; ``where`` is ``"input"`` or ``"output"``,
-    because Cog renders ``Any`` and ``dict`` differently on each side."""
-    out: dict[str, Any]
-    if t.kind == "str":
-        out = {"type": "string"}
-    elif t.kind == "int":
-        out = {"type": "integer"}
-    elif t.kind == "float":
-        out = {"type": "number"}
-    elif t.kind == "bool":
-        out = {"type": "boolean"}
-    elif t.kind in ("path", "file"):
-        out = {"type": "string", "format": "uri"}
-    elif t.kind == "secret":
-        out = {"type": "string", "format": "password", "writeOnly": True, "x-cog-secret": True}
-    elif t.kind == "any":
-        out = {"type": "object"} if where == "input" else {}
-    elif t.kind == "dict":
-        if where == "input":
-            out = {"type": "object"}
-        elif t.item is not None:
-            out = {"additionalProperties": type_schema(t.item, where), "type": "object"}
-        else:
-            out = {"additionalProperties": True, "type": "object"}
-    elif t.kind in ("list", "iterator", "concat"):
-        items = type_schema(t.item, where) if t.item is not None else {}
-        out = {"items": items, "type": "array"}
-        if t.kind == "concat":
-            out["x-cog-array-display"] = "concatenate"
-        if t.kind in ("iterator", "concat"):
-            out["x-cog-array-type"] = "iterator"
-    elif t.kind == "union":
-        out = {"anyOf": [type_schema(v, where) for v in t.variants]}
-    elif t.kind == "object":
-        out = object_schema(t, where)
-    else:  # pragma: no cover - every kind is handled above
-        raise ValueError(f"unknown kind {t.kind}")
-    if t.nullable:
-        out["nullable"] = True
-    return out
-
-
-def object_schema(t: CogType, where: str) -> dict[str, Any]:
-    """``{"properties": ..., "type": "object", "required": [...]}`` for a model type."""
-    properties: dict[str, Any] = {}
-    for f in t.fields:
-        prop = type_schema(f.type, where)
-        prop["title"] = title(f.name)
-        if f.default is not NO_DEFAULT and f.default is not None:
-            prop["default"] = f.default
-        properties[f.name] = prop
-    out: dict[str, Any] = {"properties": properties, "type": "object"}
-    required = [f.name for f in t.fields if f.required]
-    if required:
-        out["required"] = required
-    return out
-
-
-def title(name: str) -> str:
-    """Pydantic's field title, which Cog's schemas carry: ``max_new_tokens`` -> ``Max New Tokens``."""
-    return name.title().replace("_", " ").strip()

@@ -143,6 +143,12 @@ def resolve_schema(prop: dict[str, Any], schemas: dict[str, Any]) -> dict[str, A
     return merged
 
 
+def accepts(value: Any, prop: dict[str, Any], schemas: dict[str, Any]) -> bool:
+    """Whether one input property's schema accepts ``value`` (the CLI asks this to type an
+    ``-i name=value`` for a union input, as Cog's CLI does)."""
+    return not _check(value, prop, schemas, ())[1]
+
+
 def _check(
     value: Any, prop: dict[str, Any], schemas: dict[str, Any], loc: tuple[str | int, ...]
 ) -> tuple[Any, list[FieldError]]:
@@ -227,11 +233,19 @@ def _coerce(value: Any, expected: str) -> tuple[bool, Any]:
     return True, value
 
 
-def _non_finite(value: Any, loc: tuple[str | int, ...]) -> tuple[tuple[str | int, ...], float] | None:
+def _non_finite(
+    value: Any, loc: tuple[str | int, ...]
+) -> tuple[tuple[str | int, ...], float] | None:
     """Where a NaN or infinite float is inside ``value`` (lists and objects searched), and it."""
     if isinstance(value, float) and not math.isfinite(value):
         return loc, value
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
     for key, item in items:
         found = _non_finite(item, (*loc, key))
         if found is not None:

@@ -10,23 +10,23 @@ choice is noted where it is made. Problems are :class:`CogSpecError` located at 
 from __future__ import annotations
 
 import ast
-import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .annotations import (
-    JSON_NATIVE,
-    SCALARS,
-    CogType,
-    canonical,
-    object_schema,
-    resolve_type,
-    type_schema,
-)
-from .annotations import title as field_title
+from .annotations import canonical, resolve_type
 from .config import CogConfig, PredictorRef
+from .constraints import (
+    add_constraints,
+    check_default,
+    check_input_type,
+    choices_enum,
+    typed_dicts_as_objects,
+)
 from .errors import CogSpecError
 from .openapi import RESERVED_COMPONENTS, build_document
+from .render import object_schema, type_schema
+from .render import title as field_title
 from .source import ModuleSource, read_module
 
 INPUT_KEYWORDS = (
@@ -43,7 +43,7 @@ INPUT_KEYWORDS = (
 )
 _INPUT_CALLS = ("cog.Input",)
 _STREAMING = ("cog.streaming",)
-_INPUT_KINDS = (*SCALARS, "path", "file", "secret", "any", "dict")
+_CONSTRAINTS = ("ge", "le", "min_length", "max_length", "regex")
 
 
 def predictor_schema(package_dir: Path, config: CogConfig) -> dict[str, Any]:
@@ -245,20 +245,29 @@ def _input_property(
     name = arg.arg
     if arg.annotation is None:
         raise module.error(f"parameter {name!r} of {method}() has no type annotation", arg)
-    ctype = resolve_type(arg.annotation, module)
-    _check_input_type(ctype, name, module, arg)
+    ctype = typed_dicts_as_objects(resolve_type(arg.annotation, module))
+    check_input_type(ctype, name, module, arg)
     options = _input_options(default, module)
     node = default if default is not None else arg
     value = options.get("default")
     choices = options.get("choices")
     enum = None
     if choices is not None:
-        enum = _choices_enum(ctype, name, choices, module, node)
+        enum = choices_enum(ctype, name, choices, module, node)
         prop: dict[str, Any] = {}
     else:
-        prop = type_schema(CogType(ctype.kind, ctype.item, False, ctype.variants), "input")
-        if "anyOf" not in prop:  # pydantic puts constraints beside the type, before the title
-            _constraints(prop, options, ctype, module, node)
+        prop = type_schema(replace(ctype, nullable=False), "input")
+        if "anyOf" in prop:
+            # As Cog's generator (pkg/schema/types.go ValidateInputField): a union takes no
+            # constraints; a nullable union marks each of its variants nullable too.
+            if any(options.get(k) is not None for k in _CONSTRAINTS):
+                raise module.error(
+                    f"constraints are not supported on union inputs ({name!r})", node
+                )
+            if ctype.nullable:
+                prop["anyOf"] = [{**v, "nullable": True} for v in prop["anyOf"]]
+        else:  # pydantic puts constraints beside the type, before the title
+            add_constraints(prop, options, ctype, module, node)
         prop["title"] = field_title(name)
     if options.get("description") is not None:
         prop["description"] = options["description"]
@@ -266,8 +275,14 @@ def _input_property(
     # an input optional without showing a default; the Go generator (0.17+) instead makes
     # `x: int = Input(default=None)` required.
     if value is not None:
-        _check_default(value, options, ctype, module, node, name)
+        check_default(value, options, ctype, module, node, name)
         prop["default"] = value
+    elif ctype.kind == "secret" and "default" in options:
+        # `api_key: Secret = Input(default=None)` is Cog's idiom for an optional credential: Cog's
+        # generator (pkg/schema/openapi_spec.go buildInputSchema) makes it nullable with
+        # `default: null`, unlike other types' None defaults.
+        prop["default"] = None
+        ctype = replace(ctype, nullable=True)
     if options.get("deprecated"):
         prop["deprecated"] = True
     if options.get("accept") is not None:
@@ -281,94 +296,6 @@ def _input_property(
         prop["nullable"] = True
     is_required = "default" not in options and not ctype.nullable
     return prop, is_required, enum
-
-
-def _check_input_type(ctype: CogType, name: str, module: ModuleSource, node: ast.AST) -> None:
-    ok = ctype.kind in _INPUT_KINDS
-    if ctype.kind == "list":
-        ok = ctype.item is None or (ctype.item.kind in _INPUT_KINDS and not ctype.item.nullable)
-    if ctype.kind == "union":
-        ok = all(v.kind in JSON_NATIVE and v.item is None for v in ctype.variants)
-    if not ok:
-        raise module.error(f"unsupported input type {ctype.describe()} for {name!r}", node)
-
-
-def _constraints(
-    prop: dict[str, Any],
-    options: dict[str, Any],
-    ctype: CogType,
-    module: ModuleSource,
-    node: ast.AST,
-) -> None:
-    # Cog 0.16 renders ge/le as floats (pydantic's Field takes floats): "minimum": 1.0.
-    for key, schema_key in (("le", "maximum"), ("ge", "minimum")):
-        if options.get(key) is not None:
-            if not isinstance(options[key], (int, float)) or isinstance(options[key], bool):
-                raise module.error(f"{key}= must be a number, not {options[key]!r}", node)
-            prop[schema_key] = float(options[key])
-    # On a list, pydantic (and so Cog 0.16) turns min_length/max_length into minItems/maxItems.
-    lengths = ("maxItems", "minItems") if ctype.kind == "list" else ("maxLength", "minLength")
-    for key, schema_key in zip(("max_length", "min_length"), lengths, strict=True):
-        if options.get(key) is not None:
-            if not isinstance(options[key], int) or isinstance(options[key], bool):
-                raise module.error(f"{key}= must be an integer, not {options[key]!r}", node)
-            prop[schema_key] = options[key]
-    if options.get("regex") is not None:
-        try:
-            re.compile(options["regex"])
-        except (re.error, TypeError) as exc:
-            raise module.error(f"invalid regex {options['regex']!r}: {exc}", node) from None
-        prop["pattern"] = options["regex"]
-
-
-def _choices_enum(
-    ctype: CogType, name: str, choices: Any, module: ModuleSource, node: ast.AST
-) -> dict[str, Any]:
-    if ctype.kind not in ("str", "int"):
-        raise module.error(
-            f"choices= can only be used with str or int inputs, not {name!r} ({ctype.describe()})",
-            node,
-        )
-    want = str if ctype.kind == "str" else int
-    if not isinstance(choices, list) or not choices:
-        raise module.error(f"choices= for {name!r} must be a non-empty list", node)
-    for choice in choices:
-        if not isinstance(choice, want) or isinstance(choice, bool):
-            raise module.error(f"choice {choice!r} of {name!r} is not a {ctype.kind}", node)
-    kind = "string" if ctype.kind == "str" else "integer"
-    return {"type": kind, "enum": choices, "title": name, "description": "An enumeration."}
-
-
-def _check_default(
-    value: Any,
-    options: dict[str, Any],
-    ctype: CogType,
-    module: ModuleSource,
-    node: ast.AST,
-    name: str,
-) -> None:
-    """Reject a default that its own constraints would refuse (as Cog's Go generator does)."""
-    problem = None
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if options.get("choices") is not None and value not in options["choices"]:
-        problem = f"is not one of {options['choices']!r}"
-    elif number and options.get("ge") is not None and value < options["ge"]:
-        problem = f"is less than ge={options['ge']!r}"
-    elif number and options.get("le") is not None and value > options["le"]:
-        problem = f"is greater than le={options['le']!r}"
-    elif isinstance(value, (str, list)):
-        if options.get("min_length") is not None and len(value) < options["min_length"]:
-            problem = f"is shorter than min_length={options['min_length']!r}"
-        elif options.get("max_length") is not None and len(value) > options["max_length"]:
-            problem = f"is longer than max_length={options['max_length']!r}"
-        elif (
-            isinstance(value, str)
-            and options.get("regex")
-            and not re.search(options["regex"], value)
-        ):
-            problem = f"does not match regex={options['regex']!r}"
-    if problem:
-        raise module.error(f"default {value!r} of {name!r} {problem}", node)
 
 
 def _output_component(func: _Func, module: ModuleSource, component: str) -> dict[str, Any]:
