@@ -42,9 +42,12 @@ def problem_response(problem: Problem) -> JSONResponse:
     if problem.title:
         body["title"] = problem.title
     body.update(problem.extra)
-    return JSONResponse(
-        body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM
-    )
+    headers = dict(problem.headers or {})
+    if problem.status == 409:
+        # Every 409 here is for good (the name is taken, the version is in use); the v2 client
+        # retries a 409 unless told not to, and a retried create would hide its own success.
+        headers.setdefault("x-should-retry", "false")
+    return JSONResponse(body, status_code=problem.status, headers=headers, media_type=PROBLEM)
 
 
 def not_found(what: str = "Not found.") -> Problem:

@@ -5,6 +5,8 @@ and answer at once or (with `Prefer: wait`) once done. Shared by every create ro
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,6 +34,7 @@ from .auth import can_see, signed_in_by_cookie
 from .errors import Problem, invalid_fields_problem
 from .limits import WEBHOOK_MAX, Text, text_problem
 from .platform import Platform
+from .tracecontext import trace_context
 
 WebhookEvent = Literal["start", "output", "logs", "completed"]
 _PREFER_WAIT = re.compile(r"(?:^|[,;]\s*)wait(?:=([0-9]+))?(?:\s*(?:[,;]|$))")
@@ -40,6 +43,11 @@ _DURATION = re.compile(r"(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?")
 _DIGITS = 9  # a longer number is above every maximum (and int() of it is not cheap)
 CANCEL_AFTER_MAX = timedelta(days=7)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# `Prefer: wait` answers this long before the read timeout a client states (docs/api.md)
+READ_TIMEOUT_MARGIN = 5.0
+# on every answer to a create: the v2 client retries 5xx, 408, 409 and 429 unless told not to
+NO_RETRY = {"x-should-retry": "false"}
+log = logging.getLogger("modelyard.api")
 
 INVALID_VERSION = Problem(
     422,
@@ -272,23 +280,90 @@ async def create_job(
         destination_model_id=destination.model.id if destination else None,
         destination_ref=destination.ref if destination else None,
         stream_key=new_access_key() if wants_stream else None,
+        trace_context=trace_context(request.headers),  # a malformed one is ignored, never a 4xx
     )
     return await platform.engine.create(new, inputs)
 
 
 async def respond(platform: Platform, request: Request, prediction: Prediction) -> JSONResponse:
-    """201 right away, or after waiting for `Prefer: wait`; a non-terminal wait says starting."""
+    """201 right away, or after waiting for `Prefer: wait`; a non-terminal wait says starting.
+
+    The prediction is stored by now, so no answer from here on may be one the v2 client retries
+    (408, 409, 429, 5xx: each retry would create another prediction): every answer says
+    `x-should-retry: false`, and an unexpected error still answers 201 with the stored row."""
+    try:
+        return await _respond(platform, request, prediction)
+    except Exception:
+        log.exception("answering the create of %s", prediction.id)
+    try:
+        body = prediction_json(prediction, platform.urls)
+    except Exception:
+        log.exception("rendering %s", prediction.id)
+        detail = f"{prediction.id} was created, but the answer failed; GET it to follow it."
+        return JSONResponse(
+            {"detail": detail, "status": 500, "title": "Error", "id": prediction.id},
+            500,
+            headers=NO_RETRY,
+            media_type="application/problem+json",
+        )
+    return JSONResponse(body, 201, headers=_created_headers(platform, prediction))
+
+
+def _created_headers(platform: Platform, prediction: Prediction) -> dict[str, str]:
+    return {"Location": platform.urls.prediction(prediction.id, prediction.kind), **NO_RETRY}
+
+
+async def _respond(platform: Platform, request: Request, prediction: Prediction) -> JSONResponse:
     wait = prefer_wait(request, platform.settings.sync_wait_max)
-    headers = {"Location": platform.urls.prediction(prediction.id, prediction.kind)}
+    headers = _created_headers(platform, prediction)
     if wait is None:
         return JSONResponse(prediction_json(prediction, platform.urls), 201, headers=headers)
-    # Answer a little before N seconds: the Python client's read timeout is N + 0.5 s.
-    latest = await platform.engine.log.wait_until(
-        prediction.id, lambda p: p.status in TERMINAL, timeout=max(0.5, wait - 0.25)
-    )
+    latest = await _hold(platform, prediction.id, hold_seconds(wait, read_timeout(request)))
     body = prediction_json(latest or prediction, platform.urls)
     headers["Preference-Applied"] = f"wait={int(wait)}"
     if body["status"] not in TERMINAL:
         body["status"] = "starting"  # the clients treat anything else as finished
         return JSONResponse(body, 202, headers=headers)
     return JSONResponse(body, 201, headers=headers)
+
+
+async def _hold(platform: Platform, prediction_id: str, seconds: float) -> Prediction | None:
+    """The prediction once it ends, or None when `seconds` pass or the server begins to stop
+    first (its connection would be cut, and the v2 client would send the create again)."""
+    if platform.stopping.is_set():
+        return None
+    ended = asyncio.ensure_future(
+        platform.engine.log.wait_until(prediction_id, lambda p: p.status in TERMINAL, seconds)
+    )
+    stopping = asyncio.ensure_future(platform.stopping.wait())
+    try:
+        await asyncio.wait((ended, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (ended, stopping):
+            task.cancel()
+    return ended.result() if ended.done() and not ended.cancelled() else None
+
+
+def read_timeout(request: Request) -> float | None:
+    """The client's read timeout in seconds, as the Stainless-built clients send it: the Python
+    v2 client in `x-stainless-read-timeout`, the JavaScript SDK (under Replicate's MCP server) in
+    `x-stainless-timeout`, its whole-request timeout; None when absent or not a positive number."""
+    headers = request.headers
+    raw = headers.get("x-stainless-read-timeout") or headers.get("x-stainless-timeout", "")
+    try:
+        value = float(raw[:32])
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def hold_seconds(wait: float, client_timeout: float | None) -> float:
+    """How long `Prefer: wait=N` holds the request: N less a quarter second (the 1.0.7 client's
+    read timeout is N + 0.5 s), and, when the client says its read timeout, at most that less
+    `READ_TIMEOUT_MARGIN` (a quarter of it for a short one). An answer that comes after the
+    timeout is one the client never reads: it retries the POST and makes a copy."""
+    hold = max(0.5, wait - 0.25)
+    if client_timeout is not None:
+        margin = min(READ_TIMEOUT_MARGIN, client_timeout / 4)
+        hold = min(hold, client_timeout - margin)
+    return max(0.0, hold)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -28,6 +29,9 @@ class Platform:
     writer: Writer
     tokens: TtlCache[Account] = field(default_factory=lambda: TtlCache(ttl=5.0))
     versions: TtlCache[Any] = field(default_factory=lambda: TtlCache(ttl=2.0))
+    # Set when the server is told to stop, before it stops taking requests: a `Prefer: wait`
+    # that is held then answers at once rather than have its connection cut (api/jobs.py).
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def urls(self) -> Urls:

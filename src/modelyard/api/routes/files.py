@@ -3,13 +3,15 @@ downloads also work without auth through a signed URL (`owner`, `expiry`, `signa
 
 An upload streams into blob storage as it arrives: the `content` part is hashed and written
 chunk by chunk in a worker thread, never held in memory, and a body past the upload limit is
-answered with 413 problem+json. `metadata` is accepted both as a text field (the Python
-client) and as a file part (the JS client sends `filename="blob"`, `application/json`).
+answered with 413 problem+json. `metadata` is accepted as a JSON text field (the Python
+client 1.0.7), as a JSON file part (the JS client sends `filename="blob"`, `application/json`)
+and as bracket fields, `metadata[key]=value` (the v2 Python client; `metadata.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -29,6 +31,7 @@ from ..errors import Problem, invalid_fields_problem, not_found
 from ..limits import METADATA_MAX, parse_count, parse_json
 from ..pages import decode_cursor, page
 from ..platform import PlatformDep
+from .metadata import BRACKETED, bracket_metadata
 
 router = APIRouter(tags=["files"])
 PAGE_SIZE = 100
@@ -39,6 +42,7 @@ _FIELDS = ("filename", "type", "metadata")
 # An upload holds a thread while its body arrives; its own pool keeps slow uploads from starving
 # the default executor (beyond 64 at once, further uploads wait their turn).
 UPLOADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="upload")
+log = logging.getLogger("modelyard.api")
 
 
 @router.post("/files", status_code=201)
@@ -52,9 +56,14 @@ async def create(request: Request, platform: PlatformDep, account: AccountDep) -
     assert form.result is not None
     name, content_type, metadata = form.result
     file = files.save_upload(account.id, name, content_type, metadata, blob)
-    await asyncio.to_thread(files.purge_if_due)
     body = files.file_json(file, account.username)
-    return JSONResponse(body, status_code=201, headers={"Location": body["urls"]["get"]})
+    try:
+        await asyncio.to_thread(files.purge_if_due)
+    except Exception:  # housekeeping: the upload is stored, a 5xx now would bring it again
+        log.exception("purging expired files")
+    # `x-should-retry: false`: stored, so the v2 client must not send it again on any answer
+    headers = {"Location": body["urls"]["get"], "x-should-retry": "false"}
+    return JSONResponse(body, status_code=201, headers=headers)
 
 
 @router.get("/files")
@@ -216,6 +225,8 @@ class _Form:
         self.error: Problem | None = None
         self.result: tuple[str, str, dict[str, Any]] | None = None
         self.fields: dict[str, bytearray] = {}
+        self.bracketed: list[tuple[str, bytearray]] = []  # `metadata[...]` fields, in order
+        self.bracketed_size = 0  # their names and values, in bytes
         self.content_seen = False
         self.content_name: str | None = None
         self.content_type: str | None = None
@@ -272,6 +283,17 @@ class _Form:
             return None
 
     def _metadata(self, problems: list[dict[str, str]]) -> dict[str, Any]:
+        if self.bracketed:
+            if "metadata" in self.fields:
+                message = "send metadata as one JSON field or as metadata[key] fields, not both"
+                problems.append(_field("duplicate", "metadata", message))
+                return {}
+            # sized as they arrived (what was past the limit was not kept)
+            size = self.bracketed_size if self.bracketed_size > METADATA_MAX else 0
+            fields, bad = bracket_metadata(self.bracketed, METADATA_MAX, size)
+            if bad is not None:
+                problems.append(_field(*bad))
+            return fields
         text = self._text("metadata", problems)
         if text is None or not text.strip():
             return {}
@@ -327,6 +349,11 @@ class _Form:
         elif name in _FIELDS:  # a text field or, as the JS client sends metadata, a file part
             self._target = name
             self.fields[name] = bytearray()
+        elif name.startswith(BRACKETED):  # one `metadata[...]` field of many
+            self._target = name
+            key = _decode(options.get(b"name", b""))  # httpx sends UTF-8 names
+            self.bracketed.append((key, bytearray()))
+            self.bracketed_size += len(key.encode())
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self.error is not None or self._target is None:
@@ -338,7 +365,14 @@ class _Form:
             else:
                 self._pending.append(data[start:end])
             return
-        field = self.fields[self._target]
+        if self._target.startswith(BRACKETED):
+            field = self.bracketed[-1][1]
+            self.bracketed_size += end - start
+            if self.bracketed_size > METADATA_MAX:  # refused at the end; stop keeping it
+                self._target = None
+                return
+        else:
+            field = self.fields[self._target]
         field += data[start:end]
         if len(field) > FIELD_LIMIT:
             self.error = Problem(
