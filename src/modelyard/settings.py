@@ -36,6 +36,10 @@ class Settings:
     package_max_ratio: int = 100
     file_expiry: float = 24 * 3600.0  # uploaded files, seconds
     output_expiry: float | None = None  # output files, seconds; None keeps them
+    # Seconds after it finishes that a prediction's input, output, logs and output files are
+    # removed (engine/retention.py): API-made ones, and web-made ones; None keeps them.
+    data_retention: float | None = None
+    web_data_retention: float | None = None
     sync_wait_max: float = 60.0  # `Prefer: wait` holds at most this long
     webhook_retry_delays: tuple[float, ...] = (1, 2, 4, 8, 16, 30)  # after the first try
     webhook_timeout: float = 10.0

@@ -9,6 +9,7 @@ still hold; models, versions, tokens and predictions are all still there.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,42 @@ def test_a_prediction_failed_by_restart_has_predict_time(
         failed = wait_for(api, running["id"], TERMINAL)
     assert failed["status"] == "failed" and failed.get("started_at")
     assert isinstance(failed["metrics"].get("predict_time"), float), failed["metrics"]
+
+
+def test_a_wait_held_when_the_server_stops_answers_before_the_stop(
+    server: LiveServer, slow: str, tmp_path: Path
+) -> None:
+    """A `Prefer: wait` held when the server is told to stop (SIGINT, as a rolling restart does)
+    answers 202 `starting` at once, while its connection is still open: a cut connection is one
+    the v2 client retries, creating the prediction again."""
+    gate = tmp_path / "gate"
+    answers: list[httpx.Response] = []
+
+    def create() -> None:
+        with server.http() as api:  # its read timeout (90 s) outlasts the wait
+            answers.append(
+                api.post(
+                    "/v1/predictions",
+                    json={"version": slow, "input": {"tag": "held", "gate": str(gate)}},
+                    headers={"Prefer": "wait=60"},
+                )
+            )
+
+    waiter = threading.Thread(target=create)
+    waiter.start()
+    with server.http() as api:
+        eventually(
+            lambda: any(
+                p["status"] == "processing" and p["input"].get("gate") == str(gate)
+                for p in api.get("/v1/predictions").json()["results"]
+            ),
+            "the held prediction to run",
+        )
+    server.stop()
+    waiter.join(timeout=60)
+    gate.touch()
+    server.start()
+    assert answers, "the held request got no answer"
+    assert answers[0].status_code == 202, answers[0].text
+    assert answers[0].json()["status"] == "starting"
+    assert answers[0].headers["x-should-retry"] == "false"

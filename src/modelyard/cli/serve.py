@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from sqlalchemy.exc import IntegrityError
@@ -15,6 +18,9 @@ from modelyard.runtime.home import modelyard_home
 from modelyard.settings import RateLimits, Settings
 from modelyard.store.accounts import ensure_admin, is_reserved
 from modelyard.store.database import Database, DatabaseInUse, hold_sqlite
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 class BackendChoice(StrEnum):
@@ -81,6 +87,18 @@ def serve(
     file_expiry: Annotated[float, typer.Option(help="Seconds an uploaded file lives.")] = 86400.0,
     output_expiry: Annotated[
         float | None, typer.Option(help="Seconds output files live (default: kept).")
+    ] = None,
+    data_retention: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds after it finishes that an API prediction's input, output, logs and "
+            "output files are removed (default: kept; Replicate: 3600).",
+            min=0,
+        ),
+    ] = None,
+    web_data_retention: Annotated[
+        float | None,
+        typer.Option(help="The same for predictions made on the web pages (default: kept).", min=0),
     ] = None,
     creates_per_minute: Annotated[
         int, typer.Option(help="Prediction creates per account a minute (0: no limit).")
@@ -197,6 +215,8 @@ def serve(
         package_max_expanded=package_max_expanded,
         file_expiry=file_expiry,
         output_expiry=output_expiry,
+        data_retention=data_retention,
+        web_data_retention=web_data_retention,
         rate_limits=RateLimits(creates_per_minute, requests_per_minute),
         webhook_retry_delays=_delays(webhook_retry_delays),
         heartbeat_interval=heartbeat_interval,
@@ -234,7 +254,7 @@ def serve(
                    f"the password {password} (`modelyard password` changes it).")  # fmt: skip
     typer.echo(f"Modelyard is serving at {settings.public_url} (data in {folder})", err=True)
     app = build_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -246,6 +266,24 @@ def serve(
         http="httptools",
         timeout_graceful_shutdown=5,
     )
+    _serve(config, app.state.platform.stopping)
+
+
+def _serve(config: uvicorn.Config, stopping: asyncio.Event) -> None:
+    """uvicorn's server, setting `stopping` (`Platform.stopping`) as soon as a stop begins, while
+    connections are still open: waits held by `Prefer: wait` then answer instead of being cut."""
+    import uvicorn
+
+    server = uvicorn.Server(config)
+    handle_exit = server.handle_exit
+
+    def stop(sig: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(RuntimeError):  # no loop yet: nothing waits
+            asyncio.get_running_loop().call_soon_threadsafe(stopping.set)
+        handle_exit(sig, frame)
+
+    server.handle_exit = stop  # type: ignore[method-assign]  # uvicorn installs it as the handler
+    server.run()
 
 
 def _hold_database(settings: Settings) -> None:

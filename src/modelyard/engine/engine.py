@@ -47,6 +47,7 @@ from .jobs import Job, JobState, PoolKey
 from .packages import PackageInfo
 from .pools import Pool, PoolPolicy
 from .replicas import RESTART_ERROR, Replica
+from .retention import sweep
 from .specs import Specs
 from .trainings import training_finisher
 from .urls import Urls
@@ -121,13 +122,13 @@ class Engine:
             return deployment_limits(session)
 
     async def _sweep_forever(self) -> None:
-        """Expired files leave the disk even when nobody uploads (uploads sweep too)."""
+        """Expired files, and data past its retention, go even when nobody uploads."""
         while True:
             await asyncio.sleep(PURGE_EVERY)
             try:
-                await asyncio.to_thread(self.files.purge_expired)
+                await sweep(self)  # retention.py
             except Exception:  # housekeeping must not stop; try again next time
-                log.exception("sweeping expired files failed")
+                log.exception("sweeping expired files and data failed")
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Start nothing more, give running predictions `grace` seconds to finish and fail the

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from modelyard.engine.retention import retention_of
 from modelyard.engine.views import prediction_json
 from modelyard.store.models import model_by_id
 from modelyard.store.predictions import PredictionFilter, get_prediction, list_predictions
@@ -73,7 +74,21 @@ def prediction_page(request: Request, prediction_id: str) -> HTMLResponse:
         model_public=model_public,
         is_owner=owner,
         output_schema=output_schema or {},
+        retention_hours=_hours(retention_of(platform.settings, prediction.source)),
     )
+
+
+def _hours(seconds: float | None) -> str | None:
+    """The retention as the removed notice says it: `1 hour`, `36 hours`, `90 days`, `10 minutes`."""
+    if seconds is None:
+        return None
+    if seconds < 3600:
+        minutes = seconds / 60
+        return f"{minutes:g} minute" + ("" if minutes == 1 else "s")
+    hours = seconds / 3600
+    if hours >= 48 and hours % 24 == 0:
+        return f"{hours / 24:g} days"
+    return f"{hours:g} hour" + ("" if hours == 1 else "s")
 
 
 @router.post("/p/{prediction_id}/share", include_in_schema=False)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, StrictInt
 from sqlalchemy.orm import Session
 
 from modelyard.engine.hardware import GPU_NEEDED, gpu_choices, needs_gpu
+from modelyard.engine.instances import deployment_instances
 from modelyard.engine.views import timestamp
 from modelyard.store import deployments as store
 from modelyard.store.deployments import DeploymentRow, ReleaseConfig
@@ -198,7 +199,10 @@ def list_(platform: PlatformDep, account: AccountDep, cursor: str | None = None)
 @router.get("/deployments/{owner}/{name}")
 def get(owner: str, name: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
     with platform.db.session() as session:
-        return JSONResponse(deployment_json(_owned(session, account, owner, name)))
+        row = _owned(session, account, owner, name)  # only its owner (or an admin) gets here
+        body = deployment_json(row)
+        body["instances"] = deployment_instances(session, row.deployment.id, platform.db.shared)
+        return JSONResponse(body)
 
 
 @router.patch("/deployments/{owner}/{name}")
