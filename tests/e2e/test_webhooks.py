@@ -79,6 +79,13 @@ def poll(api: httpx.Client, prediction_id: str) -> dict[str, Any]:
 # --- filters and signing ----------------------------------------------------------------------
 
 
+def without_cost(body: dict[str, Any]) -> dict[str, Any]:
+    """A GET's body less `cost`, which the terminal webhook cannot carry: its body is made before
+    the ledger row commits (docs/billing.md)."""
+    assert "cost" in body, "a finished prediction shows its cost"
+    return {k: v for k, v in body.items() if k != "cost"}
+
+
 def test_start_and_completed_are_signed_and_shaped_like_get(
     server: LiveServer, hello: str, receiver: Receiver, contract: Contract
 ) -> None:
@@ -97,7 +104,7 @@ def test_start_and_completed_are_signed_and_shaped_like_get(
     assert bodies[-1]["webhook_events_filter"] == ["start", "completed"]
     recorder = Recorder()
     with recorder.attach(server.http()) as api:
-        assert api.get(f"/v1/predictions/{prediction.id}").json() == bodies[-1]
+        assert without_cost(api.get(f"/v1/predictions/{prediction.id}").json()) == bodies[-1]
     recorder.check_all(contract)
     for body in bodies:  # a webhook body passes the same checks as the GET it mirrors
         contract.check("GET", f"/v1/predictions/{prediction.id}", 200, body, "application/json")
@@ -167,7 +174,7 @@ def test_trainings_send_webhooks_like_predictions(
         bodies = [h.json() for h in hits]
         assert [b["status"] for b in bodies] == ["starting", "succeeded"]
         assert bodies[-1]["output"]["version"].startswith("admin/trained:")
-        assert api.get(f"/v1/trainings/{training.id}").json() == bodies[-1]
+        assert without_cost(api.get(f"/v1/trainings/{training.id}").json()) == bodies[-1]
     recorder.check_all(contract)
 
 

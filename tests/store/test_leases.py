@@ -114,7 +114,7 @@ def test_replicas_migrate_a_fresh_database_at_once(url: str) -> None:
     with database.engine.connect() as connection:
         versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
     database.dispose()
-    assert [v for (v,) in versions] == ["0005_instances"]
+    assert [v for (v,) in versions] == ["0007_metering"]
 
 
 def test_an_expired_lease_is_never_renewed(db: Database) -> None:

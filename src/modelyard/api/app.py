@@ -13,9 +13,12 @@ from starlette.routing import compile_path
 from starlette.types import Scope
 
 from modelyard.engine.catalog import Registered, register_catalog
+from modelyard.engine.metrics import EngineMetrics
 
 from . import errors
 from .limits import BodyLimits
+from .metrics import HttpMetrics
+from .metrics import router as metrics_router
 from .platform import Platform
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .routes import (
@@ -30,12 +33,13 @@ from .routes import (
     versions,
 )
 from .routes import files as files_routes
+from .routes import usage as usage_routes
 
 log = logging.getLogger("modelyard")
 API_ROUTERS: list[APIRouter] = [predictions.router, streams.router, versions.router]
 API_ROUTERS += [trainings.router, deployments.router]
 API_ROUTERS += [files_routes.router]
-API_ROUTERS += [models.router, collections.router, account.router]
+API_ROUTERS += [models.router, collections.router, account.router, usage_routes.router]
 
 
 def _report_catalog(task: asyncio.Task[Registered]) -> None:
@@ -83,15 +87,19 @@ def create_app(platform: Platform) -> FastAPI:
         redoc_url=None,
     )
     app.state.platform = platform
+    # Its own registry: several servers in one process (the tests) each report their own.
+    app.state.metrics = metrics = EngineMetrics(platform.engine)
     errors.install(app)
     for router in API_ROUTERS:
         app.include_router(router, prefix="/v1")
     for router in API_ROUTERS:  # the v2 client's base URL has /v1 in it; ours may not
         app.include_router(router, include_in_schema=False)
     app.include_router(delivery.router)
+    app.include_router(metrics_router)  # GET /metrics (loopback or an admin token: metrics.py)
     # Added first, so inside the rate limiter: a throttled caller's body is never read.
     app.add_middleware(BodyLimits, streamed=_streamed_routes())
     app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_limits))
+    app.add_middleware(HttpMetrics, metrics=metrics)  # outermost: refused requests count too
     return app
 
 

@@ -17,6 +17,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
+from modelyard.billing.limits import detail as spend_detail
+from modelyard.billing.limits import refusal as spend_refusal
 from modelyard.cogspec.inputs import InputValidationError, file_fields, validate_input
 from modelyard.engine.views import prediction_json
 from modelyard.store.ids import new_access_key
@@ -282,7 +284,29 @@ async def create_job(
         stream_key=new_access_key() if wants_stream else None,
         trace_context=trace_context(request.headers),  # a malformed one is ignored, never a 4xx
     )
+    await refuse_past_spend_limit(platform, account, new.deployment_id)
     return await platform.engine.create(new, inputs)
+
+
+async def refuse_past_spend_limit(
+    platform: Platform, account: Account, deployment_id: int | None
+) -> None:
+    """402 when the payer's monthly spend limit is reached (billing/limits.py), before anything
+    is stored. The check is a job of the one writer, with the payer's row locked on
+    PostgreSQL: the month's spend only grows when the ledger records usage, so every create
+    checked after that commit is refused, on every replica."""
+    account_id = account.id
+    reached = await platform.writer.write(
+        lambda connection: spend_refusal(connection, account_id, deployment_id=deployment_id)
+    )
+    if reached is not None:
+        raise Problem(
+            402,
+            spend_detail(reached),
+            title="Spend limit reached",
+            headers=dict(NO_RETRY),
+            **reached.as_json(),
+        )
 
 
 async def respond(platform: Platform, request: Request, prediction: Prediction) -> JSONResponse:

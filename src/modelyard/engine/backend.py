@@ -72,9 +72,12 @@ class Instance(Protocol):
         runs at once). Raises `BootFailed` with the reason."""
         ...
 
-    def predict(self, inputs: dict[str, Any], prediction_id: str) -> AsyncIterator[Event]:
+    def predict(
+        self, inputs: dict[str, Any], prediction_id: str, context: dict[str, str] | None = None
+    ) -> AsyncIterator[Event]:
         """Run one prediction on validated `inputs`: Started, then Log/Output/Metric, then Done
-        (Done also when it could not run)."""
+        (Done also when it could not run). `context` is the request's context the worker's
+        `current_scope().context` shows (the caller's traceparent/tracestate)."""
         ...
 
     async def cancel(self, prediction_id: str) -> bool:

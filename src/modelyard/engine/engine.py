@@ -26,7 +26,6 @@ from modelyard.runtime.waiting import CANCEL_GRACE
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore
 from modelyard.store.database import Database
-from modelyard.store.deployments import deployment_limits
 from modelyard.store.predictions import (
     TERMINAL,
     NewEvent,
@@ -44,7 +43,9 @@ from .eventlog import EventLog
 from .files import PURGE_EVERY, FileService
 from .instances import InstanceBoard
 from .jobs import Job, JobState, PoolKey
+from .metering import Metering
 from .packages import PackageInfo
+from .policies import InstanceControl
 from .pools import Pool, PoolPolicy
 from .replicas import RESTART_ERROR, Replica
 from .retention import sweep
@@ -89,7 +90,8 @@ class Engine:
         # a hardware file (billing.hardware.load_hardware).
         self.hardware = hardware if hardware is not None else HardwareTable()
         self.urls: Urls = files.urls
-        self.log = EventLog(db, writer)
+        self.metering = Metering(writer, self.hardware)  # the ledger (metering.py)
+        self.log = EventLog(db, writer, self.metering)
         self.webhooks = WebhookOutbox(settings, db, writer, self.urls, self.log)
         self.jobs: dict[str, Job] = {}
         self.pools: dict[PoolKey, Pool] = {}
@@ -100,6 +102,8 @@ class Engine:
         self.finishers: dict[str, Finisher] = {"training": training_finisher(db, self.files)}
         self.replica = Replica(self)  # its lease on what it runs, among replicas (replicas.py)
         self.instances = InstanceBoard(settings, writer, lambda: self.replica.id)  # for owners
+        self.instances.listeners.append(self.metering)
+        self.control = InstanceControl(self)  # deployments' releases -> their pools
         self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -110,16 +114,11 @@ class Engine:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         await self.webhooks.start()  # pending webhooks of an earlier run go out again
-        limits = await asyncio.to_thread(self._deployment_limits)
-        for deployment_id, (low, high) in limits.items():
-            self.set_policy(deployment_id, low, high)
+        await self.control.load()  # deployments' policies, before recovery queues anything
         await self.replica.start()
         await self.instances.start()
+        self.control.start()  # keeps min_instances warm (one replica per deployment)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="expired files")
-
-    def _deployment_limits(self) -> dict[int, tuple[int, int]]:
-        with self.db.session() as session:
-            return deployment_limits(session)
 
     async def _sweep_forever(self) -> None:
         """Expired files, and data past its retention, go even when nobody uploads."""
@@ -254,34 +253,14 @@ class Engine:
 
     # -- pools -----------------------------------------------------------------------------
 
-    def set_policy(self, deployment_id: int, min_instances: int, max_instances: int) -> None:
-        """A deployment's scaling limits, for the pools it has and those it will get."""
-        policy = PoolPolicy(
-            max_instances=max_instances,
-            min_instances=min_instances,
-            idle_timeout=self.settings.idle_timeout,
-        )
-        self.policies[deployment_id] = policy
+    def hardware_changed(self) -> None:
+        """A model's hardware changed: instances booted from now on read it again. Those running
+        keep their machine until they scale down. A boot that failed is tried again at once: the
+        new hardware may be what it lacked. (A deployment's: `InstanceControl.apply`.)"""
+        self.specs.forget(None)
         for key, pool in self.pools.items():
-            if key.deployment_id == deployment_id:
-                pool.set_policy(policy)
-
-    def hardware_changed(self, deployment_id: int | None = None) -> None:
-        """A deployment's (or, with None, a model's) hardware changed: instances booted from now
-        on read it again. Those running keep their machine until they scale down. A boot that
-        failed is tried again at once: the new hardware may be what it lacked."""
-        self.specs.forget(deployment_id)
-        for key, pool in self.pools.items():
-            if key.deployment_id == deployment_id:
+            if key.deployment_id is None:
                 pool.backoff.reset()
-
-    async def forget_deployment(self, deployment_id: int) -> None:
-        """A deleted deployment (with nothing queued or running): its pools stop, its policy goes.
-        Its id may be given to a new deployment, which must not inherit warm instances."""
-        self.policies.pop(deployment_id, None)
-        self.hardware_changed(deployment_id)
-        for key in [k for k in self.pools if k.deployment_id == deployment_id]:
-            await self.pools.pop(key).close()
 
     def _new_pool(self, key: PoolKey) -> Pool:
         policy = self.policies.get(key.deployment_id or -1) or PoolPolicy(
@@ -301,6 +280,7 @@ class Engine:
             watcher=self.instances.watcher(key),
         )
         self.pools[key] = pool
+        self.control.configure(pool, key)
         pool.start()
         return pool
 
@@ -355,7 +335,16 @@ class Engine:
             except InputValidationError as exc:
                 self._finish(prediction_id, done_event("failed", error=f"invalid input: {exc}"))
                 return
-            async for event in instance.predict(inputs, prediction_id):
+            # The caller's W3C trace context reaches the worker in the request's `context`
+            # (`cog.current_scope().context`), as Cog carries it into its worker; only when
+            # there is one, so instances that take no context are called as before.
+            trace = prediction.trace_context
+            events = (
+                instance.predict(inputs, prediction_id, context=trace)
+                if trace
+                else instance.predict(inputs, prediction_id)
+            )
+            async for event in events:
                 if isinstance(event, Started):
                     # At once, not grouped: after a crash, a prediction that started must be
                     # found `processing` (and failed), never requeued to run a second time.

@@ -5,7 +5,9 @@ Predictions this process runs are kept in memory while they are live (`track`), 
 reads no database and waiting reads no database. The writer thread commits the events; one
 prediction has at most one write in flight, so its events commit in order, and whatever arrives
 meanwhile shares the next commit (group commit across predictions too). A terminal event
-commits in the same transaction as the rows that depend on it (its webhooks: `add_companion`).
+commits in the same transaction as the rows that depend on it (its webhooks: `add_companion`;
+its metering ledger row and cost: engine/metering.py, whose cost is set on the prediction once
+that transaction committed).
 Followers re-read the database, off the loop, after every wake-up and at least every
 `poll_interval`; commits of another API replica wake them by NOTIFY (engine/replicas.py).
 """
@@ -39,6 +41,7 @@ from modelyard.store.predictions import (
 from modelyard.store.tables import Prediction
 from modelyard.store.writer import Writer
 
+from .metering import Finish, Metering
 from .wakeups import Wakeups
 
 POLL_INTERVAL = 1.0
@@ -72,6 +75,7 @@ class _Backlog:
     failures: int = 0
     # The writes that commit with its end, made once (a retried end writes the same rows).
     companion_writes: list[Callable[[Connection], Any]] | None = None
+    meter: Finish | None = None  # the metering of its end (made with the companion writes)
     settled: list[asyncio.Future[None]] = field(default_factory=list)
 
     def release_waiters(self) -> None:
@@ -84,7 +88,7 @@ class _Backlog:
 class EventLog:
     """Appends to the persisted log and fans out to waiters and listeners (webhooks)."""
 
-    def __init__(self, db: Database, writer: Writer) -> None:
+    def __init__(self, db: Database, writer: Writer, metering: Metering | None = None) -> None:
         self.db = db
         self.writer = writer
         self._wakeups = Wakeups()
@@ -99,6 +103,7 @@ class EventLog:
         self.poll_interval = POLL_INTERVAL  # longer while another replica's NOTIFY wakes us
         # Joins the transaction of every write of a prediction's events (a NOTIFY to replicas).
         self.on_write: Callable[[Connection, str], None] | None = None
+        self.metering = metering  # the ledger rows a prediction's end commits with (or none)
 
     def track(self, prediction: Prediction) -> None:
         """Keep a prediction this process will run in memory until it ends."""
@@ -177,6 +182,10 @@ class EventLog:
                 backlog.companion_writes = [
                     write for companion in self._companions for write in companion(view, events)
                 ]
+                if self.metering is not None:
+                    backlog.meter = self.metering.finish(prediction)
+                if backlog.meter is not None:
+                    backlog.companion_writes.append(backlog.meter)
             extra = backlog.companion_writes
         on_write = self.on_write
 
@@ -212,6 +221,11 @@ class EventLog:
             self._failed(prediction_id, backlog, numbered, error)
             return
         backlog.failures = 0
+        meter = backlog.meter
+        if meter is not None and self.metering is not None:  # committed: shown from now on
+            if meter.cost_nanos is not None:
+                prediction.cost_nanos = view.cost_nanos = meter.cost_nanos
+            self.metering.committed(meter)
         self.wake(prediction_id)
         events = [event for _, event in numbered]
         for listener in self._listeners:  # before the next write: what they store comes first

@@ -31,7 +31,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
@@ -61,6 +61,13 @@ HEALTH_WAIT = HEALTHCHECK_TIMEOUT + 5.0
 FLUSH_EVERY = 0.5  # seconds between writes of the snapshots that changed
 
 
+class MemberListener(Protocol):
+    """Hears what the pools tell the board about their members."""
+
+    def member_changed(self, key: PoolKey, member: Member) -> None: ...
+
+    def member_gone(self, key: PoolKey, member: Member) -> None: ...
+
 
 @dataclass
 class _Watched:
@@ -80,6 +87,10 @@ class InstanceBoard:
 
     def __init__(self, settings: Settings, writer: Writer, replica: Callable[[], str]) -> None:
         self.writer = writer
+        # Told of every member's changes, even while closing (a stopping instance ends an idle
+        # period): the metering (engine/metering.py) and the metrics (engine/metrics.py).
+        self.listeners: list[MemberListener] = []
+        self._keys: dict[str, PoolKey] = {}  # member id -> its pool's key, for `gone`
         self.replica = replica  # this engine's replica id (it changes when it joins again)
         self.interval = settings.healthcheck_interval
         self.replace_after = settings.healthcheck_replace_after
@@ -120,6 +131,8 @@ class InstanceBoard:
     # -- what the pools say ----------------------------------------------------------------
 
     def changed(self, key: PoolKey, pool: Pool, member: Member) -> None:
+        self._keys[member.id] = key
+        self._tell("member_changed", key, member)
         if self._closed:  # the engine is stopping: nothing is checked or written any more
             return
         watched = self.watched.get(member.id)
@@ -132,12 +145,22 @@ class InstanceBoard:
         self._mark(member.id)
 
     def gone(self, member: Member) -> None:
+        key = self._keys.pop(member.id, None)
+        if key is not None:
+            self._tell("member_gone", key, member)
         watched = self.watched.pop(member.id, None)
         if watched is not None and watched.checker is not None:
             watched.checker.cancel()
         self._dirty.discard(member.id)
         self._removed.add(member.id)
         self._wake.set()
+
+    def _tell(self, what: str, key: PoolKey, member: Member) -> None:
+        for listener in self.listeners:
+            try:
+                getattr(listener, what)(key, member)
+            except Exception:  # a bug in a listener must not stop the pool
+                log.exception("%s of instance %s failed in %r", what, member.id, listener)
 
     def _mark(self, member_id: str) -> None:
         self._dirty.add(member_id)

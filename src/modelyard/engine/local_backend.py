@@ -55,6 +55,14 @@ class LocalInstance:
         return False
 
     @property
+    def setup_seconds(self) -> float | None:
+        """How long the worker's `setup()` took (`modelyard_instance_setup_seconds`, see
+        engine/metrics.py); None before it ran."""
+        runner = None if self._model is None else self._model.runner
+        result = None if runner is None else runner.setup_result
+        return None if result is None else result.completed_at - result.started_at
+
+    @property
     def lease(self) -> GpuLease | None:
         """The GPUs it holds (an empty lease for a CPU SKU); None before `start` and after
         `stop`."""
@@ -102,10 +110,12 @@ class LocalInstance:
             return self.spec.weights
         return str(await asyncio.to_thread(self._blobs.path, key))
 
-    def predict(self, inputs: dict[str, Any], prediction_id: str) -> AsyncIterator[Event]:
+    def predict(
+        self, inputs: dict[str, Any], prediction_id: str, context: dict[str, str] | None = None
+    ) -> AsyncIterator[Event]:
         if self._model is None:
             raise RuntimeError("start() the instance before predicting")
-        return self._model.predict(inputs, prediction_id=prediction_id)
+        return self._model.predict(inputs, prediction_id=prediction_id, context=context)
 
     async def cancel(self, prediction_id: str) -> bool:
         return self._model is not None and await self._model.cancel(prediction_id)

@@ -18,6 +18,18 @@ instance to run it fails at once with the error, saying when the next try is.
 A `PoolWatcher` (engine/instances.py) hears every change of a member's state (booting, idle,
 busy, stopping) and when it is gone; it may `retire` a member (an unhealthy instance): it takes
 no more jobs, and leaves once nothing runs on it, as a lost one does.
+
+Instance control (docs/platform.md, "Instance control"; engine/policies.py sets the knobs):
+- `min_instances` instances are booted ahead of demand and kept while `keep_warm` is true (on
+  several replicas only one replica keeps a deployment's). A warm boot that fails backs off as
+  any boot does (`Backoff`), so a model whose setup fails is never booted in a tight loop.
+- Lowering `max_instances` stops the surplus: idle members at once, busy ones take no more jobs
+  (retired) and stop once what runs on them ends. A busy instance is never killed.
+- `renew` (a new hardware for the same version) retires every member: what runs finishes on the
+  old machine, new boots read the new spec.
+- `drain` (a new release runs another version): the pool keeps nothing warm, runs what is queued
+  and running on it to the end (those predictions were made for its version), then closes and
+  calls `on_drained`: nothing is lost and nothing runs twice.
 """
 
 from __future__ import annotations
@@ -25,18 +37,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from modelyard.runtime.waiting import Backoff
-from modelyard.store.tables import utcnow
 
 from .backend import BootFailed, Instance, InstanceLost
 from .jobs import Job, JobState
+from .members import Member, NoWatcher, PoolPolicy, PoolWatcher
+
+__all__ = ["Member", "Pool", "PoolPolicy", "PoolWatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -44,66 +55,6 @@ MakeInstance = Callable[[], Awaitable[Instance]]
 RunJob = Callable[[Instance, Job], Awaitable[None]]
 BootLog = Callable[[str, str], None]  # (prediction id, text)
 BootFailedCallback = Callable[[Job, str], None]  # (job, error)
-
-
-@dataclass(eq=False)
-class Member:
-    """One instance of the pool, booting or running, and what it is doing."""
-
-    instance: Instance | None  # None while the backend makes it
-    slots: int = 1
-    ready: bool = False
-    busy: int = 0
-    idle_since: float = 0.0
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    # Who sees setup logs: the prediction that booted it, then, when a crashed worker is
-    # replaced on the next prediction's way in, that prediction.
-    log_to: str = ""
-    id: str = field(default_factory=lambda: "i" + secrets.token_hex(12))
-    started_at: datetime = field(default_factory=utcnow)
-    stopping: bool = False
-    retired: str | None = None  # why it takes no more jobs (its healthcheck failed)
-
-    @property
-    def lost(self) -> bool:
-        lost = self.instance is not None and self.instance.lost
-        return lost or self.retired is not None
-
-    @property
-    def state(self) -> str:
-        """booting, idle, busy or stopping (what its owner sees)."""
-        if self.stopping:
-            return "stopping"
-        if not self.ready:
-            return "booting"
-        return "busy" if self.busy else "idle"
-
-    @property
-    def free(self) -> bool:
-        return self.ready and self.busy < self.slots and not self.lost
-
-
-class PoolWatcher(Protocol):
-    """Hears the members' changes (engine/instances.py)."""
-
-    def changed(self, pool: Pool, member: Member) -> None: ...
-
-    def gone(self, member: Member) -> None: ...
-
-
-class _NoWatcher:
-    def changed(self, pool: Pool, member: Member) -> None:
-        pass
-
-    def gone(self, member: Member) -> None:
-        pass
-
-
-@dataclass(frozen=True)
-class PoolPolicy:
-    max_instances: int = 1
-    min_instances: int = 0
-    idle_timeout: float = 300.0
 
 
 class Pool:
@@ -120,7 +71,7 @@ class Pool:
         watcher: PoolWatcher | None = None,
     ) -> None:
         self.name = name
-        self.watcher: PoolWatcher = watcher or _NoWatcher()
+        self.watcher: PoolWatcher = watcher or NoWatcher()
         self.policy = policy
         self._make_instance = make_instance
         self._run = run
@@ -132,6 +83,9 @@ class Pool:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.backoff = Backoff()  # after a failed boot, when the next may start
+        self.keep_warm = True  # boot and keep `min_instances` (False: another replica keeps them)
+        self.draining = False  # a release replaced its version: finish what is here, then close
+        self.on_drained: Callable[[Pool], None] | None = None
 
     def start(self) -> None:
         if self._task is None:
@@ -141,6 +95,27 @@ class Pool:
         """New limits, applied at once (more instances may boot; idle ones may stop)."""
         self.policy = policy
         self._kick.set()
+
+    def drain(self) -> None:
+        """Keep nothing warm; close once nothing is queued, booting or running here."""
+        self.draining = True
+        self._kick.set()
+
+    def renew(self, why: str) -> None:
+        """Every member takes no more jobs and stops once idle; new boots read the spec again
+        (the deployment's hardware changed)."""
+        for member in self.members:
+            if member.retired is None:
+                member.retired = why
+        self.backoff.reset()  # the new hardware may be what the failed boots lacked
+        self._kick.set()
+
+    @property
+    def floor(self) -> int:
+        """How many instances are kept even when idle."""
+        if self.draining or not self.keep_warm:
+            return 0
+        return self.policy.min_instances
 
     def retire(self, member: Member, why: str) -> None:
         """`member` takes no more jobs; it stops once nothing runs on it, and jobs that wait
@@ -173,13 +148,25 @@ class Pool:
             self._kick.clear()
             try:
                 await self._drop_lost()
+                await self._stop_surplus()
                 self._assign()
+                self._warm()
                 await self._stop_idle(loop.time())
+                if self.draining and self._drained():
+                    break
             except Exception:  # a bug of ours must not stop the pool: log it, go on
                 log.exception("the dispatcher of %s failed a round", self.name)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._until_idle_stop(loop.time())):
+                async with asyncio.timeout(self._next_wake(loop.time())):
                     await self._kick.wait()
+        if self.draining and not self._closed:
+            self._closed = True
+            log.info("%s: drained after a new release; closing", self.name)
+            if self.on_drained is not None:
+                self.on_drained(self)  # it closes the pool (its members leave)
+
+    def _drained(self) -> bool:
+        return not self.queue and all(m.ready and m.busy == 0 for m in self.members)
 
     def _assign(self) -> None:
         """Queued jobs to free slots, booting instances up to the maximum, first come first."""
@@ -201,15 +188,50 @@ class Pool:
         for member in [m for m in self.members if m.ready and m.busy == 0 and m.lost]:
             await self._leave(member)
 
-    def _until_idle_stop(self, now: float) -> float | None:
-        """Seconds until an idle instance is due to stop; None when none is (then only a kick,
-        a job queued, an instance ready or a slot freed, wakes the dispatcher)."""
-        if len(self.members) <= self.policy.min_instances:
-            return None
-        idle = [m.idle_since for m in self.members if m.ready and m.busy == 0]
-        if not idle:
-            return None
-        return max(0.05, min(idle) + self.policy.idle_timeout - now)
+    def _next_wake(self, now: float) -> float | None:
+        """Seconds until an idle instance is due to stop, or a warm boot may be tried again
+        after a failed one; None when neither (then only a kick, a job queued, an instance
+        ready or a slot freed, wakes the dispatcher)."""
+        waits = []
+        if self._warm_wanted() > 0:
+            waits.append(max(0.05, self.backoff.remaining()))
+        if len(self.members) > self.floor:
+            idle = [m.idle_since for m in self.members if m.ready and m.busy == 0]
+            if idle:
+                waits.append(max(0.05, min(idle) + self.policy.idle_timeout - now))
+        return min(waits) if waits else None
+
+    def _warm_wanted(self) -> int:
+        """Instances to boot ahead of demand: up to `floor` that take jobs, within the max."""
+        live = sum(1 for m in self.members if not m.lost)
+        room = self.policy.max_instances - len(self.members)
+        return max(0, min(self.floor - live, room))
+
+    def _warm(self) -> None:
+        """Boot instances ahead of demand (`min_instances`), unless boots are backing off."""
+        if self.backoff.remaining():
+            return
+        for _ in range(self._warm_wanted()):
+            member = Member(instance=None)
+            self.members.append(member)
+            self.watcher.changed(self, member)
+            task = asyncio.create_task(self._boot_warm(member), name=f"warm {self.name}")
+            member.tasks.add(task)
+            task.add_done_callback(member.tasks.discard)
+
+    async def _stop_surplus(self) -> None:
+        """Above `max_instances` (it was lowered): idle members stop now, busy ones take no more
+        jobs and stop once idle (`_drop_lost`); booting ones are counted once ready."""
+        live = [m for m in self.members if not m.lost and m.ready]
+        excess = sum(1 for m in self.members if not m.lost) - self.policy.max_instances
+        for member in sorted(live, key=lambda m: m.busy):  # idle ones first
+            if excess <= 0:
+                return
+            if member.busy == 0:
+                await self._leave(member)
+            else:
+                member.retired = "above max_instances"
+            excess -= 1
 
     def _launch(
         self, member: Member, job: Job, work: Callable[[Member, Job], Coroutine[Any, Any, None]]
@@ -248,16 +270,7 @@ class Pool:
         def progress(text: str) -> None:
             self._boot_log(member.log_to, text if text.endswith("\n") else text + "\n")
 
-        try:
-            member.instance = await self._make_instance()
-            self.watcher.changed(self, member)  # its hardware is known now
-            member.slots = await member.instance.start(progress)
-            error = None
-        except BootFailed as exc:
-            error = str(exc)
-        except Exception as exc:
-            log.exception("booting an instance of %s failed", self.name)
-            error = str(exc) or type(exc).__name__
+        error = await self._start_member(member, progress)
         if error is not None:
             self.members.remove(member)
             self.watcher.gone(member)
@@ -277,6 +290,39 @@ class Pool:
         self._kick.set()  # its other slots may take queued jobs now
         await self._run_on(member, job)
 
+    async def _start_member(self, member: Member, progress: Callable[[str], None]) -> str | None:
+        """Make and start the member's instance; the error when it could not."""
+        try:
+            member.instance = await self._make_instance()
+            self.watcher.changed(self, member)  # its hardware is known now
+            member.slots = await member.instance.start(progress)
+        except BootFailed as exc:
+            return str(exc)
+        except Exception as exc:
+            log.exception("booting an instance of %s failed", self.name)
+            return str(exc) or type(exc).__name__
+        return None
+
+    async def _boot_warm(self, member: Member) -> None:
+        """An instance booted ahead of demand: idle once ready; a failure backs off."""
+        error = await self._start_member(member, lambda text: None)
+        if error is not None:
+            self.members.remove(member)
+            self.watcher.gone(member)
+            delay = self.backoff.failed(f"setup failed: {error}")
+            log.warning("%s: a warm boot failed (next try in %.0f s): %s", self.name, delay, error)
+            if not self.members:  # nothing could run what waits: it fails the same way
+                while self.queue:
+                    self._fail(self.queue.popleft(), f"setup failed: {error}")
+            self._kick.set()
+            await _stop(member)
+            return
+        self.backoff.succeeded()
+        member.ready = True
+        member.idle_since = asyncio.get_running_loop().time()
+        self.watcher.changed(self, member)
+        self._kick.set()  # queued jobs may take it now
+
     def _fail(self, job: Job, error: str) -> None:
         """End a queued job with the pool's last boot error, without booting for it."""
         wait = self.backoff.remaining()
@@ -289,7 +335,7 @@ class Pool:
         self._boot_failed(job, error)
 
     async def _stop_idle(self, now: float) -> None:
-        keep = self.policy.min_instances
+        keep = self.floor
         for member in list(self.members):
             if len(self.members) <= keep:
                 return

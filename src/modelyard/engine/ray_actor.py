@@ -180,7 +180,9 @@ class ModelActor:
 
     # -- predictions ---------------------------------------------------------------------------
 
-    async def run(self, inputs: dict[str, Any], prediction_id: str) -> tuple[Any, bool]:
+    async def run(
+        self, inputs: dict[str, Any], prediction_id: str, context: dict[str, str] | None = None
+    ) -> tuple[Any, bool]:
         """Start one prediction and answer with its first events: all of them (ending with
         Done) when it ends within `FIRST_REPLY_WITHIN` seconds of Started, and `more` False;
         else those so far, `more` True, and the rest comes from `follow`. `STOPPING` instead of
@@ -195,7 +197,7 @@ class ModelActor:
             return [Done("failed", error=f"{prediction_id} already runs here")], False
         self._work += 1
         running = self._running[prediction_id] = _Running(
-            model.predict(inputs, prediction_id=prediction_id)
+            model.predict(inputs, prediction_id=prediction_id, context=context)
         )
         events: list[Event] = []
         ended = True  # unless it goes on past the first reply (or this call fails)

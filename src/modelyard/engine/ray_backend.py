@@ -234,7 +234,9 @@ class RayInstance:
 
     # -- predictions ---------------------------------------------------------------------------
 
-    async def predict(self, inputs: dict[str, Any], prediction_id: str) -> AsyncIterator[Event]:
+    async def predict(
+        self, inputs: dict[str, Any], prediction_id: str, context: dict[str, str] | None = None
+    ) -> AsyncIterator[Event]:
         """Its events: the actor's first reply (a plain call, `run`: all of them for a quick
         prediction), then, when it was still running, the rest as a stream (`follow`)."""
         actor = self._actor
@@ -244,7 +246,7 @@ class RayInstance:
             raise InstanceLost(self._lost)
         started = finished = False
         try:
-            first, more = await actor.run.remote(inputs, prediction_id)
+            first, more = await actor.run.remote(inputs, prediction_id, context)
             if first == STOPPING:
                 self._lost = self._where("its actor was stopping")
                 raise InstanceLost(self._lost)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from modelyard.billing.pricing import usd
 from modelyard.store.tables import Prediction
 
 from .urls import Urls
@@ -51,6 +52,8 @@ def prediction_json(prediction: Prediction, urls: Urls) -> dict[str, Any]:
         body["deployment"] = prediction.deployment_ref
     if prediction.deadline is not None:
         body["deadline"] = timestamp(prediction.deadline)
+    if prediction.cost_nanos is not None:  # metered (docs/billing.md); clients ignore it
+        body["cost"] = {"usd": usd(prediction.cost_nanos), "nanos": prediction.cost_nanos}
     if prediction.webhook:
         body["webhook"] = prediction.webhook
         body["webhook_events_filter"] = prediction.webhook_events_filter or []

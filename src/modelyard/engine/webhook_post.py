@@ -3,10 +3,13 @@
 A webhook to a host that resolves to a private address is refused when the server does not
 allow private targets (a multi-tenant server: a webhook must not reach into its own network).
 Redirects are not followed (the client is made with `follow_redirects=False`): a 3xx is a
-failure.
+failure. The caller's W3C trace context (`traceparent`, `tracestate`), when the prediction was
+created with one, goes on every try as Cog sends it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import httpx
 from standardwebhooks import Webhook
@@ -18,7 +21,11 @@ from .netguard import private_address
 
 
 async def post(
-    http: httpx.AsyncClient, row: PendingDelivery, *, allow_private: bool
+    http: httpx.AsyncClient,
+    row: PendingDelivery,
+    *,
+    allow_private: bool,
+    trace: Mapping[str, str] | None = None,
 ) -> tuple[str | None, bool]:
     """One signed POST: (None, _) when delivered, else (why, whether a retry may help)."""
     try:
@@ -39,6 +46,8 @@ async def post(
         "webhook-timestamp": str(int(timestamp.timestamp())),
         "webhook-signature": signature,
     }
+    if trace:  # only the two W3C headers, whatever else the stored context might hold
+        headers.update({k: v for k, v in trace.items() if k in ("traceparent", "tracestate")})
     try:
         response = await http.post(row.url, content=row.body, headers=headers)
     except httpx.HTTPError as exc:

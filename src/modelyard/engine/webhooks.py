@@ -21,6 +21,10 @@ once: a try is recorded after the receiver answers, so a crash in between (or a 
 a try short) sends it again after the restart, with the same `webhook-id` for receivers to
 deduplicate by. Otherwise it is sent once: while the database refuses the record (a full disk),
 recording is retried until it sticks, and the row stays claimed by this process meanwhile.
+
+Every try carries the prediction's W3C trace context (`traceparent`, `tracestate`) when it was
+created with one, as Cog's webhooks do; each settled try is reported to `on_outcome` (the
+metrics: delivered, retrying or abandoned).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import functools
 import itertools
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -38,7 +43,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from modelyard import __version__
@@ -46,7 +51,7 @@ from modelyard.settings import Settings
 from modelyard.store.database import Database
 from modelyard.store.predictions import TERMINAL, NewEvent, get_prediction
 from modelyard.store.space import NO_SPACE, out_of_space
-from modelyard.store.tables import Prediction, utcnow
+from modelyard.store.tables import Prediction, WebhookDelivery, utcnow
 from modelyard.store.webhooks import (
     NewDelivery,
     PendingDelivery,
@@ -76,6 +81,10 @@ LEASE_MARGIN = 30.0  # seconds a claim outlives the webhook timeout (then anothe
 SETTLE_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
 STOP_GRACE = 5.0  # seconds `stop()` lets tries in flight finish (and be recorded), at most
 USER_AGENT = f"Modelyard-Webhooks/{__version__}"
+TRACES_KEPT = 4096  # predictions whose trace context is remembered (others: read from SQL)
+# What a settled try came to (the `outcome` label of modelyard_webhook_deliveries_total).
+DELIVERED, RETRYING, ABANDONED = "delivered", "retrying", "abandoned"
+Outcome = Callable[[str, str], None]  # (event, outcome)
 
 
 def wanted_events(prediction: Prediction) -> frozenset[str]:
@@ -130,6 +139,9 @@ class WebhookOutbox:
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._sender: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
+        # prediction id -> its trace context, for the tries of its webhooks (no read per try)
+        self._traces: OrderedDict[str, dict[str, str] | None] = OrderedDict()
+        self.on_outcome: Outcome | None = None  # told (event, outcome) after each try
         if event_log is not None:
             event_log.add_companion(self.terminal_writes)
             event_log.add_listener(self.on_events)
@@ -280,6 +292,7 @@ class WebhookOutbox:
         not_before: datetime | None = None,
     ) -> NewDelivery:
         """The webhook as a row: its body is the prediction's JSON as of now."""
+        self._remember_trace(prediction.id, prediction.trace_context)
         return NewDelivery(
             message_id=message_id(prediction, event),
             prediction_id=prediction.id,
@@ -361,14 +374,19 @@ class WebhookOutbox:
             try:
                 assert self._http is not None, "the outbox was not started"
                 error, retry = await post(
-                    self._http, row, allow_private=self.settings.allow_private_urls
+                    self._http,
+                    row,
+                    allow_private=self.settings.allow_private_urls,
+                    trace=await self._trace_of(row.prediction_id),
                 )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # counted as a failed try, so a bad row cannot loop forever
                 log.exception("webhook %s: the try failed unexpectedly", row.message_id)
                 error, retry = f"{type(exc).__name__}: {exc}", True
-            await self._settle(row, error, retry)
+            outcome = await self._settle(row, error, retry)
+            if outcome is not None and self.on_outcome is not None:
+                self.on_outcome(row.event, outcome)
             if error is not None:
                 log.info("webhook %s to %s: %s", row.message_id, row.url, error)
         except asyncio.CancelledError:
@@ -379,21 +397,24 @@ class WebhookOutbox:
             self._in_flight.pop(row.id, None)
             self.wake()
 
-    async def _settle(self, row: PendingDelivery, error: str | None, retry: bool) -> None:
+    async def _settle(self, row: PendingDelivery, error: str | None, retry: bool) -> str | None:
         """Record the try, retrying for as long as the database cannot take it (a full disk, a
         lost connection: an OperationalError): a delivered webhook whose record is lost would be
         sent again when its claim runs out. The row stays in flight meanwhile, so this process
         does not send it again (only `stop` ends the wait; the row is then sent again after the
-        restart, at least once). Any other database error ends it after the retry schedule."""
+        restart, at least once). Any other database error ends it after the retry schedule.
+        Returns what the try came to (`DELIVERED`, `RETRYING`, `ABANDONED`; None: the row is
+        gone with its prediction)."""
         delays = self.settings.webhook_retry_delays
         for failures in itertools.count():
             try:
-                await self.writer.write_session(
-                    lambda session: record_attempt(
-                        session, row.id, error=error, retry_delays=delays, retry=retry
+                return await self.writer.write_session(
+                    lambda session: _outcome(
+                        record_attempt(
+                            session, row.id, error=error, retry_delays=delays, retry=retry
+                        )
                     )
                 )
-                return
             except SQLAlchemyError as exc:
                 if failures >= len(SETTLE_RETRY_DELAYS) and not isinstance(exc, OperationalError):
                     raise
@@ -401,3 +422,36 @@ class WebhookOutbox:
                 log.warning("webhook %s: recording the try failed (%s); again in %g s",
                             row.message_id, str(exc).splitlines()[0][:200], wait)  # fmt: skip
                 await asyncio.sleep(wait)
+        raise AssertionError("unreachable")  # itertools.count() never ends
+
+    # -- trace context ---------------------------------------------------------------------
+
+    def _remember_trace(self, prediction_id: str, context: dict[str, str] | None) -> None:
+        self._traces[prediction_id] = context
+        self._traces.move_to_end(prediction_id)
+        while len(self._traces) > TRACES_KEPT:
+            self._traces.popitem(last=False)
+
+    async def _trace_of(self, prediction_id: str) -> dict[str, str] | None:
+        """The trace context of a webhook's prediction: remembered when its row was made here,
+        else (made before a restart, or by another replica) read from SQL, off the loop."""
+        if prediction_id in self._traces:
+            return self._traces[prediction_id]
+        context = await asyncio.to_thread(self._stored_trace, prediction_id)
+        self._remember_trace(prediction_id, context)
+        return context
+
+    def _stored_trace(self, prediction_id: str) -> dict[str, str] | None:
+        with self.db.session() as session:
+            return session.scalar(
+                select(Prediction.trace_context).where(Prediction.id == prediction_id)
+            )
+
+
+def _outcome(row: WebhookDelivery | None) -> str | None:
+    """What a recorded try came to, read inside its transaction."""
+    if row is None:
+        return None
+    if row.delivered_at is not None:
+        return DELIVERED
+    return ABANDONED if row.abandoned_at is not None else RETRYING

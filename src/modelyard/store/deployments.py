@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .tables import Account, Deployment, Model, Prediction, Release, Version, utcnow
+from .tables import Account, Deployment, Model, Prediction, Release, Replica, Version, utcnow
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,19 @@ class ReleaseConfig:
     hardware: str
     min_instances: int
     max_instances: int
+    idle_timeout: float | None = None  # seconds; None: the server's --idle-timeout
+
+
+@dataclass(frozen=True)
+class ReleasePolicy:
+    """What the engine needs of a deployment's current release to size its pools."""
+
+    deployment_id: int
+    version_pk: int
+    hardware: str
+    min_instances: int
+    max_instances: int
+    idle_timeout: float | None
 
 
 def get_deployment(session: Session, owner: str, name: str) -> DeploymentRow | None:
@@ -127,6 +140,7 @@ def add_release(
         hardware=config.hardware,
         min_instances=config.min_instances,
         max_instances=config.max_instances,
+        idle_timeout=config.idle_timeout,
         created_by_id=created_by.id,
         created_at=utcnow(),
     )
@@ -161,17 +175,46 @@ def delete_deployment(session: Session, deployment_id: int) -> None:
         session.delete(deployment)
 
 
-def deployment_limits(session: Session) -> dict[int, tuple[int, int]]:
-    """Deployment id -> (min_instances, max_instances) of its current release."""
+def release_policies(session: Session) -> list[ReleasePolicy]:
+    """The current release of every deployment, as the engine sizes its pools."""
     latest = (
         select(Release.deployment_id, func.max(Release.number).label("number"))
         .group_by(Release.deployment_id)
         .subquery()
     )
     rows = session.execute(
-        select(Release.deployment_id, Release.min_instances, Release.max_instances).join(
+        select(
+            Release.deployment_id,
+            Release.version_pk,
+            Release.hardware,
+            Release.min_instances,
+            Release.max_instances,
+            Release.idle_timeout,
+        ).join(
             latest,
             (latest.c.deployment_id == Release.deployment_id) & (latest.c.number == Release.number),
         )
     )
-    return {deployment_id: (low, high) for deployment_id, low, high in rows}
+    return [ReleasePolicy(*row) for row in rows]
+
+
+def release_policy(release: Release) -> ReleasePolicy:
+    """One release, as `release_policies` gives it."""
+    return ReleasePolicy(
+        release.deployment_id,
+        release.version_pk,
+        release.hardware,
+        release.min_instances,
+        release.max_instances,
+        release.idle_timeout,
+    )
+
+
+def live_replicas(session: Session) -> list[str]:
+    """The ids of the replicas whose lease has not expired, sorted (on a shared database every
+    replica computes the same list, so each deployment's warm instances have one keeper)."""
+    now = (
+        func.statement_timestamp() if session.get_bind().dialect.name == "postgresql" else utcnow()
+    )
+    rows = session.scalars(select(Replica.id).where(Replica.expires_at > now).order_by(Replica.id))
+    return list(rows)

@@ -50,6 +50,7 @@ class NewPrediction:
     destination_model_id: int | None = None
     destination_ref: str | None = None
     stream_key: str | None = None
+    trace_context: dict[str, str] | None = None  # the caller's traceparent/tracestate
 
 
 def done_event(
@@ -131,6 +132,7 @@ def _starting(new: NewPrediction, prediction_id: str, now: datetime) -> Predicti
         webhook=new.webhook,
         webhook_events_filter=new.webhook_events_filter,
         deadline=new.deadline,
+        trace_context=new.trace_context,
         last_seq=0,
         data_removed=False,
         is_public=False,
@@ -255,7 +257,9 @@ def _project(prediction: Prediction, event: NewEvent) -> None:
         metrics.update(data.get("metrics") or {})
         if "predict_time" not in metrics and prediction.started_at is not None:
             # ended without the runner's own figure (a crash, a restart): time since it started
-            metrics["predict_time"] = (prediction.completed_at - prediction.started_at).total_seconds()
+            metrics["predict_time"] = (
+                prediction.completed_at - prediction.started_at
+            ).total_seconds()
         metrics["total_time"] = (prediction.completed_at - prediction.created_at).total_seconds()
         prediction.metrics = metrics
 
@@ -322,7 +326,8 @@ def list_predictions(
     if before is not None:
         at, last_id = before
         query = query.where(
-            (Prediction.created_at < at) | ((Prediction.created_at == at) & (Prediction.id < last_id))
+            (Prediction.created_at < at)
+            | ((Prediction.created_at == at) & (Prediction.id < last_id))
         )
     query = query.order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(limit)
     return list(session.scalars(query))

@@ -5,12 +5,14 @@ Types are portable (SQLite and PostgreSQL): JSON columns, timezone-aware timesta
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -63,6 +65,10 @@ class Account(Base):
     password_hash: Mapped[str | None] = mapped_column(String(200))
     github_url: Mapped[str | None] = mapped_column(String(500))
     avatar_url: Mapped[str | None] = mapped_column(String(500))
+    # A monthly spend limit in nano-USD (None: none), and the UTC month ("2026-12") its owner was
+    # last told it was reached, so that they are told once a month (billing/limits).
+    spend_limit_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    spend_notified_month: Mapped[str | None] = mapped_column(String(7), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -98,6 +104,9 @@ class Model(Base):
     run_count: Mapped[int] = mapped_column(Integer, default=0)
     latest_version_id: Mapped[str | None] = mapped_column(String(64))
     default_example_id: Mapped[str | None] = mapped_column(String(32))
+    # A price per output instead of per second (billing/), e.g. {"unit": "image",
+    # "price_nanos": 3000000}; None: its hardware's price per second.
+    pricing: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     latest_version_created_at: Mapped[datetime | None]
 
@@ -156,6 +165,9 @@ class Prediction(Base):
     webhook_events_filter: Mapped[list[Any] | None] = mapped_column(JSON)
     deadline: Mapped[datetime | None]
     data_removed: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What it cost, in nano-USD: the sum of its billed `usage` rows, written with them (None
+    # until it is metered).
+    cost_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     is_public: Mapped[bool] = mapped_column(Boolean, default=False)
     # Shown by `GET /models/{o}/{n}/examples`; chosen by the platform or the owner, never by default.
     is_example: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
@@ -163,6 +175,9 @@ class Prediction(Base):
     # The API replica that runs it while it is unfinished (`Replica.id`, no foreign key: a
     # replica's row goes when it stops or dies, and its predictions are then claimed).
     owner: Mapped[str | None] = mapped_column(String(32))
+    # The caller's W3C trace context (`traceparent`, and `tracestate` when it came with one), as
+    # Cog takes it from the request's headers: sent on its webhooks and given to the worker.
+    trace_context: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
@@ -276,21 +291,46 @@ class Release(Base):
     hardware: Mapped[str] = mapped_column(String(50))
     min_instances: Mapped[int] = mapped_column(Integer, default=0)
     max_instances: Mapped[int] = mapped_column(Integer, default=1)
+    # Seconds an idle instance of this release lives (None: the server's --idle-timeout).
+    idle_timeout: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_by_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Usage(Base):
-    """Seconds of hardware a prediction or training used (the metering ledger's rows)."""
+    """The metering ledger: seconds of hardware (or outputs) by phase, and what they cost.
+
+    One row per `key`, so a row recorded twice (a retry, a restart, two replicas) exists once:
+    `<prediction id>:setup`, `<prediction id>:active`, `<prediction id>:output`,
+    `<instance id>:idle:<n>`. Money is in nano-USD (10⁻⁹ $), integers, so sums are exact on
+    every database. `billed` is false for what the rules do not charge (a public model's setup
+    and idle time): such a row keeps its seconds with cost 0.
+    """
 
     __tablename__ = "usage"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), unique=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
-    prediction_id: Mapped[str] = mapped_column(String(32), index=True)
+    prediction_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
+    model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("models.id", ondelete="SET NULL"), nullable=True
+    )
+    deployment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deployments.id", ondelete="SET NULL"), nullable=True
+    )
     hardware: Mapped[str] = mapped_column(String(50))
-    seconds: Mapped[float] = mapped_column(Float)
+    phase: Mapped[str] = mapped_column(String(10))  # setup | active | idle | output
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    quantity: Mapped[float] = mapped_column(Float)  # of `unit`: seconds, or outputs
+    unit: Mapped[str] = mapped_column(String(20), default="second")  # second | image | ...
+    unit_price_nanos: Mapped[int] = mapped_column(BigInteger)
+    cost_nanos: Mapped[int] = mapped_column(BigInteger)
+    billed: Mapped[bool] = mapped_column(Boolean, default=True)
+    day: Mapped[date] = mapped_column(Date, index=True)  # UTC day the usage ended
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_usage_account_day", "account_id", "day"),)
 
 
 class WebSession(Base):

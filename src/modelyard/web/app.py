@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from . import account, explore, model_page, predictions
+from . import account, deployments, explore, model_page, predictions, usage
 from .context import HERE, error_page, viewer
 
 TITLES = {404: "Page not found", 405: "Not allowed"}
@@ -20,7 +20,8 @@ TITLES = {404: "Page not found", 405: "Not allowed"}
 
 def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (explore, account, predictions, model_page):  # model_page's /{o}/{n} last
+    # model_page's /{o}/{n} last
+    for module in (explore, account, predictions, deployments, usage, model_page):
         app.include_router(module.router)
     api_handler = app.exception_handlers[StarletteHTTPException]  # the API's problem+json
 

@@ -1,17 +1,25 @@
-"""The caller's account, its webhook signing secret, and the hardware it may choose."""
+"""The caller's account (and its monthly spend limit), its webhook signing secret, and the
+hardware it may choose."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from modelyard.billing.hardware import Hardware
+from modelyard.billing.limits import today
 from modelyard.engine.hardware import placeable
+from modelyard.store.tables import Account
+from modelyard.store.usage_report import month_spend, usd_to_nanos
 
 from ..auth import AccountDep
+from ..errors import invalid_fields_problem
 from ..platform import Platform, PlatformDep
+from .usage import whose
 
 router = APIRouter(tags=["account"])
 
@@ -29,6 +37,55 @@ def get_account(account: AccountDep) -> JSONResponse:
     if account.avatar_url:
         body["avatar_url"] = account.avatar_url
     return JSONResponse(body)
+
+
+@router.patch("/account")
+async def update_account(
+    platform: PlatformDep,
+    caller: AccountDep,
+    account: str | None = None,
+    body: dict[str, Any] = Body(...),  # noqa: B008 - FastAPI's way to take any JSON object
+) -> JSONResponse:
+    """Set (or, with null, remove) the monthly spend limit: `{"spend_limit_usd": "25.00"}`. An
+    admin may set another account's with `?account=<username>`. Answers the account's limit and
+    this month's spend."""
+    problems = [
+        {"type": "unknown", "field": key, "description": "is not a field this API can change"}
+        for key in body
+        if key != "spend_limit_usd"
+    ]
+    limit: int | None = None
+    if "spend_limit_usd" not in body and not problems:
+        problems.append(
+            {"type": "required", "field": "spend_limit_usd", "description": "is required"}
+        )
+    elif "spend_limit_usd" in body:
+        try:
+            limit = usd_to_nanos(body["spend_limit_usd"])
+        except ValueError as exc:
+            problems.append(
+                {"type": "invalid", "field": "spend_limit_usd", "description": str(exc)}
+            )
+    if problems:
+        raise invalid_fields_problem(problems, "Invalid request")
+    target = await asyncio.to_thread(whose, platform, caller, account)
+    if target is None:
+        raise invalid_fields_problem(
+            [{"type": "invalid", "field": "account", "description": "must name one account"}],
+            "Invalid request",
+        )
+    account_id = target.id
+
+    def write(session: Session) -> dict[str, Any]:
+        row = session.get(Account, account_id, with_for_update=True)
+        assert row is not None
+        row.spend_limit_nanos = limit
+        session.flush()
+        return {"username": row.username, **month_spend(session, row.id, limit, today()).as_json()}
+
+    answer = await platform.writer.write_session(write)
+    platform.tokens.clear()  # cached accounts carry the old limit
+    return JSONResponse(answer)
 
 
 @router.get("/webhooks/default/secret")

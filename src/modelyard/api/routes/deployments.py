@@ -2,7 +2,11 @@
 
 Each create or update adds a release (numbered from 1); predictions made through the deployment
 run its current release's version on pools of their own, sized by the release's
-`min_instances`/`max_instances` (the engine's per-deployment policy).
+`min_instances`/`max_instances` and `idle_timeout` (engine/policies.py: min instances are kept
+warm, a lower max stops the surplus once idle, a new release drains the old pool).
+
+`idle_timeout` (seconds an idle instance lives; null: the server's `--idle-timeout`) is an
+extension field: Replicate's clients neither send nor read it.
 """
 
 from __future__ import annotations
@@ -13,14 +17,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, StrictInt
+from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt
 from sqlalchemy.orm import Session
 
 from modelyard.engine.hardware import GPU_NEEDED, gpu_choices, needs_gpu
 from modelyard.engine.instances import deployment_instances
 from modelyard.engine.views import timestamp
 from modelyard.store import deployments as store
-from modelyard.store.deployments import DeploymentRow, ReleaseConfig
+from modelyard.store.deployments import DeploymentRow, ReleaseConfig, ReleasePolicy
 from modelyard.store.models import ModelRow, get_model, get_version, model_by_id
 from modelyard.store.tables import Account, Deployment, Version
 
@@ -37,6 +41,7 @@ PAGE_SIZE = 100
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 # Far above Replicate's 5 and 20 (the machine is yours), but a number the database can store.
 INSTANCES_MAX = 1_000
+IDLE_TIMEOUT_MAX = 30 * 24 * 3600.0  # a month: longer is "keep it", which min_instances says
 
 
 class CreateDeployment(BaseModel):
@@ -48,6 +53,7 @@ class CreateDeployment(BaseModel):
     hardware: StrictText
     min_instances: StrictInt
     max_instances: StrictInt
+    idle_timeout: StrictInt | StrictFloat | None = None
 
 
 class UpdateDeployment(BaseModel):
@@ -57,6 +63,7 @@ class UpdateDeployment(BaseModel):
     hardware: StrictText | None = None
     min_instances: StrictInt | None = None
     max_instances: StrictInt | None = None
+    idle_timeout: StrictInt | StrictFloat | None = None  # explicit null: the server's again
 
 
 def account_json(account: Account) -> dict[str, Any]:
@@ -71,7 +78,9 @@ def account_json(account: Account) -> dict[str, Any]:
     return body
 
 
-def deployment_json(row: DeploymentRow) -> dict[str, Any]:
+def deployment_json(row: DeploymentRow, idle_default: float | None = None) -> dict[str, Any]:
+    """Replicate's deployment object; `configuration.idle_timeout` is the release's own, or
+    `idle_default` (the server's) when it has none."""
     body: dict[str, Any] = {"owner": row.owner, "name": row.deployment.name}
     if row.current is not None:
         release = row.current.release
@@ -85,6 +94,9 @@ def deployment_json(row: DeploymentRow) -> dict[str, Any]:
                 "hardware": release.hardware,
                 "min_instances": release.min_instances,
                 "max_instances": release.max_instances,
+                "idle_timeout": (
+                    release.idle_timeout if release.idle_timeout is not None else idle_default
+                ),
             },
         }
     return body
@@ -104,6 +116,18 @@ def _check_limits(min_instances: int, max_instances: int) -> None:
             raise _invalid(field, f"must be at most {INSTANCES_MAX:,}", "number_lte")
     if min_instances > max_instances:
         raise _invalid("min_instances", "must not be more than max_instances", "number_lte")
+
+
+def _check_idle_timeout(value: float | None) -> None:
+    if value is None:
+        return
+    if not 0 < value <= IDLE_TIMEOUT_MAX:
+        raise _invalid(
+            "idle_timeout",
+            f"must be a number of seconds above 0 and at most {IDLE_TIMEOUT_MAX:,.0f} "
+            "(null: the server's --idle-timeout)",
+            "number_range",
+        )
 
 
 def _check_hardware(platform: Platform, sku: str) -> None:
@@ -148,16 +172,18 @@ async def create(
     if not _NAME.fullmatch(body.name):
         raise _invalid("name", "must be lowercase letters, digits, '-', '_' or '.', at most 100")
     _check_limits(body.min_instances, body.max_instances)
+    _check_idle_timeout(body.idle_timeout)
     # Off the loop: the checks may read the version's package and ask the backend.
-    result, deployment_id = await asyncio.to_thread(_create, platform, account, body)
-    platform.engine.set_policy(deployment_id, body.min_instances, body.max_instances)
+    result, release = await asyncio.to_thread(_create, platform, account, body)
+    platform.engine.control.apply(release)
     return JSONResponse(result)
 
 
 def _create(
     platform: Platform, account: Account, body: CreateDeployment
-) -> tuple[dict[str, Any], int]:
-    """The new deployment's JSON and id; every check passes before anything is written."""
+) -> tuple[dict[str, Any], ReleasePolicy]:
+    """The new deployment's JSON and its release's policy; every check passes before anything
+    is written."""
     _check_hardware(platform, body.hardware)
     owner, _, model_name = body.model.partition("/")
     with platform.db.session() as session:
@@ -171,12 +197,26 @@ def _create(
                 409, f"You already have a deployment named {body.name}.", title="Conflict"
             )
         config = ReleaseConfig(
-            model.model.id, version.pk, body.hardware, body.min_instances, body.max_instances
+            model.model.id,
+            version.pk,
+            body.hardware,
+            body.min_instances,
+            body.max_instances,
+            _seconds(body.idle_timeout),
         )
         row = store.create_deployment(
             session, session.get_one(Account, account.id), body.name, config
         )
-        return deployment_json(row), row.deployment.id
+        assert row.current is not None
+        return _json(platform, row), store.release_policy(row.current.release)
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _json(platform: Platform, row: DeploymentRow) -> dict[str, Any]:
+    return deployment_json(row, platform.settings.idle_timeout)
 
 
 @router.get("/deployments")
@@ -191,7 +231,7 @@ def list_(platform: PlatformDep, account: AccountDep, cursor: str | None = None)
             platform.urls.api("/deployments"),
             {},
             key=lambda r: (r.deployment.created_at, r.deployment.name),
-            render=deployment_json,
+            render=lambda row: _json(platform, row),
         )
     return JSONResponse(body)
 
@@ -200,7 +240,7 @@ def list_(platform: PlatformDep, account: AccountDep, cursor: str | None = None)
 def get(owner: str, name: str, platform: PlatformDep, account: AccountDep) -> JSONResponse:
     with platform.db.session() as session:
         row = _owned(session, account, owner, name)  # only its owner (or an admin) gets here
-        body = deployment_json(row)
+        body = _json(platform, row)
         body["instances"] = deployment_instances(session, row.deployment.id, platform.db.shared)
         return JSONResponse(body)
 
@@ -210,25 +250,25 @@ async def update(
     owner: str, name: str, body: UpdateDeployment, platform: PlatformDep, account: AccountDep
 ) -> JSONResponse:
     changes = body.model_dump(exclude_none=True)
+    if "idle_timeout" in body.model_fields_set:  # null too: back to the server's
+        changes["idle_timeout"] = body.idle_timeout
     if not changes:
         raise _invalid(
-            "body", "send at least one of version, hardware, min_instances, max_instances"
+            "body",
+            "send at least one of version, hardware, min_instances, max_instances, idle_timeout",
         )
+    _check_idle_timeout(changes.get("idle_timeout"))
     # Off the loop: the checks may read the version's package and ask the backend.
-    result, deployment_id, limits = await asyncio.to_thread(
-        _update, platform, account, owner, name, changes
-    )
-    platform.engine.set_policy(deployment_id, *limits)
-    if "hardware" in changes:
-        platform.engine.hardware_changed(deployment_id)
+    result, release = await asyncio.to_thread(_update, platform, account, owner, name, changes)
+    platform.engine.control.apply(release)  # a new version drains the old pool (policies.py)
     return JSONResponse(result)
 
 
 def _update(
     platform: Platform, account: Account, owner: str, name: str, changes: dict[str, Any]
-) -> tuple[dict[str, Any], int, tuple[int, int]]:
-    """The updated deployment's JSON, its id and its new (min, max) instances; every check
-    passes before the release is added."""
+) -> tuple[dict[str, Any], ReleasePolicy]:
+    """The updated deployment's JSON and its new release's policy; every check passes before
+    the release is added."""
     with platform.db.session() as session:
         row = _owned(session, account, owner, name)
         if row.current is None:
@@ -249,18 +289,15 @@ def _update(
             _check_fits(
                 platform, version, hardware, "hardware" if "hardware" in changes else "version"
             )
-        config = ReleaseConfig(current.model_id, version.pk, hardware, low, high)
-        store.add_release(
+        idle = changes.get("idle_timeout", current.idle_timeout)
+        config = ReleaseConfig(current.model_id, version.pk, hardware, low, high, _seconds(idle))
+        release = store.add_release(
             session,
             session.get_one(Deployment, row.deployment.id),
             config,
             created_by=session.get_one(Account, account.id),
         )
-        return (
-            deployment_json(_owned(session, account, owner, name)),
-            row.deployment.id,
-            (low, high),
-        )
+        return _json(platform, _owned(session, account, owner, name)), store.release_policy(release)
 
 
 @router.delete("/deployments/{owner}/{name}", status_code=204)
@@ -287,7 +324,7 @@ async def delete(owner: str, name: str, platform: PlatformDep, account: AccountD
     deployment_id = await platform.writer.write_session(delete_if_idle)
     if isinstance(deployment_id, Problem):
         raise deployment_id
-    await platform.engine.forget_deployment(deployment_id)
+    await platform.engine.control.forget(deployment_id)
     return Response(status_code=204)
 
 
@@ -301,9 +338,9 @@ async def create_prediction(
     account: AccountDep,
 ) -> JSONResponse:
     target, row = _release_target(platform, account, owner, name)
-    release = row.current.release  # type: ignore[union-attr]
-    if row.deployment.id not in platform.engine.policies:  # e.g. made by another API replica
-        platform.engine.set_policy(row.deployment.id, release.min_instances, release.max_instances)
+    release = store.release_policy(row.current.release)  # type: ignore[union-attr]
+    if platform.engine.control.releases.get(row.deployment.id) != release:
+        platform.engine.control.apply(release)  # e.g. made through another API replica
     prediction = await create_job(
         platform, request, account, target, body, deployment=(row.deployment.id, row.ref)
     )

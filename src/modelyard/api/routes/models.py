@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from modelyard.billing.pricing import PricingError, parse_pricing
 from modelyard.engine.instances import model_instances
 from modelyard.engine.urls import Urls
 from modelyard.engine.views import prediction_json, timestamp
@@ -88,6 +89,7 @@ def model_json(
         "latest_version": version_json(latest) if latest is not None else None,
         "is_official": False,
         "created_at": timestamp(model.created_at),
+        **({"pricing": model.pricing} if model.pricing else {}),  # an extension: docs/billing.md
     }
 
 
@@ -143,6 +145,8 @@ class ModelUpdate(BaseModel):
     cover_image_url: str | None = None
     visibility: Literal["public", "private"] | None = None
     hardware: str | None = None
+    # An extension: a price per output instead of per second (docs/billing.md); null clears it.
+    pricing: dict[str, Any] | None = None
 
 
 #: The longest each text field may be (characters); docs/api.md lists them.
@@ -354,6 +358,13 @@ def update(
         for field in ("visibility", "hardware")
         if field in changes and changes[field] is None
     ]
+    if "pricing" in changes:
+        try:
+            pricing = parse_pricing(changes["pricing"])
+        except PricingError as exc:
+            errors.append({"type": "pricing", "field": "pricing", "description": str(exc)})
+        else:
+            changes["pricing"] = None if pricing is None else pricing.json()
     if errors:
         raise invalid_fields_problem(errors, "Invalid model")
     with platform.db.session() as session:
