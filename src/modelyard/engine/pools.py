@@ -272,16 +272,7 @@ class Pool:
 
         error = await self._start_member(member, progress)
         if error is not None:
-            self.members.remove(member)
-            self.watcher.gone(member)
-            member.busy -= 1
-            self.backoff.failed(f"setup failed: {error}")
-            self._boot_failed(job, f"setup failed: {error}")  # first: stopping may fail too
-            if not self.members:  # no instance could run what waits: it fails the same way
-                while self.queue:
-                    self._fail(self.queue.popleft(), f"setup failed: {error}")
-            self._kick.set()
-            await _stop(member)
+            await self._failed_boot(member, error, job)
             return
         self.backoff.succeeded()
         member.ready = True
@@ -289,6 +280,23 @@ class Pool:
         _running_on(job, member)
         self._kick.set()  # its other slots may take queued jobs now
         await self._run_on(member, job)
+
+    async def _failed_boot(self, member: Member, error: str, job: Job | None) -> None:
+        """The member could not start: it leaves, new boots back off, the job that asked for it
+        (none for a warm boot) fails, and so does every queued job when no instance is left."""
+        self.members.remove(member)
+        self.watcher.gone(member)
+        delay = self.backoff.failed(f"setup failed: {error}")
+        if job is None:
+            log.warning("%s: a warm boot failed (next try in %.0f s): %s", self.name, delay, error)
+        else:
+            member.busy -= 1
+            self._boot_failed(job, f"setup failed: {error}")  # first: stopping may fail too
+        if not self.members:  # no instance could run what waits: it fails the same way
+            while self.queue:
+                self._fail(self.queue.popleft(), f"setup failed: {error}")
+        self._kick.set()
+        await _stop(member)
 
     async def _start_member(self, member: Member, progress: Callable[[str], None]) -> str | None:
         """Make and start the member's instance; the error when it could not."""
@@ -307,15 +315,7 @@ class Pool:
         """An instance booted ahead of demand: idle once ready; a failure backs off."""
         error = await self._start_member(member, lambda text: None)
         if error is not None:
-            self.members.remove(member)
-            self.watcher.gone(member)
-            delay = self.backoff.failed(f"setup failed: {error}")
-            log.warning("%s: a warm boot failed (next try in %.0f s): %s", self.name, delay, error)
-            if not self.members:  # nothing could run what waits: it fails the same way
-                while self.queue:
-                    self._fail(self.queue.popleft(), f"setup failed: {error}")
-            self._kick.set()
-            await _stop(member)
+            await self._failed_boot(member, error, None)
             return
         self.backoff.succeeded()
         member.ready = True
