@@ -41,13 +41,22 @@ LogSource = Literal["stdout", "stderr"]
 MetricMode = Literal["replace", "incr", "append"]
 
 
-class WorkerConfig(TypedDict):
-    """What the runner tells the worker at start, as JSON in `WORKER_CONFIG_ENV`."""
-
+class _WorkerConfigRequired(TypedDict):
     ref: str
     mode: Mode
     weights: str | None
     max_concurrency: int | None
+
+
+class WorkerConfig(_WorkerConfigRequired, total=False):
+    """What the runner tells the worker at start, as JSON in `WORKER_CONFIG_ENV`.
+
+    `preload`: modules to import before the predictor (what its last setup() imported);
+    `warm`: a template (runtime/templates.py): after the imports, send `WarmMessage` and wait
+    for `SetupRequest` on the control socket before running setup()."""
+
+    preload: list[str]
+    warm: bool
 
 
 # --- runner to worker ---------------------------------------------------------------------
@@ -82,19 +91,41 @@ class ShutdownMessage(TypedDict):
     t: Literal["shutdown"]
 
 
-ControlMessage = CancelMessage | HealthRequest | ShutdownMessage
-ParentMessage = PredictMessage | CancelMessage | HealthRequest | ShutdownMessage
+class SetupRequest(TypedDict):
+    """Control socket, to a template only (a worker started `warm`): run setup() now."""
+
+    t: Literal["setup"]
+
+
+ControlMessage = CancelMessage | HealthRequest | ShutdownMessage | SetupRequest
+ParentMessage = PredictMessage | CancelMessage | HealthRequest | ShutdownMessage | SetupRequest
 
 
 # --- worker to runner ---------------------------------------------------------------------
 
 
 class ReadyMessage(TypedDict):
-    """`setup()` succeeded: the worker takes up to `slots` predictions at once."""
+    """`setup()` succeeded: the worker takes up to `slots` predictions at once.
+
+    The boot's phases in seconds (`import_time`: the preloaded modules and the predictor's
+    module; `setup_time`: setup()), and `modules`: the top-level modules from outside the
+    package that loading and setup() imported (what a template of this version preloads)."""
 
     t: Literal["ready"]
     slots: int
     is_async: bool
+    import_time: float
+    setup_time: float
+    modules: list[str]
+    environ: dict[str, str | None]  # what loading and setup() changed (boot.changes)
+
+
+class WarmMessage(TypedDict):
+    """A template imported the model's modules (in `import_time` seconds) and waits."""
+
+    t: Literal["warm"]
+    import_time: float
+    environ: dict[str, str | None]  # what its imports changed (boot.changes)
 
 
 class SetupFailedMessage(TypedDict):
@@ -160,6 +191,7 @@ class HealthReply(TypedDict):
 
 WorkerMessage = (
     ReadyMessage
+    | WarmMessage
     | SetupFailedMessage
     | LogMessage
     | OutputMessage

@@ -23,10 +23,10 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO, TypedDict, cast
 
-from . import capture, predictor, protocol, scope
+from . import boot, capture, predictor, protocol, scope
 
 #: The longest text one log message carries: a longer line goes as several messages, so that no
 #: frame is over protocol.MAX_FRAME (JSON escapes a character as at most 6 bytes).
@@ -41,6 +41,8 @@ class WorkerConfig:
     mode: protocol.Mode = "predict"
     weights: str | None = None
     max_concurrency: int | None = None
+    preload: list[str] = field(default_factory=list)  # modules to import first (boot.py)
+    warm: bool = False  # a template: wait for `setup` after the imports (boot.py)
 
     @property
     def method_names(self) -> tuple[str, ...]:
@@ -115,6 +117,7 @@ class Worker:
         self.sock = sock
         self.incoming = sock.makefile("rb")
         self.control = control
+        self.control_in = control.makefile("rb")  # one buffer: a template reads it first
         self.config = config
         self.send_lock = threading.Lock()
         self.running: dict[str, Running] = {}
@@ -156,8 +159,25 @@ class Worker:
     # --- lifecycle ----------------------------------------------------------------------
 
     def setup(self) -> bool:
+        started = time.perf_counter()
+        before, state = set(sys.modules), boot.snapshot()
         try:
+            boot.preload(self.config.preload)
             self.predictor = predictor.load(self.config.ref, self.config.method_names)
+            import_time = time.perf_counter() - started
+            if self.config.warm:  # a template: setup() runs for the instance that takes it
+                sys.stdout.flush()
+                sys.stderr.flush()
+                self.drain_captured()
+                warm: protocol.WarmMessage = {
+                    "t": "warm",
+                    "import_time": import_time,
+                    "environ": boot.changes(state),
+                }
+                self.send(warm)
+                if not boot.wait_for_setup(self.control_in):
+                    os._exit(0)  # given back unused
+            setup_started = time.perf_counter()
             slots = self._slots(self.predictor)
             # COG_WEIGHTS may also come from cog.yaml's environment, as in Cog.
             weights = self.config.weights or os.environ.get("COG_WEIGHTS") or None
@@ -174,7 +194,17 @@ class Worker:
         sys.stdout.flush()
         sys.stderr.flush()
         self.drain_captured()
-        self.send({"t": "ready", "slots": slots, "is_async": self.predictor.is_async})
+        self.send(
+            {
+                "t": "ready",
+                "slots": slots,
+                "is_async": self.predictor.is_async,
+                "import_time": import_time,
+                "setup_time": time.perf_counter() - setup_started,
+                "modules": boot.imported_since(before, os.getcwd()),
+                "environ": boot.changes(state),
+            }
+        )
         return True
 
     def _slots(self, loaded: predictor.LoadedPredictor) -> int:
@@ -200,7 +230,7 @@ class Worker:
             self._serve_sync()
 
     def _control_loop(self) -> None:
-        control = self.control.makefile("rb")
+        control = self.control_in
         try:
             while True:
                 message = cast(protocol.ControlMessage, self._read(control))

@@ -56,6 +56,9 @@ def conforms(value: Any, hint: Any) -> bool:
         return isinstance(value, dict) and all(
             conforms(k, key) and conforms(v, item) for k, v in value.items()
         )
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(conforms(v, item) for v in value)
     if hint is type(None):
         return value is None
     if hint is float:
@@ -90,7 +93,17 @@ EXAMPLES: list[dict[str, Any]] = [
     {"t": "cancel", "id": "p1"},
     {"t": "health", "id": 3},
     {"t": "shutdown"},
-    {"t": "ready", "slots": 4, "is_async": True},
+    {"t": "setup"},
+    {
+        "t": "ready",
+        "slots": 1,
+        "is_async": False,
+        "import_time": 0.5,
+        "setup_time": 1.25,
+        "modules": ["numpy", "wave"],
+        "environ": {"KMP_INIT_AT_FORK": "FALSE", "GONE": None},
+    },
+    {"t": "warm", "import_time": 0.5, "environ": {}},
     {"t": "setup_failed", "error": "weights file is corrupt"},
     {"t": "log", "id": None, "source": "stderr", "text": "loading ünïcode ✓\n"},
     {"t": "log", "id": "p1", "source": "stdout", "text": "hello\n"},
@@ -119,9 +132,10 @@ EXAMPLES: list[dict[str, Any]] = [
 
 
 def test_every_kind_has_one_typeddict_with_a_literal_t() -> None:
-    assert set(PARENT_KINDS) == {"predict", "cancel", "health", "shutdown"}
+    assert set(PARENT_KINDS) == {"predict", "cancel", "health", "shutdown", "setup"}
     assert set(WORKER_KINDS) == {
         "ready",
+        "warm",
         "setup_failed",
         "log",
         "output",
@@ -129,7 +143,7 @@ def test_every_kind_has_one_typeddict_with_a_literal_t() -> None:
         "done",
         "health",
     }
-    assert set(kinds(protocol.ControlMessage)) == {"cancel", "health", "shutdown"}
+    assert set(kinds(protocol.ControlMessage)) == {"cancel", "health", "shutdown", "setup"}
     assert protocol.DoneMessage.__optional_keys__ == {"error", "is_stream"}
 
 
@@ -311,7 +325,6 @@ def test_an_output_over_the_limit_fails_the_prediction(inprocess: Any, monkeypat
 # --- real workers ---------------------------------------------------------------------------
 
 
-
 async def until_log(events: AsyncIterator[Event], text: str) -> None:
     async def read() -> None:
         async for event in events:
@@ -381,6 +394,11 @@ async def test_the_typeddicts_match_what_a_real_worker_sends(
     await predict(health, {"healthy": False})
     assert await health.health() == Health("UNHEALTHY", "user-defined healthcheck returned False")
     await health.stop()  # shutdown
+    # a template: imports, says it is warm, and runs setup() when told to
+    template = capture.attach(await runners("output_str"))
+    assert await template.prewarm(["wave"], PREDICTION_LIMIT)
+    await template.start()
+    assert template.from_template and "wave" in template.modules  # preloaded, still learned
     capture.recording = False
 
     seen: dict[type, list[dict[str, Any]]] = {}

@@ -14,6 +14,8 @@ from starlette.types import Scope
 
 from modelyard.engine.catalog import Registered, register_catalog
 from modelyard.engine.metrics import EngineMetrics
+from modelyard.store.predictions import NewEvent
+from modelyard.store.tables import Prediction
 
 from . import errors
 from .limits import BodyLimits
@@ -21,6 +23,7 @@ from .metrics import HttpMetrics
 from .metrics import router as metrics_router
 from .platform import Platform
 from .ratelimit import RateLimiter, RateLimitMiddleware
+from .refs import forget_versions
 from .routes import (
     account,
     collections,
@@ -69,6 +72,8 @@ def create_app(platform: Platform) -> FastAPI:
                 )
             )  # fmt: skip
             catalog.add_done_callback(_report_catalog)
+            # Its versions are committed: a ref resolved meanwhile is resolved again.
+            catalog.add_done_callback(lambda _: forget_versions(platform))
         try:
             yield
         finally:
@@ -87,6 +92,13 @@ def create_app(platform: Platform) -> FastAPI:
         redoc_url=None,
     )
     app.state.platform = platform
+
+    def trained(prediction: Prediction, events: list[NewEvent]) -> None:
+        # A training's version is committed before its end: the destination's latest moved.
+        if prediction.kind == "training" and any(event.type == "done" for event in events):
+            forget_versions(platform)
+
+    platform.engine.log.add_listener(trained)
     # Its own registry: several servers in one process (the tests) each report their own.
     app.state.metrics = metrics = EngineMetrics(platform.engine)
     errors.install(app)

@@ -8,7 +8,6 @@ import asyncio
 import logging
 import math
 import re
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -16,26 +15,26 @@ from urllib.parse import urlsplit
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Connection
 
 from modelyard.billing.limits import detail as spend_detail
 from modelyard.billing.limits import refusal as spend_refusal
 from modelyard.cogspec.inputs import InputValidationError, file_fields, validate_input
+from modelyard.engine.engine import Refused
 from modelyard.engine.views import prediction_json
 from modelyard.store.ids import new_access_key
 from modelyard.store.models import (
     ModelRow,
-    get_model,
-    get_version,
-    latest_version,
-    versions_by_id,
 )
 from modelyard.store.predictions import TERMINAL, Kind, NewPrediction
-from modelyard.store.tables import Account, Prediction, Version, utcnow
+from modelyard.store.tables import Account, Prediction, utcnow
+from modelyard.store.usage_report import MonthSpend
 
-from .auth import can_see, signed_in_by_cookie
+from .auth import signed_in_by_cookie
 from .errors import Problem, invalid_fields_problem
 from .limits import WEBHOOK_MAX, Text, text_problem
 from .platform import Platform
+from .refs import Target
 from .tracecontext import trace_context
 
 WebhookEvent = Literal["start", "output", "logs", "completed"]
@@ -50,12 +49,6 @@ READ_TIMEOUT_MARGIN = 5.0
 # on every answer to a create: the v2 client retries 5xx, 408, 409 and 429 unless told not to
 NO_RETRY = {"x-should-retry": "false"}
 log = logging.getLogger("modelyard.api")
-
-INVALID_VERSION = Problem(
-    422,
-    "The specified version does not exist (or perhaps you don't have permission to use it?)",
-    title="Invalid version or not permitted",
-)
 
 
 class JobRequest(BaseModel):
@@ -72,57 +65,6 @@ class JobRequest(BaseModel):
 
 class VersionedRequest(JobRequest):
     version: Text
-
-
-@dataclass(frozen=True)
-class Target:
-    """The version a job runs, and the model it belongs to."""
-
-    version: Version
-    model: ModelRow
-
-
-async def resolve_version(platform: Platform, account: Account, ref: str) -> Target:
-    """`ref` is a 64-hex id, `owner/name:id` or `owner/name` (its latest version)."""
-    pinned = ":" in ref or _HEX64.match(ref) is not None  # `owner/name` moves with each push
-    candidates: list[Target] | None = platform.versions.get(ref) if pinned else None
-    if candidates is None:
-        candidates = await asyncio.to_thread(_candidates, platform, ref)
-        if pinned:
-            platform.versions.put(ref, candidates)
-    for target in candidates:
-        if can_see(target.model.model, account):
-            return target
-    raise INVALID_VERSION
-
-
-def _candidates(platform: Platform, ref: str) -> list[Target]:
-    """Every version `ref` may mean, before visibility is applied (cached a moment: versions
-    are immutable, and a model's visibility is checked on each use)."""
-    with platform.db.session() as session:
-        if _HEX64.match(ref):
-            return [Target(version, model) for version, model in versions_by_id(session, ref)]
-        owner_name, _, version_id = ref.partition(":")
-        owner, _, name = owner_name.partition("/")
-        model = get_model(session, owner, name) if owner and name else None
-        if model is None:
-            return []
-        version = (
-            get_version(session, model.model, version_id)
-            if version_id
-            else latest_version(session, model.model)
-        )
-        return [] if version is None else [Target(version, model)]
-
-
-def latest_target(session: Any, model: ModelRow, version_id: str | None = None) -> Target:
-    if version_id:
-        version = get_version(session, model.model, version_id)
-    else:
-        version = latest_version(session, model.model)
-    if version is None:
-        raise INVALID_VERSION
-    return Target(version, model)
 
 
 def validated_input(
@@ -284,29 +226,26 @@ async def create_job(
         stream_key=new_access_key() if wants_stream else None,
         trace_context=trace_context(request.headers),  # a malformed one is ignored, never a 4xx
     )
-    await refuse_past_spend_limit(platform, account, new.deployment_id)
-    return await platform.engine.create(new, inputs)
+    # 402 when the payer's monthly spend limit is reached (billing/limits.py), checked in the
+    # transaction that would store the prediction, with the payer's row locked on PostgreSQL:
+    # the month's spend only grows when the ledger records usage, so every create checked
+    # after that commit is refused, on every replica, and a create costs one commit.
+    account_id, deployment_id = account.id, new.deployment_id
 
+    def past_spend_limit(connection: Connection) -> MonthSpend | None:
+        return spend_refusal(connection, account_id, deployment_id=deployment_id)
 
-async def refuse_past_spend_limit(
-    platform: Platform, account: Account, deployment_id: int | None
-) -> None:
-    """402 when the payer's monthly spend limit is reached (billing/limits.py), before anything
-    is stored. The check is a job of the one writer, with the payer's row locked on
-    PostgreSQL: the month's spend only grows when the ledger records usage, so every create
-    checked after that commit is refused, on every replica."""
-    account_id = account.id
-    reached = await platform.writer.write(
-        lambda connection: spend_refusal(connection, account_id, deployment_id=deployment_id)
-    )
-    if reached is not None:
+    try:
+        return await platform.engine.create(new, inputs, refuse=past_spend_limit)
+    except Refused as refused:
+        reached: MonthSpend = refused.reason
         raise Problem(
             402,
             spend_detail(reached),
             title="Spend limit reached",
             headers=dict(NO_RETRY),
             **reached.as_json(),
-        )
+        ) from None
 
 
 async def respond(platform: Platform, request: Request, prediction: Prediction) -> JSONResponse:

@@ -14,6 +14,7 @@ means: file metadata in a multipart form, the search query, model texts.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -198,7 +199,17 @@ class BodyLimits:
         await self.app(scope, _replay(bytes(body), receive), send)
 
 
+# What could hold a surrogate: an escape of one, one encoded in UTF-8 bytes (`json.loads` of
+# bytes lets those through), or a NUL (a UTF-16 or UTF-32 body).
+_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]|\x00")
+
+
 def _json_body_problem(body: bytes) -> Problem | None:
+    # The route parses the body again: parse it here only when it could hold a problem (a
+    # lone surrogate needs `_MAYBE_SURROGATE`; nesting deeper than `MAX_DEPTH` needs more than
+    # `MAX_DEPTH` brackets). Most bodies have neither, and are parsed once, by the route.
+    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH and not _MAYBE_SURROGATE.search(body):
+        return None
     try:
         _, problem = parse_json(body, "")
     except ValueError:

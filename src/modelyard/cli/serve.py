@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     import uvicorn
 
 
+#: Seconds an idle keep-alive connection stays open (see `serve`).
+KEEP_ALIVE_S = 75
+
+
 class BackendChoice(StrEnum):
     local = "local"
     ray = "ray"
@@ -264,6 +268,11 @@ def serve(
         log_config=logging_config(),  # repeated warnings and errors rate-limited (logs.py)
         loop="uvloop",
         http="httptools",
+        # Longer than any client keeps an idle connection (httpx, and so both Replicate
+        # clients, 5 s; browsers and proxies up to 60 s): at uvicorn's own 5 s the server could
+        # close a connection just as a client sent its next request on it, which the client
+        # sees as a connection closed without a reply.
+        timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=5,
     )
     _serve(config, app.state.platform.stopping)

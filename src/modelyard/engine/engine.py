@@ -66,6 +66,14 @@ DEADLINE_LOG = "Canceled: the prediction reached its deadline (Cancel-After).\n"
 Finisher = Callable[[Prediction, NewEvent, Sequence[File]], Awaitable[NewEvent]]
 
 
+class Refused(Exception):
+    """A create that `Engine.create`'s `refuse` check turned down; `reason` is what it said."""
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Engine:
     """Owns the jobs, the pools, the event log and the file service of one server process."""
 
@@ -188,27 +196,39 @@ class Engine:
 
     # -- predictions -----------------------------------------------------------------------
 
-    async def create(self, new: NewPrediction, inputs: dict[str, Any]) -> Prediction:
+    async def create(
+        self,
+        new: NewPrediction,
+        inputs: dict[str, Any],
+        refuse: Callable[[Connection], Any] | None = None,
+    ) -> Prediction:
         """Store a prediction (with its `start` webhook, in one transaction) and queue it with
-        its validated `inputs`."""
+        its validated `inputs`. `refuse`, when given, runs first in that transaction: when it
+        returns something, nothing is stored (what it wrote is) and `Refused` carries it."""
         outbox = self.webhooks
 
-        def store(connection: Connection) -> Prediction:
+        def store(connection: Connection) -> Prediction | Refused:
+            reason = refuse(connection) if refuse is not None else None
+            if reason is not None:
+                return Refused(reason)
             prediction = create_prediction(connection, new, owner=self.replica.id)
             delivery = outbox.start_delivery(prediction)
             if delivery is not None:
                 enqueue(connection, delivery)
             return prediction
 
-        def queue(done: Future[Prediction]) -> None:
-            if done.exception() is None:
+        def queue(done: Future[Prediction | Refused]) -> None:
+            if done.exception() is None and isinstance(stored := done.result(), Prediction):
                 if new.webhook:
                     self.webhooks.wake()
-                self.submit(done.result(), inputs)
+                self.submit(stored, inputs)
 
         # Queued by the commit's callback, not by this coroutine: a request canceled while the
         # commit runs must not leave a stored prediction that nothing will run.
-        return await asyncio.wrap_future(self.writer.submit_then(store, queue))
+        result = await asyncio.wrap_future(self.writer.submit_then(store, queue))
+        if isinstance(result, Refused):
+            raise result
+        return result
 
     def submit(self, prediction: Prediction, inputs: dict[str, Any] | None = None) -> None:
         """Queue a stored prediction on its version's (or deployment's) pool."""

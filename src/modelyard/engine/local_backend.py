@@ -6,6 +6,10 @@ of a CPU SKU sees none. Stopping the instance, or a failed boot, gives the GPUs 
 
 Each worker runs in a sandbox where bubblewrap works (`modelyard serve --no-sandbox` turns it
 off) and within its SKU's limits (runtime/sandbox.py, docs/security.md).
+
+A new CPU instance of a version used recently starts from a warm template: a worker that already
+imported the model's modules (runtime/templates.py). The boot's phases (environment, import,
+setup) go to the boot's logs, and into the metrics of the instance's first prediction.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import httpx
 
 from modelyard.billing.hardware import Hardware
 from modelyard.runtime.environment import EnvironmentBuilder
-from modelyard.runtime.events import Event
+from modelyard.runtime.events import Event, Metric, Started
 from modelyard.runtime.local import LocalModel
 from modelyard.runtime.runner import Health, RunnerState
 from modelyard.runtime.sandbox import Limits
+from modelyard.runtime.templates import Templates
 from modelyard.store.blobs import BlobStore
 
 from .backend import BootFailed, InstanceSpec, Progress
@@ -40,8 +45,11 @@ class LocalInstance:
         http_client: httpx.AsyncClient,
         gpus: GpuInventory,
         blobs: BlobStore | None = None,
+        templates: Templates | None = None,
     ) -> None:
         self.spec = spec
+        self._templates = templates
+        self._boot_metrics: dict[str, float] | None = None  # for its first prediction
         self._builder = builder
         self._http = http_client
         self._gpus = gpus
@@ -93,8 +101,15 @@ class LocalInstance:
                 worker_environment=self._lease.environment(),  # the GPUs it sees
                 limits=limits_of(self.spec.hardware),
                 sandbox=None,  # where bubblewrap works; serve checked it (or --no-sandbox)
+                # CPU instances only: a template of a GPU instance would sit on GPUs that
+                # another instance may hold by the time it is used.
+                templates=None if self._lease.gpus else self._templates,
+                template_idle_timeout=self.spec.idle_timeout,
             )
             result = await self._model.start(progress)
+            self._boot_metrics = {
+                f"boot_{name}": value for name, value in self._model.boot_phases.items()
+            }
         except Exception as exc:
             raise BootFailed(str(exc) or type(exc).__name__) from exc
         if result.status != "succeeded":
@@ -115,7 +130,9 @@ class LocalInstance:
     ) -> AsyncIterator[Event]:
         if self._model is None:
             raise RuntimeError("start() the instance before predicting")
-        return self._model.predict(inputs, prediction_id=prediction_id, context=context)
+        events = self._model.predict(inputs, prediction_id=prediction_id, context=context)
+        boot, self._boot_metrics = self._boot_metrics, None
+        return events if not boot else _with_boot_metrics(events, boot)
 
     async def cancel(self, prediction_id: str) -> bool:
         return self._model is not None and await self._model.cancel(prediction_id)
@@ -138,6 +155,18 @@ class LocalInstance:
                 self._gpus.release(lease)
 
 
+async def _with_boot_metrics(
+    events: AsyncIterator[Event], boot: dict[str, float]
+) -> AsyncIterator[Event]:
+    """The first prediction of an instance: the boot's phases (`boot_environment_time`,
+    `boot_import_time`, `boot_setup_time`) among its metrics, once it started."""
+    async for event in events:
+        yield event
+        if isinstance(event, Started):
+            for name, value in boot.items():
+                yield Metric(name, round(value, 4), "replace")
+
+
 def limits_of(hardware: Hardware) -> Limits:
     """What an instance of `hardware` may use, as the runtime enforces it."""
     return Limits(**dataclasses.asdict(hardware.limits), owner=f"hardware {hardware.sku}")
@@ -158,9 +187,12 @@ class LocalBackend:
         self.http_client = http_client  # fetches file inputs; the engine serves its own files
         self.gpus = gpus if gpus is not None else GpuInventory()
         self.blobs = blobs  # where a version's weights are (by `InstanceSpec.weights_key`)
+        self.templates = Templates()  # warm workers of the versions used last
 
     def instance(self, spec: InstanceSpec) -> LocalInstance:
-        return LocalInstance(spec, self.builder, self.http_client, self.gpus, self.blobs)
+        return LocalInstance(
+            spec, self.builder, self.http_client, self.gpus, self.blobs, self.templates
+        )
 
     def can_place(self, hardware: Hardware) -> bool:
         """CPU SKUs always; a GPU SKU when this machine has enough GPUs of its model (held by
@@ -168,4 +200,7 @@ class LocalBackend:
         return self.gpus.can_place(hardware)
 
     async def close(self) -> None:
-        await self.http_client.aclose()
+        try:
+            await self.templates.close()
+        finally:
+            await self.http_client.aclose()

@@ -253,3 +253,20 @@ class _Snapshot(Collector):
         for state, count in sorted(by_state.items()):
             jobs.add_metric([state], count)
         yield jobs
+        templates = getattr(engine.backend, "templates", None)  # the local backend's
+        if templates is not None:
+            warm = GaugeMetricFamily(
+                "modelyard_warm_templates",
+                "Warm templates kept (runtime/templates.py), by template and state.",
+                labels=["template", "state"],
+            )
+            held = GaugeMetricFamily(
+                "modelyard_warm_template_memory_bytes",
+                "Resident memory of each warm template's processes.",
+                labels=["template"],
+            )
+            for row in templates.stats():
+                warm.add_metric([row.name, row.state], 1)
+                held.add_metric([row.name], row.memory_bytes)
+            yield warm
+            yield held

@@ -77,6 +77,16 @@ class Runner:
         self._start_task: asyncio.Task[SetupResult] | None = None
         self._draining: set[asyncio.Task[None]] = set()
         self._guard: asyncio.Task[None] | None = None  # limits and leftovers (runtime/limits.py)
+        # The boot's phases, in seconds ("import_time", "setup_time"), and the modules loading
+        # and setup() imported: what a template of this version preloads (runtime/templates.py).
+        self.phases: dict[str, float] = {}
+        self.modules: list[str] = []
+        # What the worker's load and setup() (for a template: its imports) changed of its
+        # variables and import path: a template is used only where they agree (templates.py).
+        self.environ: dict[str, str | None] = {}
+        self.from_template = False  # this worker was a template: its imports were done ahead
+        self._warm: asyncio.Future[protocol.WarmMessage] | None = None
+        self._warmed = False  # a template's worker waits for `setup`
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -96,7 +106,43 @@ class Runner:
             self._start_task.add_done_callback(_retrieve)
         return await asyncio.shield(self._start_task)
 
+    async def prewarm(self, preload: list[str], timeout: float | None) -> bool:
+        """Start the worker as a template: it imports `preload` and the predictor's module, then
+        waits; `start` runs its setup(). False (the worker gone) when it failed or timed out."""
+        self._warm = asyncio.get_running_loop().create_future()
+        error = await self._spawn({"warm": True, "preload": preload})
+        if error is None:
+            assert self._ready is not None
+            waiting: set[asyncio.Future[Any]] = {self._warm, self._ready}
+            await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if self._warm.done() and not self._ready.done() and not self._stopping:
+                self._warmed = True
+                self.phases = {"import_time": self._warm.result()["import_time"]}
+                self.environ = self._warm.result().get("environ", {})
+                return True
+            await self._kill("the template was not used")
+            await self._reap()
+        self.state = RunnerState.STOPPED
+        return False
+
     async def _start(self) -> SetupResult:
+        started_at = time.time()
+        if self._warmed and self._process is not None and self._process.returncode is None:
+            self._warmed, self.from_template = False, True
+            self.state = RunnerState.STARTING
+            try:
+                self._send_control({"t": "setup"})
+            except (ConnectionError, RuntimeError) as exc:
+                return self._setup_failed(started_at, f"the template did not take setup: {exc}")
+        else:
+            self._warmed = self.from_template = False
+            error = await self._spawn({})
+            if error is not None:
+                return self._setup_failed(started_at, error)
+        return await self._until_ready(started_at)
+
+    async def _spawn(self, extra: dict[str, Any]) -> str | None:
+        """Start a worker process (`extra`: more of its config); the error when it could not."""
         await self._reap()
         self._stopping = False
         self._kill_reason = None
@@ -104,7 +150,6 @@ class Runner:
         self.state = RunnerState.STARTING
         self._setup_logs = []
         self._stderr_tail.clear()
-        started_at = time.time()
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         control_sock, child_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         child_fds = (child_sock.fileno(), child_control.fileno())
@@ -114,6 +159,9 @@ class Runner:
             "weights": self.spec.weights,
             "max_concurrency": self.spec.max_concurrency,
         }
+        if extra.get("warm"):
+            config["warm"] = True
+            config["preload"] = list(extra.get("preload", []))
         env = worker_environment(self.spec)
         env[protocol.WORKER_FD_ENV] = ",".join(map(str, child_fds))
         env[protocol.WORKER_CONFIG_ENV] = json.dumps(config)
@@ -138,7 +186,7 @@ class Runner:
         except (OSError, sandbox.SandboxError) as exc:
             parent_sock.close()
             control_sock.close()
-            return self._setup_failed(started_at, f"cannot start the worker: {exc}")
+            return f"cannot start the worker: {exc}"
         finally:
             child_sock.close()
             child_control.close()
@@ -159,6 +207,11 @@ class Runner:
         )
         self._reader_task = asyncio.create_task(self._watch(connection_lost, self._process))
         self._stderr_task = asyncio.create_task(self._read_stderr(self._process))
+        return None
+
+    async def _until_ready(self, started_at: float) -> SetupResult:
+        """Wait for the worker's answer to setup()."""
+        assert self._ready is not None
         try:
             ready = await asyncio.wait_for(asyncio.shield(self._ready), self.spec.setup_timeout)
         except TimeoutError:
@@ -174,6 +227,13 @@ class Runner:
             await self._reap()
             return self._setup_failed(started_at, ready["error"])
         self.slots = ready["slots"]
+        self.modules = ready.get("modules", [])
+        self.environ = ready.get("environ", {})
+        # Import: all until setup() began (the sandbox, the interpreter, `cog`, the modules);
+        # for a template, only what is left of it now (its imports were done ahead).
+        setup_time = ready.get("setup_time", 0.0)
+        import_time = max(0.0, time.time() - started_at - setup_time)
+        self.phases = {"import_time": import_time, "setup_time": setup_time}
         self._semaphore = asyncio.Semaphore(self.slots)
         self.state = RunnerState.READY
         self.setup_backoff.succeeded()
@@ -302,6 +362,9 @@ class Runner:
                         message.get("is_stream", False),
                     )
                 )
+        elif message["t"] == "warm":
+            if self._warm is not None and not self._warm.done():
+                self._warm.set_result(message)
         elif message["t"] == "ready" or message["t"] == "setup_failed":
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(message)

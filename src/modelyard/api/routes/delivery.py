@@ -38,8 +38,11 @@ def deliver(access_key: str, name: str, platform: PlatformDep) -> FileResponse:
         media_type=file.content_type,
         filename=file.name,
         content_disposition_type="inline" if shown_inline(file.content_type) else "attachment",
-        headers={"ETag": f'"{file.md5}"', "Cache-Control": f"private, max-age={max_age}",
-                 **UNTRUSTED},  # fmt: skip
+        headers={
+            "ETag": f'"{file.md5}"',
+            "Cache-Control": f"private, max-age={max_age}",
+            **UNTRUSTED,
+        },
     )
 
 

@@ -51,6 +51,7 @@ from ..limits import (
 )
 from ..pages import decode_cursor, page
 from ..platform import Platform, PlatformDep
+from ..refs import forget_versions
 from .account import hardware_error
 from .versions import version_json
 
@@ -374,8 +375,8 @@ def update(
         for field, value in changes.items():
             setattr(model, field, value if value != "" else None)
         session.flush()
-        platform.versions.clear()  # cached refs carry the model's old visibility
         result = render_model(session, ModelRow(model, row.owner), platform.urls)
+    forget_versions(platform)  # committed: cached refs carry the model's old visibility
     if "hardware" in changes:  # after the commit: a spec read before it would keep the old SKU
         platform.engine.hardware_changed()
     return JSONResponse(result)
@@ -402,6 +403,7 @@ def delete(owner: str, name: str, platform: PlatformDep, account: AccountDep) ->
                 title="Conflict",
             )
         delete_model(session, row.model.id)
+    forget_versions(platform)  # committed: its cached "no versions yet" goes too
     return Response(status_code=204)
 
 

@@ -10,24 +10,15 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from modelyard.engine.views import prediction_json
-from modelyard.store.models import get_model
 from modelyard.store.predictions import Kind, PredictionFilter, get_prediction, list_predictions
 from modelyard.store.tables import Account, Prediction
 
-from ..auth import AccountDep, can_see
+from ..auth import AccountDep
 from ..errors import Problem, not_found
-from ..jobs import (
-    INVALID_VERSION,
-    JobRequest,
-    Target,
-    VersionedRequest,
-    create_job,
-    latest_target,
-    resolve_version,
-    respond,
-)
+from ..jobs import JobRequest, VersionedRequest, create_job, respond
 from ..pages import decode_cursor, page
 from ..platform import Platform, PlatformDep
+from ..refs import latest_of, resolve_version
 
 router = APIRouter(tags=["predictions"])
 PAGE_SIZE = 100
@@ -53,17 +44,7 @@ async def create_for_model(
     account: AccountDep,
 ) -> JSONResponse:
     """Every model, not only "official" ones: it runs the latest version."""
-
-    def find() -> Target:
-        with platform.db.session() as session:
-            model = get_model(session, owner, name)
-            if model is None or not can_see(model.model, account):
-                raise not_found("The requested model does not exist.")
-            if model.model.latest_version_id is None:
-                raise INVALID_VERSION
-            return latest_target(session, model)
-
-    target = await asyncio.to_thread(find)
+    target = await latest_of(platform, account, owner, name)
     prediction = await create_job(platform, request, account, target, body)
     return await respond(platform, request, prediction)
 

@@ -22,6 +22,7 @@ from ..auth import AccountDep, can_edit, can_see
 from ..errors import Problem, not_found
 from ..pages import page
 from ..platform import Platform, PlatformDep
+from ..refs import forget_versions
 from .files import UPLOADS
 
 router = APIRouter(tags=["versions"])
@@ -65,6 +66,8 @@ async def push(
         version, created = await asyncio.to_thread(
             _add_version, platform, account, owner, name, blob.key, package
         )
+        if created:  # committed: owner/name means this version from now on
+            forget_versions(platform)
     except BaseException:
         # The thread runs to its end even when this request is cancelled while it waits.
         await asyncio.to_thread(_discard, platform, blob.key)
@@ -180,7 +183,6 @@ def delete_version(
         if session.scalar(others.limit(1)):
             raise Problem(409, "Someone else has run predictions with this version.")
         session.delete(version)  # with the owner's own predictions of it, as Replicate does
-        platform.versions.clear()
         row = session.get(Model, model.model.id)
         if row is not None and row.latest_version_id == version_id:
             newest = session.scalar(
@@ -191,4 +193,5 @@ def delete_version(
             )
             row.latest_version_id = newest.id if newest else None
             row.latest_version_created_at = newest.created_at if newest else None
+    forget_versions(platform)  # after the commit: a lookup meanwhile would cache the old row
     return Response(status_code=202)
