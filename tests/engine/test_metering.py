@@ -260,13 +260,14 @@ async def test_a_private_model_bills_setup_idle_and_active(rig: Rig) -> None:
     prediction = rig.predict("priv", rig.owner)
     member = await boot(rig, key, prediction.id, setup_seconds=12.0)
     await rig.committed()
-    [setup] = rig.rows(prediction.id)
+    assert rig.rows(prediction.id) == []  # the setup row waits for the prediction's end
+    await rig.finish(prediction.id, done_event("succeeded", output="x",
+                                               metrics={"predict_time": 2.0}))  # fmt: skip
+    [setup] = [r for r in rig.rows(prediction.id) if r.phase == "setup"]
     assert (setup.key, setup.phase, setup.seconds, setup.billed) == (
         f"{prediction.id}:setup", "setup", 12.0, True,
     )  # fmt: skip
     assert setup.cost_nanos == 12 * T4_NANOS and setup.account_id == rig.owner
-    await rig.finish(prediction.id, done_event("succeeded", output="x",
-                                               metrics={"predict_time": 2.0}))  # fmt: skip
     # Its cost is its billed rows: setup and active.
     assert rig.stored(prediction.id).cost_nanos == 14 * T4_NANOS
     await idle_then_stop(rig, key, member, [6.0, 10.0])

@@ -10,6 +10,11 @@
 - **idle**: each period an instance is idle (from idle to busy, stopping or gone), for the
   owner of its model or deployment.
 
+Setup and idle rows wait in memory and are written in the transaction of the next prediction's
+end (or when an instance leaves): a commit per prediction, not one per idle period as well. An
+idle period still in memory when the process dies is lost, as it always was; none is written
+twice (every row has its key).
+
 The instance board (engine/instances.py) tells `member_changed`/`member_gone` of every member, as the pools
 tell it; the hardware each pool's instances run on is learnt there, so the active row names
 the SKU (and price) the instance really had.
@@ -95,9 +100,13 @@ class Finish:
         self.table = metering.table
         self.version_pk, self.model = prediction.version_pk, prediction.model_ref
         self.cost_nanos: int | None = None
-        self.recorded: Recorded | None = None  # the row it added (None: there was one already)
+        # Instances' setup and idle rows that waited for a prediction's end, to share its
+        # transaction (one commit per prediction, not two or three).
+        self.pending = metering.take_pending()
+        self.recorded: list[Recorded] = []  # the rows it added (none where they were there)
 
     def __call__(self, connection: Connection) -> None:
+        self.recorded = [added for write in self.pending if (added := write(connection))]
         found = ledger.context(connection, model_id=self.model_id, deployment_id=self.deployment_id)
         if found is None:  # the model is gone: nothing to charge against
             return
@@ -116,7 +125,7 @@ class Finish:
         row = _row(f"{self.prediction_id}:{charge.phase}", payer, self.prediction_id, found,
                    hardware.sku, charge, self.ended)  # fmt: skip
         if ledger.record(connection, [row]):
-            self.recorded = Recorded.of(self.version_pk, self.model, row)
+            self.recorded.append(Recorded.of(self.version_pk, self.model, row))
         self.cost_nanos = ledger.settle_prediction(connection, self.prediction_id)
 
 
@@ -129,6 +138,7 @@ class Metering:
         self.clock: Clock = utcnow  # tests set a clock where an exact figure matters
         self.hardware: dict[PoolKey, Hardware] = {}  # what each pool's instances ran on
         self._members: dict[str, _Meter] = {}
+        self._pending: list[_InstanceRow] = []  # setup and idle rows for the next commit
         # Told of every row once it committed (on the loop, or on the writer's thread).
         self.listeners: list[Callable[[Recorded], None]] = []
 
@@ -169,10 +179,16 @@ class Metering:
             self._idle_ended(member, meter, now)
 
     def member_gone(self, key: PoolKey, member: Member) -> None:
-        """A member left: an idle period it was in ends now."""
+        """A member left: an idle period it was in ends now, and what waits is written (no
+        prediction's end may come to carry it)."""
         meter = self._members.pop(member.id, None)
         if meter is not None and meter.idle_since is not None:
             self._idle_ended(member, meter, self.clock())
+        self._flush()
+
+    def take_pending(self) -> list[_InstanceRow]:
+        pending, self._pending = self._pending, []
+        return pending
 
     def _idle_ended(self, member: Member, meter: _Meter, now: datetime) -> None:
         since, meter.idle_since = meter.idle_since, None
@@ -201,41 +217,37 @@ class Metering:
         seconds: float,
         now: datetime,
     ) -> None:
-        """Record a setup or idle row for the owner of the pool's model or deployment."""
+        """A setup or idle row for the owner of the pool's model or deployment, written with
+        the next prediction's end (or when a member leaves)."""
+        self._pending.append(_InstanceRow(row_key, key, prediction_id, phase, hardware, seconds,
+                                          now))  # fmt: skip
 
-        def write(connection: Connection) -> None:
-            found = ledger.context(
-                connection, version_pk=key.version_pk, deployment_id=key.deployment_id
-            )
-            if found is None:
-                return
-            deployment = found.deployment_owner_id is not None
-            charge = seconds_charge(phase, seconds, hardware, private=found.private,
-                                    deployment=deployment)  # fmt: skip
-            row = _row(row_key, found.owner_id, prediction_id, found, hardware.sku, charge, now)
-            if ledger.record(connection, [row]):
-                added.append(Recorded.of(key.version_pk, "", row))
-            if prediction_id is not None:
-                ledger.settle_prediction(connection, prediction_id)
-
+    def _flush(self) -> None:
+        pending = self.take_pending()
+        if not pending:
+            return
         added: list[Recorded] = []
 
+        def write(connection: Connection) -> None:
+            added[:] = [row for each in pending if (row := each(connection))]
+
         def written(done: Future[None]) -> None:
-            _log_failure(row_key, done)
+            for each in pending:
+                _log_failure(each.row_key, done)
             if done.exception() is None:
                 self._tell(added)
 
         try:
             future = self.writer.submit(write)
-        except RuntimeError:  # the writer stopped (shutdown): this period is not recorded
-            log.warning("usage %s not recorded: the database writer has stopped", row_key)
+        except RuntimeError:  # the writer stopped (shutdown): these are not recorded
+            log.warning("usage not recorded: the database writer has stopped (%s)",
+                        ", ".join(each.row_key for each in pending))  # fmt: skip
             return
         future.add_done_callback(written)
 
     def committed(self, finish: Finish) -> None:
-        """A prediction's end committed with `finish`: tell the listeners of its row."""
-        if finish.recorded is not None:
-            self._tell([finish.recorded])
+        """A prediction's end committed with `finish`: tell the listeners of its rows."""
+        self._tell(finish.recorded)
 
     def _tell(self, rows: list[Recorded]) -> None:
         for row in rows:
@@ -244,6 +256,35 @@ class Metering:
                     listener(row)
                 except Exception:  # a listener's bug must not lose the next row
                     log.exception("a listener of the ledger failed on %s", row)
+
+
+@dataclass(frozen=True)
+class _InstanceRow:
+    """A setup or idle row waiting to be written: `__call__` writes it in a transaction."""
+
+    row_key: str
+    key: PoolKey
+    prediction_id: str | None
+    phase: Any
+    hardware: Hardware
+    seconds: float
+    ended: datetime
+
+    def __call__(self, connection: Connection) -> Recorded | None:
+        """Write it (nothing when its key is there already); the row added."""
+        key = self.key
+        found = ledger.context(connection, version_pk=key.version_pk,
+                               deployment_id=key.deployment_id)  # fmt: skip
+        if found is None:
+            return None
+        charge = seconds_charge(self.phase, self.seconds, self.hardware, private=found.private,
+                                deployment=found.deployment_owner_id is not None)  # fmt: skip
+        row = _row(self.row_key, found.owner_id, self.prediction_id, found, self.hardware.sku,
+                   charge, self.ended)  # fmt: skip
+        added = ledger.record(connection, [row])
+        if self.prediction_id is not None:
+            ledger.settle_prediction(connection, self.prediction_id)
+        return Recorded.of(key.version_pk, "", row) if added else None
 
 
 def _row(

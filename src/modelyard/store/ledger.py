@@ -140,8 +140,8 @@ def record(connection: Connection, rows: list[dict[str, Any]]) -> int:
     else:  # pragma: no cover - the project runs on these two
         raise RuntimeError(f"the ledger needs SQLite or PostgreSQL, not {dialect}")
     added = 0
-    for row in rows:  # one statement each: rowcount says whether each was new
-        added += max(0, connection.execute(statement.values(**row)).rowcount or 0)
+    for row in rows:  # one execution each: rowcount says whether each was new
+        added += max(0, connection.execute(statement, row).rowcount or 0)
     return added
 
 
