@@ -88,7 +88,7 @@ def create_app(platform: Platform) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         openapi_url="/v1/openapi.json",
-        docs_url="/v1/docs",
+        docs_url=None,  # web/api_docs.py serves /v1/docs with Swagger UI's files (no CDN)
         redoc_url=None,
     )
     app.state.platform = platform

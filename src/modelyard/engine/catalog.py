@@ -122,6 +122,12 @@ def _register(engine: Engine, db: Database, entry: CatalogEntry, owner: str) -> 
             cog_version=package.cog_version,
             openapi_schema=package.openapi_schema,
         )
+        if model.latest_version_id != version.id:
+            # A catalog model runs what `models/` holds: a version pushed over it (an admin's
+            # forced push) is kept, but each start makes the catalog's own version latest again.
+            log.warning("catalog: %s/%s: latest restored to %s", owner, entry.name, version.id)
+            model.latest_version_id = version.id
+            model.latest_version_created_at = version.created_at
         try:
             publish_example(engine.files, session, model, owner, version, entry.directory)
         except ExampleError as exc:  # the model still runs; it only lacks its example

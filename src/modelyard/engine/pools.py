@@ -44,6 +44,7 @@ from typing import Any
 from modelyard.runtime.waiting import Backoff
 
 from .backend import BootFailed, Instance, InstanceLost
+from .bootbeat import BootHeartbeat
 from .jobs import Job, JobState
 from .members import Member, NoWatcher, PoolPolicy, PoolWatcher
 
@@ -267,10 +268,15 @@ class Pool:
         self._launch(member, job, self._boot_then_run)
 
     async def _boot_then_run(self, member: Member, job: Job) -> None:
-        def progress(text: str) -> None:
+        def write(text: str) -> None:
             self._boot_log(member.log_to, text if text.endswith("\n") else text + "\n")
 
-        error = await self._start_member(member, progress)
+        beat = BootHeartbeat(write)  # a silent setup() still shows it is running
+        beating = asyncio.create_task(beat.run())
+        try:
+            error = await self._start_member(member, beat.progress)
+        finally:
+            beating.cancel()
         if error is not None:
             await self._failed_boot(member, error, job)
             return

@@ -25,7 +25,7 @@ class IssuedToken:
 RESERVED_USERNAMES = frozenset({
     "v1", "account", "collections", "deployments", "delivery", "files", "hardware", "models",
     "predictions", "search", "streams", "trainings", "webhooks",
-    "p", "signin", "signout", "settings", "static", "explore",
+    "p", "signin", "signout", "settings", "static", "explore", "usage", "metrics",
 })  # fmt: skip
 
 

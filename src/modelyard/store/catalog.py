@@ -86,6 +86,20 @@ def popular_models(session: Session, viewer_id: int | None, limit: int) -> list[
     return [ModelRow(model, owner) for model, owner in session.execute(query)]
 
 
+def owner_models(
+    session: Session, owner_id: int, viewer_id: int | None, limit: int
+) -> list[ModelRow]:
+    """One account's models the viewer may see (its public ones; all of them for the owner),
+    most runs first, as an owner's page lists them."""
+    query = (
+        select(Model, Account.username)
+        .join(Account, Account.id == Model.owner_id)
+        .where(Model.owner_id == owner_id, visible_to(viewer_id))
+        .order_by(Model.run_count.desc(), Model.name)
+    )
+    return [ModelRow(model, username) for model, username in session.execute(query.limit(limit))]
+
+
 def search_terms(query: str) -> list[str]:
     """Lower-case words of the query; `owner/name` also matches as its two parts."""
     return [term for term in re.split(r"[\s/]+", query.lower()) if term]

@@ -12,16 +12,18 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from . import account, deployments, explore, model_page, predictions, usage
+from . import account, deployments, explore, model_page, owner, predictions, usage
+from .api_docs import install_api_docs
 from .context import HERE, error_page, viewer
 
 TITLES = {404: "Page not found", 405: "Not allowed"}
 
 
 def install(app: FastAPI) -> None:
+    install_api_docs(app)  # before /static: its assets live under /static/swagger-ui
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    # model_page's /{o}/{n} last
-    for module in (explore, account, predictions, deployments, usage, model_page):
+    # owner's /{o} and model_page's /{o}/{n} last: every fixed path wins over a username
+    for module in (explore, account, predictions, deployments, usage, owner, model_page):
         app.include_router(module.router)
     api_handler = app.exception_handlers[StarletteHTTPException]  # the API's problem+json
 

@@ -127,6 +127,38 @@ def duration(seconds: float | None) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
+def run_times(
+    metrics: dict[str, Any] | None,
+    created_at: datetime | str | None,
+    started_at: datetime | str | None,
+    completed_at: datetime | str | None,
+) -> dict[str, float]:
+    """A prediction's times in seconds, as the pages show them: `total` (created to completed,
+    what the user waited), `queue` (created to started: waiting for a worker, a cold boot
+    included), `setup` (the boot's `setup()`, on an instance's first prediction) and `predict`
+    (the runner's own figure). Only those known are present."""
+    # a row's datetimes, or the API JSON's ISO 8601 strings
+    created_at, started_at, completed_at = (
+        datetime.fromisoformat(t) if isinstance(t, str) else t
+        for t in (created_at, started_at, completed_at)
+    )
+    metrics = metrics or {}
+    times: dict[str, float] = {}
+    total = metrics.get("total_time")
+    if total is None and created_at is not None and completed_at is not None:
+        total = (completed_at - created_at).total_seconds()
+    if total is not None:
+        times["total"] = float(total)
+    if created_at is not None and started_at is not None:
+        times["queue"] = max(0.0, (started_at - created_at).total_seconds())
+    if metrics.get("boot_setup_time") is not None:
+        times["setup"] = float(metrics["boot_setup_time"])
+    if metrics.get("predict_time") is not None:
+        times["predict"] = float(metrics["predict_time"])
+    return times
+
+
+templates.env.globals["run_times"] = run_times
 templates.env.filters["markdown"] = markdown
 templates.env.filters["ago"] = ago
 templates.env.filters["duration"] = duration

@@ -107,6 +107,9 @@ def _bound(value: float | None) -> float | None:
     return value
 
 
+MAX_SLIDER_SPAN = 100_000
+
+
 def _scalar_widget(name: str, kind: str, flat: dict[str, Any]) -> Widget:
     if flat.get("enum"):
         return "select"
@@ -114,7 +117,9 @@ def _scalar_widget(name: str, kind: str, flat: dict[str, Any]) -> Widget:
         return "checkbox"
     if kind in ("integer", "number"):
         bounded = flat.get("minimum") is not None and flat.get("maximum") is not None
-        return "range" if bounded else "number"
+        # A slider over a huge span (a seed: 0 to 4294967295) cannot pick a value: a number box.
+        narrow = bounded and flat["maximum"] - flat["minimum"] <= MAX_SLIDER_SPAN
+        return "range" if narrow else "number"
     if flat.get("format") == "uri":
         return "file"
     if flat.get("format") == "password" or flat.get("x-cog-secret"):

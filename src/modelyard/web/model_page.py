@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
 from modelyard.engine.instances import model_instances
@@ -13,16 +13,20 @@ from modelyard.engine.views import prediction_json
 from modelyard.store.accounts import is_reserved
 from modelyard.store.catalog import list_examples
 from modelyard.store.models import can_see, get_model, get_version, latest_version, list_versions
+from modelyard.store.predictions import get_prediction
 
 from .context import error_page, render, services, shown_prediction, viewer
 from .forms import form_fields
+from .predictions import visible
 
 router = APIRouter()
 EXAMPLES_SHOWN = 12
 
 
 @router.get("/{owner}/{name}", response_class=HTMLResponse, include_in_schema=False)
-def model_page(request: Request, owner: str, name: str, version: str = "") -> HTMLResponse:
+def model_page(
+    request: Request, owner: str, name: str, version: str = "", from_: str = Query("", alias="from")
+) -> HTMLResponse:
     if is_reserved(owner):  # an unknown API path stays an API 404
         raise HTTPException(404)
     who = viewer(request)
@@ -42,6 +46,14 @@ def model_page(request: Request, owner: str, name: str, version: str = "") -> HT
                               f"{owner}/{name} has no version {version}.")  # fmt: skip
         versions = list_versions(session, row.model.id)
         examples = list_examples(session, row.model.id, before=None, limit=EXAMPLES_SHOWN)
+        # "Tweak it / run again" (`?from=<prediction id>`): that prediction fills the form, when
+        # the viewer may see it and it ran this model.
+        tweaked = get_prediction(session, from_) if from_ else None
+        if tweaked is not None and (
+            tweaked.model_id != row.model.id
+            or not visible(who, tweaked, row.model.visibility == "public")
+        ):
+            tweaked = None
         account = who.account
         instances = None  # None: not shown (only its owner and admins see its instances)
         if account is not None and (row.model.owner_id == account.id or account.is_admin):
@@ -65,7 +77,11 @@ def model_page(request: Request, owner: str, name: str, version: str = "") -> HT
         examples=shown,
         default_example_id=row.model.default_example_id,
         instances=None if instances is None else [_shown(i) for i in instances],
-        default_example=next((e for e in shown if e["id"] == row.model.default_example_id), None),
+        default_example=(
+            shown_prediction(prediction_json(tweaked, platform.engine.urls), schema, tweaked.kind)
+            if tweaked is not None
+            else next((e for e in shown if e["id"] == row.model.default_example_id), None)
+        ),
     )
 
 

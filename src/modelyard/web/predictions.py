@@ -39,7 +39,7 @@ def my_predictions(request: Request) -> Response:
     return render(request, "predictions.html", who, predictions=rows)
 
 
-def _visible(who: Viewer, prediction: Prediction | None, model_public: bool) -> bool:
+def visible(who: Viewer, prediction: Prediction | None, model_public: bool) -> bool:
     """Its owner sees it; others only while it is shared and its model is public."""
     if prediction is None:
         return False
@@ -55,7 +55,7 @@ def prediction_page(request: Request, prediction_id: str) -> HTMLResponse:
         prediction = get_prediction(session, prediction_id)
         model = model_by_id(session, prediction.model_id) if prediction else None
         model_public = model is not None and model.model.visibility == "public"
-        if not _visible(who, prediction, model_public):
+        if not visible(who, prediction, model_public):
             return error_page(request, who, 404, "Prediction not found",
                               "It does not exist, or it is not shared with you.")  # fmt: skip
         assert prediction is not None

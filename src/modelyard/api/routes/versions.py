@@ -52,9 +52,13 @@ async def push(
     """The body is a package archive made by `modelyard push`; the id is its sha256.
 
     A push refused for any reason (a broken package, a limit, no such model, a crash) leaves
-    nothing behind: not its blob, not its unpacked folder, no version."""
-    if owner != account.username and not account.is_admin:
-        raise Problem(403, f"You cannot push to {owner}/{name}: it is not your account.")
+    nothing behind: not its blob, not its unpacked folder, no version.
+
+    Pushing into another account's model replaces what its users run, so even an admin does it
+    only when the request says so (`?force=true`); pushing content the model already has makes
+    that version its latest again (the undo of a push)."""
+    forced = request.query_params.get("force") == "true"
+    await asyncio.to_thread(_check_target, platform, owner, name, account, forced)
     blob = await _receive(platform, request)
     try:
         try:
@@ -63,10 +67,10 @@ async def push(
             if exc.too_large:
                 raise Problem(413, f"The package is too large: {exc}.") from None
             raise Problem(422, f"The package is not a valid Cog package: {exc}") from None
-        version, created = await asyncio.to_thread(
+        version, created, changed = await asyncio.to_thread(
             _add_version, platform, account, owner, name, blob.key, package
         )
-        if created:  # committed: owner/name means this version from now on
+        if changed:  # committed: owner/name means this version from now on
             forget_versions(platform)
     except BaseException:
         # The thread runs to its end even when this request is cancelled while it waits.
@@ -75,20 +79,55 @@ async def push(
     return JSONResponse(version_json(version), status_code=201 if created else 200)
 
 
+def _check_target(
+    platform: Platform, owner: str, name: str, account: Account, forced: bool
+) -> None:
+    """Refuse, before the upload, a push into another account's model (or into one that does
+    not exist there), saying what to do instead."""
+    if owner == account.username:
+        return
+    if not account.is_admin:
+        raise Problem(403, f"You cannot push to {owner}/{name}: it is not your account.")
+    with platform.db.session() as session:
+        exists = get_model(session, owner, name) is not None
+    if not exists:
+        raise _no_such_model(owner, name, account)
+    if not forced:
+        raise Problem(
+            403,
+            f"{owner}/{name} belongs to {owner}, not to you ({account.username}): a push would"
+            f" replace the version its users run. Push to your own account instead"
+            f" (`modelyard push DIR {account.username}/{name}`), or, to replace it on purpose"
+            f" as an admin, add `?force=true` to the request (`modelyard push --force`).",
+        )
+
+
+def _no_such_model(owner: str, name: str, account: Account) -> Problem:
+    return not_found(
+        f"The model {owner}/{name} does not exist, and a push creates models only in your own"
+        f" account. Create it first (`POST /v1/models` with owner {owner!r} and name"
+        f" {name!r}), or push to your own account (`modelyard push DIR"
+        f" {account.username}/{name}`)."
+    )
+
+
 def _add_version(
     platform: Platform, account: Account, owner: str, name: str, key: str, package: PackageInfo
-) -> tuple[Version, bool]:
-    """The version of package `key` in owner/name (made private if new), and whether it is new."""
+) -> tuple[Version, bool, bool]:
+    """The version of package `key` in owner/name (made private if new), whether it is new,
+    and whether the model changed (a new version, or an existing one made latest again)."""
     with platform.db.session() as session:
         model = get_model(session, owner, name)
+        if model is None and owner != account.username:
+            raise _no_such_model(owner, name, account)
         if model is None:
             owner_account = session.get(Account, account.id)
-            if owner != account.username or owner_account is None:
+            if owner_account is None:
                 raise not_found(f"The model {owner}/{name} does not exist.")
             model = create_model(session, owner_account, name, visibility="private")
         elif not can_edit(model.model, account):
             raise not_found(f"The model {owner}/{name} does not exist.")
-        return add_version(
+        version, created = add_version(
             session,
             model.model,
             version_id=key,
@@ -96,6 +135,13 @@ def _add_version(
             cog_version=package.cog_version,
             openapi_schema=package.openapi_schema,
         )
+        if created or model.model.latest_version_id == version.id:
+            return version, created, created
+        # Content the model already has, pushed again, means "run this one": it becomes the
+        # latest again, which is how a push is undone (public versions cannot be deleted).
+        model.model.latest_version_id = version.id
+        model.model.latest_version_created_at = version.created_at
+        return version, False, True
 
 
 async def _receive(platform: Platform, request: Request) -> Blob:

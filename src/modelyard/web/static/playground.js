@@ -44,7 +44,27 @@
       input.files = e.dataTransfer.files;
       input.dispatchEvent(new Event("change", {bubbles: true}));
     });
+    // A chosen file replaces the URL box's value (an example's URL stayed shown, though the run
+    // used the file), and a chosen image shows a preview.
+    const urlBox = zone.querySelector(".file-url");
+    input.addEventListener("change", () => {
+      if (input.files.length) urlBox.value = "";
+      showPreview(zone, Array.from(input.files));
+    });
+    urlBox.addEventListener("input", () => {
+      if (urlBox.value.trim()) { input.value = ""; showPreview(zone, []); }
+    });
   });
+  function showPreview(zone, files) {
+    zone.querySelectorAll("img.preview").forEach((img) => { URL.revokeObjectURL(img.src); img.remove(); });
+    for (const file of files.filter((f) => f.type.startsWith("image/"))) {
+      const img = document.createElement("img");
+      img.className = "preview";
+      img.alt = file.name;
+      img.src = URL.createObjectURL(file);
+      zone.appendChild(img);
+    }
+  }
 
   // --- reading and checking the form -----------------------------------------------------------
   function accepts(accept, file) {
@@ -209,13 +229,25 @@
     status.className = "status " + (cls || text);
   }
 
+  // The total (what the user waited) first, then queue (a cold boot included), setup and run
+  // time, as the prediction pages show them (context.run_times).
+  function runTimes(prediction) {
+    const m = prediction.metrics || {};
+    const secs = (t) => (t < 1 ? `${Math.round(t * 1000)} ms` : `${t.toFixed(1)} s`);
+    const parts = [];
+    if (prediction.started_at) parts.push("queued " + secs(Math.max(0, (Date.parse(prediction.started_at) - Date.parse(prediction.created_at)) / 1000)));
+    if (m.boot_setup_time !== undefined) parts.push("setup " + secs(m.boot_setup_time));
+    if (m.predict_time !== undefined) parts.push("run " + secs(m.predict_time));
+    if (m.total_time === undefined) return m.predict_time !== undefined ? secs(m.predict_time) : "";
+    return secs(m.total_time) + (parts.length ? ` (${parts.join(", ")})` : "");
+  }
+
   function finish(prediction) {
     current = null;
     cancel.hidden = true;
     runButton.disabled = false;
     setStatus(prediction.status);
-    const m = prediction.metrics || {};
-    timing.textContent = m.predict_time !== undefined ? `${m.predict_time.toFixed(2)} s` : "";
+    timing.textContent = runTimes(prediction);
     if (prediction.status === "succeeded") window.renderOutput(output, prediction.output, state.outputSchema);
     else if (prediction.status === "canceled") output.replaceChildren(Object.assign(document.createElement("p"), {className: "help", textContent: "The prediction was canceled."}));
     else if (prediction.error) output.replaceChildren(Object.assign(document.createElement("p"), {className: "error", textContent: prediction.error}));
@@ -334,6 +366,7 @@
     if (example.status === "succeeded") {
       window.renderOutput(output, example.output, state.outputSchema);
       setStatus("example", "succeeded");
+      timing.textContent = runTimes(example);
     }
   }
 
@@ -416,6 +449,15 @@
     return JSON.stringify(value);
   }
 
+  // An iterator output (a streaming model) comes back from `run()` as a generator: printing it
+  // shows `<generator object ...>`, so the snippet loops over it; text pieces print joined.
+  function pythonPrint() {
+    const schema = state.outputSchema || {};
+    if (schema["x-cog-array-type"] !== "iterator") return "print(output)";
+    const text = (schema.items || {}).type === "string" && (schema.items || {}).format !== "uri";
+    return text ? 'for item in output:\n    print(item, end="")\nprint()' : "for item in output:\n    print(item)";
+  }
+
   function refreshCode() {
     const ref = `${form.dataset.model}:${form.dataset.version}`;
     const input = codeValues();
@@ -424,7 +466,7 @@
     const body = JSON.stringify({version: form.dataset.version, input}, null, 2);
     const host = new URL(state.base).host;
     const code = {
-      python: `import replicate\n\n# export REPLICATE_API_TOKEN=<your token>\nclient = replicate.Client(base_url="${state.base}")\noutput = client.run(\n    "${ref}",\n    input=${py.replace(/\n/g, "\n    ")},\n)\nprint(output)`,
+      python: `import replicate\n\n# export REPLICATE_API_TOKEN=<your token>\nclient = replicate.Client(base_url="${state.base}")\noutput = client.run(\n    "${ref}",\n    input=${py.replace(/\n/g, "\n    ")},\n)\n${pythonPrint()}`,
       javascript: `import Replicate from "replicate";\n\n// REPLICATE_API_TOKEN=<your token>\nconst replicate = new Replicate({ baseUrl: "${state.base}/v1" });\nconst output = await replicate.run("${ref}", {\n  input: ${json.replace(/\n/g, "\n  ")},\n});\nconsole.log(output);`,
       curl: `curl -s -X POST \\\n  -H "Authorization: Bearer $REPLICATE_API_TOKEN" \\\n  -H "Content-Type: application/json" \\\n  -H "Prefer: wait" \\\n  -d '${body.replace(/'/g, "'\\''")}' \\\n  ${state.base}/v1/predictions`,
       http: `POST /v1/predictions HTTP/1.1\nHost: ${host}\nAuthorization: Bearer <your token>\nContent-Type: application/json\nPrefer: wait\n\n${body}`,
