@@ -217,7 +217,7 @@ def test_unauthenticated_without_a_token_says_how_to_give_one(api: FakeApi) -> N
     assert_error_after_upload(
         proc,
         "Error: You did not pass a valid authentication token (HTTP 401); "
-        "no token was given: pass --token or set MODELYARD_API_TOKEN",
+        "no token was given: set REPLICATE_API_TOKEN (or MODELYARD_API_TOKEN), or pass --token",
     )
 
 

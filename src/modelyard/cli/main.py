@@ -6,11 +6,12 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import httpx
 import typer
 
+from modelyard import __version__
 from modelyard.cogspec.config import load_config
 from modelyard.cogspec.errors import CogSpecError
 from modelyard.cogspec.inputs import InputValidationError
@@ -38,6 +39,27 @@ app = typer.Typer(
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"modelyard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_show_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Run Cog models without Docker."""
+
+
 def fail(message: str) -> None:
     """Print `Error: message` and exit 1 (no traceback: these are the user's errors, not ours)."""
     typer.echo(f"Error: {message}", err=True)
@@ -50,7 +72,7 @@ PackageDir = Annotated[
 
 
 InputOptions = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--input", "-i", help="An input as name=value; @path for a file."),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
@@ -66,24 +88,31 @@ def predict(
     as_json: AsJson = False,
     output_dir: OutputDir = Path("."),
     setup_timeout: Annotated[
-        Optional[float], typer.Option(help="Seconds setup() may take.")
+        float | None, typer.Option(help="Seconds setup() may take.")
     ] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="Seconds the prediction may take.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds the prediction may take.")
+    ] = None,
     weights: Annotated[
-        Optional[str], typer.Option(help="Weights passed to setup(weights=...).")
+        str | None, typer.Option(help="Weights passed to setup(weights=...).")
     ] = None,
 ) -> None:
     """Run one prediction, streaming its output, and print the result."""
     _run(
         PredictOptions(
-            package_dir, input or [], as_json, output_dir,
-            setup_timeout=setup_timeout, timeout=timeout, weights=weights,
+            package_dir,
+            input or [],
+            as_json,
+            output_dir,
+            setup_timeout=setup_timeout,
+            timeout=timeout,
+            weights=weights,
         )
     )
 
 
 ApiOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         help="The API base URL (default: $MODELYARD_API_URL, $REPLICATE_BASE_URL or "
         "http://127.0.0.1:8000).",
@@ -91,7 +120,7 @@ ApiOption = Annotated[
     ),
 ]
 TokenOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         help="The API token (default: $MODELYARD_API_TOKEN or $REPLICATE_API_TOKEN).",
         show_default=False,
@@ -106,9 +135,10 @@ def train(
     as_json: AsJson = False,
     output_dir: OutputDir = Path("."),
     destination: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
-            "--destination", "-d",
+            "--destination",
+            "-d",
             help="Train on the server into this model (owner/name): the package is pushed "
             "there, and the training's new version printed.",
             show_default=False,
@@ -141,7 +171,11 @@ def _run(options: PredictOptions) -> None:
     try:
         code = run_predict(options)
     except (
-        CogSpecError, InputOptionError, InputFileError, EnvironmentBuildError, ValueError
+        CogSpecError,
+        InputOptionError,
+        InputFileError,
+        EnvironmentBuildError,
+        ValueError,
     ) as exc:
         fail(str(exc))
     except InputValidationError as exc:
@@ -178,10 +212,18 @@ def push(
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Check the server's TLS certificate.")
     ] = True,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="As an admin, push into another account's model (its users then run this "
+            "version).",
+        ),
+    ] = False,
 ) -> None:
     """Check and pack the package, then upload it as a version of owner/name."""
     try:
-        run_push(PushOptions(package_dir, model, api=api, token=token, verify=verify))
+        run_push(PushOptions(package_dir, model, api=api, token=token, verify=verify, force=force))
     except (CogSpecError, PackageError, PushError) as exc:
         fail(str(exc))
 

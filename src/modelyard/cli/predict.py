@@ -205,7 +205,11 @@ def _report(done: Done, logs: list[str], options: PredictOptions, concatenate: b
     elif done.is_stream:
         if concatenate:
             sys.stdout.write("\n")
-    elif done.status == "succeeded" and not has_files(done.output):
+    elif done.status == "succeeded" and (
+        not has_files(done.output) or isinstance(done.output, dict)
+    ):
+        # An object's other fields (a score beside its images) are output too: it is printed
+        # with each file replaced by the path it was written to.
         sys.stdout.write(_text(output) + "\n")
     if done.status != "succeeded":
         stderr(f"Error: prediction {done.status}" + (f": {done.error}" if done.error else ""))

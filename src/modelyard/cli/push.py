@@ -53,6 +53,7 @@ class PushOptions:
     api: str | None = None
     token: str | None = None
     verify: bool = True
+    force: bool = False  # an admin replacing the version of another account's model
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,11 @@ def run_push(options: PushOptions) -> PushResult:
     api = api_base_url(options.api)
     token = api_token(options.token)
     url = f"{api}/v1/models/{owner}/{name}/versions"
+    # The token and the target are checked before the upload: a refused push of gigabytes
+    # should fail in a second, not after it has been sent.
+    check_target(api, owner, name, token=token, verify=options.verify, force=options.force)
+    if options.force:
+        url += "?force=true"
     with tempfile.TemporaryFile(prefix="modelyard-push-") as archive:
         package = pack_to(options.package_dir, archive)
         stderr(f"Packed {package.files} files ({_mb(package.size)}), sha256 {package.sha256}")
@@ -124,6 +130,57 @@ def run_push(options: PushOptions) -> PushResult:
         f" with REPLICATE_BASE_URL={api}"
     )
     return result
+
+
+NO_TOKEN = "no token was given: set REPLICATE_API_TOKEN (or MODELYARD_API_TOKEN), or pass --token"
+
+
+def check_target(
+    api: str, owner: str, name: str, *, token: str | None, verify: bool = True, force: bool = False
+) -> None:
+    """Ask the server who the token is (`GET /v1/account`) and whether owner/name exists
+    (`GET /v1/models/owner/name`); a `PushError` saying what to do when the push would be
+    refused. A push into one's own account creates a missing model (private)."""
+    headers = {"User-Agent": f"modelyard/{__version__}", "Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        with httpx.Client(verify=verify, timeout=httpx.Timeout(30.0, connect=10.0)) as client:
+            account = client.get(f"{api}/v1/account", headers=headers)
+            if account.status_code == 401:
+                raise PushError(
+                    f"{problem_detail(account)}; "
+                    + (NO_TOKEN if not token else "check the token (`modelyard token create`)")
+                )
+            if account.status_code == 403:
+                raise PushError(problem_detail(account))
+            if account.status_code != 200:
+                return  # a server without these endpoints: its answer to the push decides
+            username = str(account.json().get("username", ""))
+            model = client.get(f"{api}/v1/models/{owner}/{name}", headers=headers)
+    except httpx.ConnectError as exc:  # named as the upload's would be: where the push goes
+        raise PushError(
+            f"cannot reach {api}/v1/models/{owner}/{name}/versions: {_one_line(exc)}"
+        ) from exc
+    except httpx.TransportError as exc:
+        reason = _one_line(exc) or type(exc).__name__
+        raise PushError(f"the connection to {api} failed: {reason}") from exc
+    except ValueError as exc:  # not JSON: not a Modelyard API
+        raise PushError(f"{api}/v1/account did not answer JSON: is --api right?") from exc
+    if owner != username and not force:
+        raise PushError(
+            f"{owner}/{name} is not in your account ({username}): push to {username}/{name}, "
+            f"or, as an admin replacing its version on purpose, pass --force"
+        )
+    if model.status_code == 404:
+        if owner != username:
+            raise PushError(
+                f"the model {owner}/{name} does not exist (or is not visible to {username}): "
+                f"create it first (POST /v1/models), or push to {username}/{name}"
+            )
+        stderr(f"{owner}/{name} does not exist yet: this push creates it (private)")
+    elif model.status_code != 200:
+        raise PushError(problem_detail(model))
 
 
 def upload(
@@ -198,7 +255,7 @@ def _result(model: str, response: httpx.Response, token: str | None) -> PushResu
     if status not in (200, 201):
         message = problem_detail(response)
         if status == 401 and not token:
-            message += "; no token was given: pass --token or set MODELYARD_API_TOKEN"
+            message += "; " + NO_TOKEN
         raise PushError(message)
     try:
         version = response.json()

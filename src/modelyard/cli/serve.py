@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import socket
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
@@ -18,6 +19,9 @@ from modelyard.runtime.home import modelyard_home
 from modelyard.settings import RateLimits, Settings
 from modelyard.store.accounts import ensure_admin, is_reserved
 from modelyard.store.database import Database, DatabaseInUse, hold_sqlite
+
+from .datadir import remember_served
+from .listen import ListenError, bind
 
 if TYPE_CHECKING:
     import uvicorn
@@ -205,6 +209,13 @@ def serve(
             typer.echo(f"Error: the username {username!r} is reserved (a path of the API or "
                        "the web pages)", err=True)  # fmt: skip
             raise typer.Exit(1)
+    # The port first: a server that cannot listen must not create an account, print a token
+    # and a password, then fail. The socket bound here is the one uvicorn serves on.
+    try:
+        listener = bind(host, port)
+    except ListenError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
     folder = data_dir_or_default(data_dir)
     scheme = "https" if ssl_certfile else "http"
     settings = Settings(
@@ -242,6 +253,8 @@ def serve(
         _sandbox_preflight(sandbox, sandbox_share or [])
     _hold_database(settings)
     db = open_database(folder, database_url)
+    if database_url is None:  # `modelyard token`/`password` then manage this folder's database
+        remember_served(folder)
     password = secrets.token_urlsafe(12)
     try:
         with db.session() as session:
@@ -275,10 +288,12 @@ def serve(
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=5,
     )
-    _serve(config, app.state.platform.stopping)
+    _serve(config, app.state.platform.stopping, listener)
 
 
-def _serve(config: uvicorn.Config, stopping: asyncio.Event) -> None:
+def _serve(
+    config: uvicorn.Config, stopping: asyncio.Event, listener: socket.socket | None = None
+) -> None:
     """uvicorn's server, setting `stopping` (`Platform.stopping`) as soon as a stop begins, while
     connections are still open: waits held by `Prefer: wait` then answer instead of being cut."""
     import uvicorn
@@ -292,7 +307,7 @@ def _serve(config: uvicorn.Config, stopping: asyncio.Event) -> None:
         handle_exit(sig, frame)
 
     server.handle_exit = stop  # type: ignore[method-assign]  # uvicorn installs it as the handler
-    server.run()
+    server.run(sockets=[listener] if listener is not None else None)
 
 
 def _hold_database(settings: Settings) -> None:

@@ -1,6 +1,7 @@
 """`modelyard token create|list|revoke` (API tokens) and `modelyard password` (for the web
 pages), managed in the server's database: SQLite in this machine's data folder, or the one
-`--database-url` names (a PostgreSQL that API replicas share), directly, without a server."""
+`--database-url` names (a PostgreSQL that API replicas share), directly, without a server.
+Without `--data-dir`, the folder the last `modelyard serve` served (see `datadir.py`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from modelyard.store.accounts import (
 )
 from modelyard.store.sessions import end_all_sessions, set_password
 
-from .serve import DatabaseUrl, DataDir, data_dir_or_default, open_database
+from .datadir import ManagedDataDir, managed_data_dir
+from .serve import DatabaseUrl, open_database
 
 token_app = typer.Typer(help="Create, list and revoke API tokens (in the server's database).")
 
@@ -29,11 +31,11 @@ def token_create(
         str, typer.Option(help="The account; created if missing (the first one is the admin).")
     ] = "admin",
     name: Annotated[str, typer.Option(help="A label for the token.")] = "",
-    data_dir: DataDir = None,
+    data_dir: ManagedDataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Print a new token for an account."""
-    db = open_database(data_dir_or_default(data_dir), database_url)
+    db = open_database(managed_data_dir(data_dir, database_url), database_url)
     try:
         with db.session() as session:
             account = account_for_token(session, username)
@@ -46,11 +48,11 @@ def token_create(
 @token_app.command("list")
 def token_list(
     username: Annotated[str, typer.Option(help="The account.")] = "admin",
-    data_dir: DataDir = None,
+    data_dir: ManagedDataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """The account's tokens: id, first characters, name, created, revoked."""
-    db = open_database(data_dir_or_default(data_dir), database_url)
+    db = open_database(managed_data_dir(data_dir, database_url), database_url)
     with db.session() as session:
         account = account_by_username(session, username)
         if account is None:
@@ -67,11 +69,11 @@ def token_list(
 def token_revoke(
     token_id: Annotated[int, typer.Argument(help="The id `modelyard token list` shows.")],
     username: Annotated[str, typer.Option(help="The account.")] = "admin",
-    data_dir: DataDir = None,
+    data_dir: ManagedDataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Revoke a token: requests with it get 401 from now on."""
-    db = open_database(data_dir_or_default(data_dir), database_url)
+    db = open_database(managed_data_dir(data_dir, database_url), database_url)
     with db.session() as session:
         account = account_by_username(session, username)
         if account is None or not revoke_token(session, account, token_id):
@@ -93,14 +95,14 @@ def password(
         str | None,
         typer.Option("--password", help="The new password (default: a random one, printed)."),
     ] = None,
-    data_dir: DataDir = None,
+    data_dir: ManagedDataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Set the password an account signs in to the web pages with."""
     chosen = new_password if new_password is not None else secrets.token_urlsafe(12)
     if len(chosen) < MIN_PASSWORD:
         raise _fail(f"a password needs at least {MIN_PASSWORD} characters")
-    db = open_database(data_dir_or_default(data_dir), database_url)
+    db = open_database(managed_data_dir(data_dir, database_url), database_url)
     try:
         with db.session() as session:
             account = account_for_token(session, username)
