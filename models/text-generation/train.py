@@ -3,26 +3,43 @@
 Each example is one chat turn: the prompt as the user's message (under the default system
 prompt, as predict() sends it) and the completion as the assistant's answer; the loss counts only
 the answer's tokens. The adapter (`adapter_config.json` + `adapter_model.safetensors`, about
-2 MB at rank 8) is zipped into one weights file; a version made from it loads the base model,
-applies the adapter and merges it (predict.py's setup).
+2 MB at rank 8) is zipped into one weights file; a version made from it merges the adapter into a
+copy of the GGUF file and runs it with llama.cpp (predict.py's setup, lora_gguf.py).
+
+Training runs in transformers (torch autograd) on the float32 weights dequantized from the same
+GGUF file; only training imports torch.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import tempfile
 import time
 import zipfile
 from pathlib import Path as StdPath
+from typing import Any
 
 import torch
 from cog import BaseModel, Input, Path
-
-from predict import DEFAULT_SYSTEM_PROMPT, load_base
+from predict import DEFAULT_SYSTEM_PROMPT, GGUF_FILE, weights_dir
 
 MAX_EXAMPLES = 2000
 MAX_TOKENS = 512
+
+
+def load_base() -> tuple[Any, Any]:
+    """The tokenizer and the float32 model, read (and dequantized) from the GGUF file."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # Use every core this process may run on (2 on the reference machine); torch's default
+    # can count hyper-threads or cores outside the affinity mask and oversubscribe them.
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    folder = weights_dir()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
+    return tokenizer, model
 
 
 class TrainingOutput(BaseModel):

