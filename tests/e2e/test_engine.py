@@ -30,8 +30,16 @@ def recorder() -> Recorder:
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterator[LiveServer]:
-    with serving(tmp_path_factory, tls, "engine", "--max-instances", "2") as live:
+    # No warm templates (runtime/templates.py): the tests count the instances' worker processes,
+    # and a template waiting for a version's next instance is one more.
+    live = LiveServer(
+        data_dir=tmp_path_factory.mktemp("engine"), tls=tls, extra_args=["--max-instances", "2"],
+        env={"MODELYARD_WARM_TEMPLATES": "0"}, share_test_folders=True,
+    ).start()  # fmt: skip
+    try:
         yield live
+    finally:
+        live.stop()
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,7 @@ from modelyard.store.instances import (
     instances_of,
     save_snapshots,
 )
+from modelyard.store.space import out_of_space
 from modelyard.store.tables import utcnow
 from modelyard.store.writer import Writer
 
@@ -211,8 +212,11 @@ class InstanceBoard:
             self._wake.clear()
             try:
                 await self.flush()
-            except Exception:  # shown state is best effort: the next change writes again
-                log.exception("writing the instances' snapshots failed")
+            except Exception as exc:  # shown state is best effort: the next change writes again
+                if out_of_space(exc):  # one line, as every write that finds the disk full
+                    log.warning("writing the instances' snapshots failed: the disk is full")
+                else:
+                    log.exception("writing the instances' snapshots failed")
             await asyncio.sleep(FLUSH_EVERY)
 
     async def flush(self) -> None:
