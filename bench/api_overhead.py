@@ -195,6 +195,40 @@ def summary(load: Load, requests: int) -> dict[str, Any]:
 # --- the run --------------------------------------------------------------------------------
 
 
+def modelyard_target(server: ModelyardServer, name: str) -> Target:
+    """`server` (started), with the no-op model pushed: its create route, with `Prefer: wait`."""
+    version = server.push(NOOP, MODEL)
+    assert server.process is not None
+    return Target(
+        name,
+        server.url,
+        "/v1/predictions",
+        {"version": version, "input": INPUT},
+        "/v1/predictions?limit=1",
+        server.process.pid,
+        {**server.auth, "Prefer": "wait"},
+    )
+
+
+def coglet_target(coglet: CogletServer) -> Target:
+    """`coglet` (started): its prediction route."""
+    assert coglet.process is not None
+    return Target(
+        "coglet", coglet.url, "/predictions", {"input": INPUT}, "/health-check", coglet.process.pid
+    )
+
+
+def warm_up(target: Target) -> None:
+    """One prediction, untimed: it boots Modelyard's instance (the others' first calls are
+    slow too)."""
+    with httpx.Client(headers=target.headers, timeout=BOOT_TIMEOUT) as client:
+        first = client.post(target.url + target.path, json=target.body)
+    if not target.ok(first):
+        raise RuntimeError(
+            f"{target.name}'s first prediction failed: {first.status_code} {first.text}"
+        )
+
+
 def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="modelyard-apibench-") as tmp:
         ours_server = ModelyardServer(Path(tmp) / "data", SERVE_ARGS)
@@ -203,30 +237,10 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
             say("starting modelyard serve and coglet ...")
             ours_server.start()
             coglet.start()
-            version = ours_server.push(NOOP, MODEL)
-            assert ours_server.process is not None and coglet.process is not None
-            ours = Target(
-                "ours",
-                ours_server.url,
-                "/v1/predictions",
-                {"version": version, "input": INPUT},
-                "/v1/predictions?limit=1",
-                ours_server.process.pid,
-                {**ours_server.auth, "Prefer": "wait"},
-            )
-            theirs = Target(
-                "coglet",
-                coglet.url,
-                "/predictions",
-                {"input": INPUT},
-                "/health-check",
-                coglet.process.pid,
-            )
+            ours = modelyard_target(ours_server, "ours")
+            theirs = coglet_target(coglet)
             say("warming up (the first prediction boots our instance) ...")
-            with httpx.Client(headers=ours.headers, timeout=BOOT_TIMEOUT) as client:
-                first = client.post(ours.url + ours.path, json=ours.body)
-                if not ours.ok(first):
-                    raise RuntimeError(f"our first prediction failed: {first.text}")
+            warm_up(ours)
             result = measure(args, ours, theirs, say)
             if args.profile:
                 profile(args, ours, ours_server, say)

@@ -83,7 +83,7 @@ async def boot(package: Path, templates: Templates) -> tuple[LocalModel, float]:
 async def until_warm(templates: Templates) -> None:
     deadline = time.monotonic() + WARM_WAIT
     while time.monotonic() < deadline:
-        if any(row["state"] == "warm" for row in templates.stats()):
+        if any(row.state == "warm" for row in templates.stats()):
             return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"no warm template after {WARM_WAIT:g} s")
@@ -97,7 +97,7 @@ async def one_round(package: Path) -> dict[str, Any]:
     try:
         first, first_s = await boot(package, templates)
         await until_warm(templates)
-        held = sum(row["memory_bytes"] for row in templates.stats())  # what a template keeps
+        held = sum(row.memory_bytes for row in templates.stats())  # what a template keeps
         second, second_s = await boot(package, templates)
         phases = {"first": first.boot_phases, "second": second.boot_phases}
         for model in (first, second):

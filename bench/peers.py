@@ -46,15 +46,16 @@ from typing import Any
 import httpx
 
 from bench.api_overhead import (
-    BOOT_TIMEOUT,
     INPUT,
-    MODEL,
     NOOP,
     SERVE_ARGS,
     Target,
+    coglet_target,
     concurrent,
+    modelyard_target,
     sequential,
     summary,
+    warm_up,
 )
 from bench.coglet import CogletServer
 from bench.modelyard_serve import ModelyardServer, descendants, tree_cpu_s
@@ -90,25 +91,12 @@ def start_peer(
         server = ModelyardServer(tmp / "data", SERVE_ARGS)
         stack.callback(server.stop)
         server.start()
-        version = server.push(NOOP, MODEL)
-        assert server.process is not None
-        target = Target(
-            name,
-            server.url,
-            "/v1/predictions",
-            {"version": version, "input": INPUT},
-            "/v1/predictions?limit=1",
-            server.process.pid,
-            {**server.auth, "Prefer": "wait"},
-        )
+        target = modelyard_target(server, name)
     elif name == "coglet":
         coglet = CogletServer.for_package(NOOP)
         stack.callback(coglet.stop)
         coglet.start()
-        assert coglet.process is not None
-        target = Target(
-            name, coglet.url, "/predictions", {"input": INPUT}, "/health-check", coglet.process.pid
-        )
+        target = coglet_target(coglet)
     else:
         kind: type[PeerProcess] = BentoMLServer if name == "bentoml" else RayServeServer
         peer = kind(ensure_env(name, rebuild=args.rebuild_envs, say=say))
@@ -116,13 +104,7 @@ def start_peer(
         peer.start()
         assert peer.process is not None
         target = TextTarget(name, peer.url, peer.path, INPUT, peer.ping, peer.process.pid)
-    # The first prediction boots Modelyard's instance; the others' first calls are slow too.
-    with httpx.Client(headers=target.headers, timeout=BOOT_TIMEOUT) as client:
-        first = client.post(target.url + target.path, json=target.body)
-        if not target.ok(first):
-            raise RuntimeError(
-                f"{name}'s first prediction failed: {first.status_code} {first.text}"
-            )
+    warm_up(target)
     return target
 
 

@@ -91,6 +91,18 @@ def new_page(
     return context.new_page()
 
 
+@contextmanager
+def checked_page(browser: Browser, base_url: str, ca_file: Path) -> Iterator[Page]:
+    """`new_page` for an e2e server (a fresh, signed-out context); on leaving, no JavaScript
+    error may have happened on any page it showed."""
+    page = new_page(browser, base_url, ca_file=ca_file)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    page.context.close()
+    assert errors == [], errors
+
+
 def screenshot(page: Page, name: str) -> Path:
     """Save a full-page PNG of `page` as `<artifacts>/<name>.png` and return its path.
 

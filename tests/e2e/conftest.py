@@ -1,5 +1,6 @@
 """Fixtures for live-server tests: `tls`, `server` (one per test module), pushed models (`hello`,
-`noop`, `slow`, `ticker`), and clients whose responses a `recorder` keeps for the contract check.
+`noop`, `slow`, `ticker`), clients whose responses a `recorder` keeps for the contract check, and
+`chromium` (one headless browser per module, for the browser tests).
 
 Each module gets its own server and data folder; environments are shared through the usual cache,
 so a model's first boot in a session builds its environment once.
@@ -16,8 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
+from browser import launched_browser
 from contract_support import Contract, Recorder, recorded_client
 from live import EXAMPLES, PACKAGES, LiveServer, Tls, serving
+from playwright.sync_api import Browser
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +102,9 @@ def api(server: LiveServer, recorder: Recorder) -> Iterator[httpx.Client]:
     """An admin httpx client for one test, reporting to `recorder`."""
     with recorder.attach(server.http()) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    with launched_browser() as browser:
+        yield browser

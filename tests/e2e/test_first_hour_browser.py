@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser import launched_browser, new_page, screenshot
+from browser import checked_page, screenshot
 from live import PACKAGES, LiveServer
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
@@ -23,20 +23,10 @@ def site(server: LiveServer) -> LiveServer:
     return server
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with launched_browser() as browser:
-        yield browser
-
-
 @pytest.fixture
 def page(chromium: Browser, site: LiveServer) -> Iterator[Page]:
-    page = new_page(chromium, site.url, ca_file=site.tls.ca_file)
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    page.context.close()
-    assert errors == [], errors  # no JavaScript error
+    with checked_page(chromium, site.url, site.tls.ca_file) as page:
+        yield page
 
 
 def test_a_chosen_file_clears_the_url_box_and_shows_a_preview(page: Page, tmp_path: Path) -> None:

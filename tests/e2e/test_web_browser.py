@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import launched_browser, new_page, screenshot
+from browser import checked_page, new_page, screenshot
 from live import EXAMPLES, PACKAGES, LiveServer, fixture_package
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
@@ -35,21 +35,11 @@ def site(server: LiveServer) -> LiveServer:
     return server
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with launched_browser() as browser:
-        yield browser
-
-
 @pytest.fixture
 def page(chromium: Browser, site: LiveServer) -> Iterator[Page]:
     """A fresh, signed-out browser context."""
-    page = new_page(chromium, site.url, ca_file=site.tls.ca_file)
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    page.context.close()
-    assert errors == [], errors  # no JavaScript error on any page
+    with checked_page(chromium, site.url, site.tls.ca_file) as page:
+        yield page
 
 
 def sign_in(page: Page, then: str = "/") -> None:

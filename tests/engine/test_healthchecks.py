@@ -11,125 +11,37 @@ control.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
+from support.pools import FIXTURES, LIMIT, PoolRig, pool_rig, until
 
 from modelyard.cogspec.config import load_config
 from modelyard.cogspec.schema import predictor_schema
 from modelyard.engine.backend import InstanceSpec
 from modelyard.engine.instances import InstanceBoard
-from modelyard.engine.jobs import Job, PoolKey
-from modelyard.engine.local_backend import LocalBackend
 from modelyard.engine.pools import Pool, PoolPolicy
 from modelyard.runtime.environment import EnvironmentBuilder
-from modelyard.runtime.events import Done
 from modelyard.settings import Settings
-from modelyard.store.accounts import create_account
-from modelyard.store.database import Database
-from modelyard.store.instances import InstanceView, instances_of
-from modelyard.store.models import add_version, create_model
-from modelyard.store.writer import Writer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-PACKAGE = Path(__file__).parents[1] / "fixtures" / "healthcheck"
-LIMIT = 120.0  # seconds any one step may take (the first boot builds the environment)
-REPLICA = "r-test"
+PACKAGE = FIXTURES / "healthcheck"
 
 
-@dataclass
-class Rig:
-    """A database with one version of the fixture, a writer, and the backend."""
+class Rig(PoolRig):
+    """The pool rig, running the healthcheck fixture on one instance."""
 
-    db: Database
-    writer: Writer
-    backend: LocalBackend
-    model_id: int
-    version_pk: int
-    done: dict[str, Done]
-
-    def board(self, interval: float, replace_after: int) -> InstanceBoard:
-        board = InstanceBoard(Settings(data_dir=Path(".")), self.writer, lambda: REPLICA)
-        board.interval, board.replace_after = interval, replace_after
-        return board
-
-    def pool(self, board: InstanceBoard) -> Pool:
-        key = PoolKey(self.version_pk, "predict")
-        spec = InstanceSpec(
-            version_id="healthcheck",
-            package_key="healthcheck",
-            package_dir=PACKAGE,
-            mode="predict",
-            schema=predictor_schema(PACKAGE, load_config(PACKAGE)),
-        )
-
-        async def make_instance() -> Any:
-            return self.backend.instance(spec)
-
-        async def run(instance: Any, job: Job) -> None:
-            assert job.inputs is not None
-            async for event in instance.predict(job.inputs, job.prediction_id):
-                if isinstance(event, Done):
-                    self.done[job.prediction_id] = event
-
-        pool = Pool(
-            name="healthcheck",
-            policy=PoolPolicy(max_instances=1, idle_timeout=300.0),
-            make_instance=make_instance,
-            run=run,
-            boot_log=lambda *_: None,
-            boot_failed=lambda job, error: self.done.setdefault(
-                job.prediction_id, Done("failed", error=error)
-            ),
-            watcher=board.watcher(key),
-        )
-        pool.start()
-        return pool
-
-    def put(self, pool: Pool, name: str, **inputs: Any) -> None:
-        pool.put(Job(name, PoolKey(self.version_pk, "predict"), {"seconds": 0.0, **inputs}))
-
-    def rows(self) -> list[InstanceView]:
-        with self.db.session() as session:
-            return instances_of(session, model_id=self.model_id)
+    def pool(self, board: InstanceBoard) -> Pool:  # type: ignore[override]
+        return super().pool("healthcheck", PoolPolicy(max_instances=1, idle_timeout=300.0), board)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def rig(env_builder: EnvironmentBuilder, tmp_path: Path) -> AsyncIterator[Rig]:
-    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    db.migrate()
-    with db.session() as session:
-        owner = create_account(session, "ada")
-        model = create_model(session, owner, "checked")
-        version, _ = add_version(
-            session,
-            model.model,
-            version_id="v" * 64,
-            package_key="p" * 64,
-            cog_version="0.16.8",
-            openapi_schema={"openapi": "3.0.2"},
-        )
-        model_id, version_pk = model.model.id, version.pk
-    writer = Writer(db)
-    backend = LocalBackend(env_builder, httpx.AsyncClient())
-    try:
-        yield Rig(db, writer, backend, model_id, version_pk, {})
-    finally:
-        await backend.close()
-        await asyncio.to_thread(writer.stop)
-        db.dispose()
-
-
-async def until(condition: Callable[[], bool], limit: float = LIMIT) -> None:
-    async with asyncio.timeout(limit):
-        while not condition():
-            await asyncio.sleep(0.05)
+    async with pool_rig(env_builder, tmp_path) as base:
+        yield Rig(**vars(base))
 
 
 async def test_ready_instances_are_checked_periodically_and_the_latest_result_is_stored(

@@ -11,129 +11,58 @@ poll state, never time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
+from support.pools import LIMIT, PoolRig, pool_rig, until
 
-from modelyard.cogspec.config import load_config
-from modelyard.cogspec.schema import predictor_schema
-from modelyard.engine.backend import InstanceSpec
 from modelyard.engine.instances import InstanceBoard
-from modelyard.engine.jobs import Job, PoolKey
-from modelyard.engine.local_backend import LocalBackend
 from modelyard.engine.pools import Pool, PoolPolicy
 from modelyard.runtime.environment import EnvironmentBuilder
-from modelyard.runtime.events import Done
-from modelyard.settings import Settings
-from modelyard.store.accounts import create_account
-from modelyard.store.database import Database
-from modelyard.store.instances import InstanceView, instances_of
-from modelyard.store.models import add_version, create_model
-from modelyard.store.writer import Writer
+from modelyard.store.instances import InstanceView
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
-LIMIT = 120.0  # seconds any one step may take (the first boot builds the environment)
 BUSY = 5.0  # seconds a "busy" prediction works: long enough to act while it runs
 
 
 @dataclass
 class Rig:
-    """A database with one version, a writer, a board snapshotting to it, and the backend."""
+    """The pool rig, with one board (no healthchecks) that every pool of the test reports to."""
 
-    db: Database
-    writer: Writer
+    base: PoolRig
     board: InstanceBoard
-    backend: LocalBackend
-    model_id: int
-    version_pk: int
-    done: dict[str, Done]
+
+    @property
+    def done(self) -> dict[str, Any]:
+        return self.base.done
 
     def pool(self, fixture: str, policy: PoolPolicy) -> Pool:
-        package = FIXTURES / fixture
-        key = PoolKey(self.version_pk, "predict")
-        spec = InstanceSpec(
-            version_id=fixture,
-            package_key=fixture,
-            package_dir=package,
-            mode="predict",
-            schema=predictor_schema(package, load_config(package)),
-        )
-
-        async def make_instance() -> Any:
-            return self.backend.instance(spec)
-
-        async def run(instance: Any, job: Job) -> None:
-            assert job.inputs is not None
-            async for event in instance.predict(job.inputs, job.prediction_id):
-                if isinstance(event, Done):
-                    self.done[job.prediction_id] = event
-
-        pool = Pool(
-            name=fixture,
-            policy=policy,
-            make_instance=make_instance,
-            run=run,
-            boot_log=lambda *_: None,
-            boot_failed=lambda job, error: self.done.setdefault(
-                job.prediction_id, Done("failed", error=error)
-            ),
-            watcher=self.board.watcher(key),
-        )
-        pool.start()
-        return pool
+        return self.base.pool(fixture, policy, self.board)
 
     def put(self, pool: Pool, name: str, seconds: float = 0.0) -> None:
-        pool.put(Job(name, PoolKey(self.version_pk, "predict"), {"seconds": seconds}))
+        self.base.put(pool, name, seconds=seconds)
 
     async def states(self) -> list[str]:
         """The pool's instances as the table has them (after a flush of the board)."""
         await self.board.flush()
-        with self.db.session() as session:
-            views: list[InstanceView] = instances_of(session, model_id=self.model_id)
+        views: list[InstanceView] = self.base.rows()
         return sorted(v.state for v in views)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def rig(env_builder: EnvironmentBuilder, tmp_path: Path) -> AsyncIterator[Rig]:
-    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    db.migrate()
-    with db.session() as session:
-        owner = create_account(session, "ada")
-        model = create_model(session, owner, "kept")
-        version, _ = add_version(
-            session,
-            model.model,
-            version_id="v" * 64,
-            package_key="p" * 64,
-            cog_version="0.16.8",
-            openapi_schema={"openapi": "3.0.2"},
-        )
-        model_id, version_pk = model.model.id, version.pk
-    writer = Writer(db)
-    board = InstanceBoard(Settings(data_dir=Path(".")), writer, lambda: "r-test")
-    board.interval = 0  # no healthchecks: only states matter here
-    await board.start()
-    backend = LocalBackend(env_builder, httpx.AsyncClient())
-    try:
-        yield Rig(db, writer, board, backend, model_id, version_pk, {})
-    finally:
-        await board.close()
-        await backend.close()
-        await asyncio.to_thread(writer.stop)
-        db.dispose()
-
-
-async def until(condition: Callable[[], bool], limit: float = LIMIT) -> None:
-    async with asyncio.timeout(limit):
-        while not condition():
-            await asyncio.sleep(0.05)
+    async with pool_rig(env_builder, tmp_path) as base:
+        board = base.board()
+        await board.start()
+        try:
+            yield Rig(base, board)
+        finally:
+            await board.close()
 
 
 async def until_states(rig: Rig, expected: list[str], limit: float = LIMIT) -> None:

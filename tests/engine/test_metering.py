@@ -36,7 +36,7 @@ from modelyard.store.database import Database
 from modelyard.store.ledger import rows_of
 from modelyard.store.models import add_version, create_model
 from modelyard.store.predictions import NewEvent, NewPrediction, create_prediction, done_event
-from modelyard.store.tables import Deployment, Prediction, Release, Usage
+from modelyard.store.tables import Deployment, Model, Prediction, Release, Usage
 from modelyard.store.writer import Writer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -277,6 +277,39 @@ async def test_a_private_model_bills_setup_idle_and_active(rig: Rig) -> None:
         (f"{member.id}:idle:2", 10.0, 10 * T4_NANOS, True),
     ]
     assert {r.account_id for r in idle} == {rig.owner} and idle[0].prediction_id is None
+
+
+async def test_short_idle_periods_add_up_in_one_row(rig: Rig) -> None:
+    """Under load an instance idles a moment between predictions: those moments share a row
+    until it holds IDLE_ROW_SECONDS, not a row (and a write) each."""
+    rig.now += timedelta(minutes=1)  # past T0's midnight, which would cut a row
+    key = key_of(rig, "priv")
+    prediction = rig.predict("priv", rig.owner)
+    member = await boot(rig, key, prediction.id, setup_seconds=1.0)
+    await idle_then_stop(rig, key, member, [0.5] * 12 + [3.0])
+    idle = [(r.key, r.seconds) for r in rig.rows() if r.phase == "idle"]
+    # 10 x 0.5 s fill the first row; the rest is written when the instance leaves
+    assert idle == [(f"{member.id}:idle:1", 5.0), (f"{member.id}:idle:2", 4.0)]
+
+
+async def test_a_pricing_change_made_here_is_billed_at_once(rig: Rig) -> None:
+    """The billing context is kept a moment; `Metering.forget` (called after a model's update
+    commits) makes the next end read it again."""
+    first = rig.predict("img", rig.runner)
+    three = ["a.png", "b.png", "c.png"]
+    await rig.finish(first.id, done_event("succeeded", output=three,
+                                          metrics={"predict_time": 1.0}))  # fmt: skip
+    with rig.db.session() as session:
+        model = session.get(Model, rig.versions["img"][0])
+        assert model is not None
+        model.pricing = {"unit": "image", "price_nanos": 1_000_000}
+    assert rig.log.metering is not None
+    rig.log.metering.forget()
+    second = rig.predict("img", rig.runner)
+    await rig.finish(second.id, done_event("succeeded", output=three,
+                                           metrics={"predict_time": 1.0}))  # fmt: skip
+    assert rig.stored(first.id).cost_nanos == 9_000_000
+    assert rig.stored(second.id).cost_nanos == 3_000_000
 
 
 async def test_a_public_model_bills_active_time_only(rig: Rig) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from modelyard.runtime import templates as templates_module
 from modelyard.runtime.environment import EnvironmentBuilder
 from modelyard.runtime.events import Done
 from modelyard.runtime.local import LocalModel
@@ -42,6 +43,15 @@ class Predictor(BasePredictor):
         return {{"preloaded": self.preloaded, "saw_mark": seen, "tag": "{tag}"}}
 """
 WAIT = 120.0  # seconds, at most, for a template to import
+SLOW = """
+import time
+from cog import BasePredictor
+
+class Predictor(BasePredictor):
+    def predict(self, seconds: float = 0.0) -> str:
+        time.sleep(seconds)
+        return "done"
+"""
 
 
 def package(folder: Path, tag: str) -> Path:
@@ -138,6 +148,34 @@ async def test_second_instance_starts_from_a_template_in_its_own_sandbox(
     assert (await output(first))["saw_mark"] is True
 
 
+async def test_a_template_waits_for_a_pause_of_the_instance_beside_it(
+    tmp_path: Path,
+    templates: Templates,
+    models: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its imports would slow the predictions running beside it: it starts once the instance
+    that made it has been quiet a moment, and an instance that starts before then boots cold."""
+    monkeypatch.setattr(templates_module, "QUIET", 1.0)
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    (folder / "cog.yaml").write_text(COG_YAML)
+    (folder / "predict.py").write_text(SLOW)
+    first = await models(folder, templates)
+
+    async def run(seconds: float) -> list[Any]:
+        return [event async for event in first.predict({"seconds": seconds})]
+
+    busy = asyncio.ensure_future(run(4.0))
+    await asyncio.sleep(2.5)  # past QUIET, and the prediction still runs
+    assert [row.state for row in templates.stats()] == ["waiting"]
+    second = await models(folder, templates)
+    assert second.runner is not None and not second.runner.from_template
+    done = (await asyncio.wait_for(busy, 60))[-1]
+    assert isinstance(done, Done) and done.status == "succeeded"
+    await until(lambda: warm(templates), "warm")  # the second instance's, once it was quiet
+
+
 async def test_templates_are_bounded_and_given_back_when_idle(
     tmp_path: Path, templates: Templates, models: Callable[..., Any]
 ) -> None:
@@ -153,7 +191,7 @@ async def test_templates_are_bounded_and_given_back_when_idle(
     await until(lambda: not alive(old_pid), "given back")
     assert [row.name for row in templates.stats()] == ["two/predict.py:Predictor"]
     [row] = templates.stats()
-    assert row.pid is not None or row.state == "warming"
+    assert row.pid is not None or row.state in ("waiting", "warming")
     await until(lambda: not templates.stats(), "idle")  # `two`'s after its idle timeout
     if row.pid is not None:
         await until(lambda: not alive(row.pid), "stopped")

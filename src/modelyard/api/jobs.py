@@ -35,6 +35,7 @@ from .errors import Problem, invalid_fields_problem
 from .limits import WEBHOOK_MAX, Text, text_problem
 from .platform import Platform
 from .refs import Target
+from .responses import FastJSONResponse
 from .tracecontext import trace_context
 
 WebhookEvent = Literal["start", "output", "logs", "completed"]
@@ -269,7 +270,7 @@ async def respond(platform: Platform, request: Request, prediction: Prediction) 
             headers=NO_RETRY,
             media_type="application/problem+json",
         )
-    return JSONResponse(body, 201, headers=_created_headers(platform, prediction))
+    return FastJSONResponse(body, 201, headers=_created_headers(platform, prediction))
 
 
 def _created_headers(platform: Platform, prediction: Prediction) -> dict[str, str]:
@@ -280,14 +281,14 @@ async def _respond(platform: Platform, request: Request, prediction: Prediction)
     wait = prefer_wait(request, platform.settings.sync_wait_max)
     headers = _created_headers(platform, prediction)
     if wait is None:
-        return JSONResponse(prediction_json(prediction, platform.urls), 201, headers=headers)
+        return FastJSONResponse(prediction_json(prediction, platform.urls), 201, headers=headers)
     latest = await _hold(platform, prediction.id, hold_seconds(wait, read_timeout(request)))
     body = prediction_json(latest or prediction, platform.urls)
     headers["Preference-Applied"] = f"wait={int(wait)}"
     if body["status"] not in TERMINAL:
         body["status"] = "starting"  # the clients treat anything else as finished
-        return JSONResponse(body, 202, headers=headers)
-    return JSONResponse(body, 201, headers=headers)
+        return FastJSONResponse(body, 202, headers=headers)
+    return FastJSONResponse(body, 201, headers=headers)
 
 
 async def _hold(platform: Platform, prediction_id: str, seconds: float) -> Prediction | None:

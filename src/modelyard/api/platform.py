@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from modelyard.billing.hardware import HardwareTable
+from modelyard.caches import TtlCache
 from modelyard.engine.engine import Engine
 from modelyard.engine.urls import Urls
 from modelyard.settings import Settings
@@ -16,8 +17,6 @@ from modelyard.store.blobs import BlobStore
 from modelyard.store.database import Database
 from modelyard.store.tables import Account
 from modelyard.store.writer import Writer
-
-from .caches import TtlCache
 
 
 @dataclass

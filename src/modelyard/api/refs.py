@@ -95,5 +95,7 @@ def _candidates(platform: Platform, ref: str) -> list[Target]:
 
 
 def forget_versions(platform: Platform) -> None:
-    """A model's versions or visibility changed (and committed): resolve refs afresh."""
+    """A model's versions, visibility or pricing changed (and committed): resolve refs and
+    billing contexts afresh."""
     platform.versions.clear()
+    platform.engine.metering.forget()

@@ -278,6 +278,7 @@ class Engine:
         keep their machine until they scale down. A boot that failed is tried again at once: the
         new hardware may be what it lacked. (A deployment's: `InstanceControl.apply`.)"""
         self.specs.forget(None)
+        self.metering.forget()
         for key, pool in self.pools.items():
             if key.deployment_id is None:
                 pool.backoff.reset()

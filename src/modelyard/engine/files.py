@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, unquote, urlencode, urlparse
 
 import httpx
 
-from modelyard.runtime.events import OutputFile
+from modelyard.runtime.events import OutputFile, all_scalars
 from modelyard.settings import Settings
 from modelyard.store.blobs import Blob, BlobStore
 from modelyard.store.database import Database
@@ -389,7 +389,7 @@ def _collect(value: Any, paths: list[Path | StoredFile]) -> None:
         paths.append(value.path)
     elif isinstance(value, StoredFile):
         paths.append(value)
-    elif isinstance(value, list):
+    elif isinstance(value, list) and not all_scalars(value):
         for item in value:
             _collect(item, paths)
     elif isinstance(value, dict):

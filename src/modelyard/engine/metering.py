@@ -12,8 +12,15 @@
 
 Setup and idle rows wait in memory and are written in the transaction of the next prediction's
 end (or when an instance leaves): a commit per prediction, not one per idle period as well. An
-idle period still in memory when the process dies is lost, as it always was; none is written
-twice (every row has its key).
+instance's idle periods add up in one row until it holds `IDLE_ROW_SECONDS`, is
+`IDLE_ROW_SPAN` seconds old, would cross a UTC midnight, or the instance leaves: under load an
+instance is idle for a millisecond between predictions, and a row for each would double the
+ledger's writes. Idle time still in memory when the process dies is lost, as it always was; none
+is written twice (every row has its key).
+
+A model's (and deployment's) billing context is read once and kept `CONTEXT_TTL` seconds, or
+until `forget` (a change of a model's pricing, visibility or hardware made here, or of a
+deployment's release).
 
 The instance board (engine/instances.py) tells `member_changed`/`member_gone` of every member, as the pools
 tell it; the hardware each pool's instances run on is learnt there, so the active row names
@@ -42,6 +49,7 @@ from modelyard.billing.pricing import (
     parse_pricing,
     seconds_charge,
 )
+from modelyard.caches import TtlCache
 from modelyard.runtime.runner import Mode
 from modelyard.store import ledger
 from modelyard.store.predictions import TERMINAL
@@ -54,6 +62,9 @@ from .pools import Member
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+IDLE_ROW_SECONDS = 5.0  # idle seconds one row gathers before it is written
+IDLE_ROW_SPAN = 60.0  # seconds after its first period ended that a row is written anyway
+CONTEXT_TTL = 2.0  # seconds a billing context is kept (a change on another replica shows then)
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,17 @@ class Recorded:
 
 
 @dataclass
+class _IdleRow:
+    """A member's idle periods added up so far, not yet written."""
+
+    key: str
+    hardware: Hardware
+    opened: datetime  # when its first period ended
+    ended: datetime  # when its last period ended
+    seconds: float = 0.0
+
+
+@dataclass
 class _Meter:
     """What the ledger knows of one member."""
 
@@ -81,6 +103,7 @@ class _Meter:
     ready: bool = False
     idle_since: datetime | None = None
     idle_periods: int = 0
+    idle: _IdleRow | None = None
 
 
 class Finish:
@@ -98,6 +121,7 @@ class Finish:
         self.ended = prediction.completed_at or metering.clock()
         self.hardware = hardware
         self.table = metering.table
+        self.metering = metering
         self.version_pk, self.model = prediction.version_pk, prediction.model_ref
         self.cost_nanos: int | None = None
         # Instances' setup and idle rows that waited for a prediction's end, to share its
@@ -107,7 +131,9 @@ class Finish:
 
     def __call__(self, connection: Connection) -> None:
         self.recorded = [added for write in self.pending if (added := write(connection))]
-        found = ledger.context(connection, model_id=self.model_id, deployment_id=self.deployment_id)
+        found = self.metering.context(
+            connection, model_id=self.model_id, deployment_id=self.deployment_id
+        )
         if found is None:  # the model is gone: nothing to charge against
             return
         # The SKU its instance ran on; else (metered after a restart) the one its pool is set to.
@@ -139,8 +165,33 @@ class Metering:
         self.hardware: dict[PoolKey, Hardware] = {}  # what each pool's instances ran on
         self._members: dict[str, _Meter] = {}
         self._pending: list[_InstanceRow] = []  # setup and idle rows for the next commit
+        self._contexts: TtlCache[ledger.BillingContext] = TtlCache(CONTEXT_TTL)
         # Told of every row once it committed (on the loop, or on the writer's thread).
         self.listeners: list[Callable[[Recorded], None]] = []
+
+    def context(
+        self,
+        connection: Connection,
+        *,
+        model_id: int | None = None,
+        version_pk: int | None = None,
+        deployment_id: int | None = None,
+    ) -> ledger.BillingContext | None:
+        """`ledger.context`, kept a moment (on the writer's thread: no lock needed beyond the
+        cache's generation check)."""
+        key = (model_id, version_pk, deployment_id)
+        found = self._contexts.get(key)
+        if found is None:
+            generation = self._contexts.generation
+            found = ledger.context(connection, model_id=model_id, version_pk=version_pk,
+                                   deployment_id=deployment_id)  # fmt: skip
+            if found is not None:
+                self._contexts.put(key, found, generation)
+        return found
+
+    def forget(self) -> None:
+        """A model's or deployment's billing context changed (committed): read it afresh."""
+        self._contexts.clear()
 
     # -- the end of a prediction (engine/eventlog.py) --------------------------------------
 
@@ -182,8 +233,10 @@ class Metering:
         """A member left: an idle period it was in ends now, and what waits is written (no
         prediction's end may come to carry it)."""
         meter = self._members.pop(member.id, None)
-        if meter is not None and meter.idle_since is not None:
-            self._idle_ended(member, meter, self.clock())
+        if meter is not None:
+            if meter.idle_since is not None:
+                self._idle_ended(member, meter, self.clock())
+            self._close_idle(meter)
         self._flush()
 
     def take_pending(self) -> list[_InstanceRow]:
@@ -197,9 +250,25 @@ class Metering:
         seconds = (now - since).total_seconds()
         if instance is None or seconds <= 0:
             return
-        meter.idle_periods += 1
-        key = f"{member.id}:idle:{meter.idle_periods}"
-        self._instance_row(key, meter.key, None, "idle", instance.spec.hardware, seconds, now)
+        row = meter.idle
+        if row is not None and row.ended.date() != now.date():  # a row's day is its end's
+            self._close_idle(meter)
+            row = None
+        if row is None:
+            meter.idle_periods += 1
+            row = meter.idle = _IdleRow(f"{member.id}:idle:{meter.idle_periods}",
+                                        instance.spec.hardware, now, now)  # fmt: skip
+        row.seconds += seconds
+        row.ended = now
+        if row.seconds >= IDLE_ROW_SECONDS or (now - row.opened).total_seconds() >= IDLE_ROW_SPAN:
+            self._close_idle(meter)
+
+    def _close_idle(self, meter: _Meter) -> None:
+        """The member's idle row is complete: it waits for the next commit."""
+        row, meter.idle = meter.idle, None
+        if row is not None:
+            self._instance_row(row.key, meter.key, None, "idle", row.hardware, row.seconds,
+                               row.ended)  # fmt: skip
 
     def _setup(
         self, key: PoolKey, prediction_id: str, hardware: Hardware, seconds: float, now: datetime
@@ -219,8 +288,8 @@ class Metering:
     ) -> None:
         """A setup or idle row for the owner of the pool's model or deployment, written with
         the next prediction's end (or when a member leaves)."""
-        self._pending.append(_InstanceRow(row_key, key, prediction_id, phase, hardware, seconds,
-                                          now))  # fmt: skip
+        self._pending.append(_InstanceRow(self, row_key, key, prediction_id, phase, hardware,
+                                          seconds, now))  # fmt: skip
 
     def _flush(self) -> None:
         pending = self.take_pending()
@@ -262,6 +331,7 @@ class Metering:
 class _InstanceRow:
     """A setup or idle row waiting to be written: `__call__` writes it in a transaction."""
 
+    metering: Metering
     row_key: str
     key: PoolKey
     prediction_id: str | None
@@ -273,8 +343,8 @@ class _InstanceRow:
     def __call__(self, connection: Connection) -> Recorded | None:
         """Write it (nothing when its key is there already); the row added."""
         key = self.key
-        found = ledger.context(connection, version_pk=key.version_pk,
-                               deployment_id=key.deployment_id)  # fmt: skip
+        found = self.metering.context(connection, version_pk=key.version_pk,
+                                      deployment_id=key.deployment_id)  # fmt: skip
         if found is None:
             return None
         charge = seconds_charge(self.phase, self.seconds, self.hardware, private=found.private,

@@ -77,6 +77,8 @@ class InstanceControl:
         policy = self.policy(release)
         engine.policies[deployment_id] = policy
         rehost = old is not None and old.hardware != release.hardware
+        if rehost:
+            engine.metering.forget()  # a deployment's SKU is in its billing context
         if old is not None and (rehost or old.idle_timeout != release.idle_timeout):
             engine.specs.forget(deployment_id)  # boots from now on read the new spec
         for key, pool in list(engine.pools.items()):

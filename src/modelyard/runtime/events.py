@@ -8,7 +8,19 @@ from typing import Any
 
 from modelyard_worker.protocol import LogSource, MetricMode, Status
 
-__all__ = ["Done", "Event", "Log", "Metric", "Output", "OutputFile", "Started", "Status"]
+__all__ = [
+    "SCALARS", "Done", "Event", "Log", "Metric", "Output", "OutputFile", "Started", "Status",
+    "all_scalars",
+]  # fmt: skip
+
+
+#: JSON's scalars: a list of only these holds no file, and walks over outputs skip it in one
+#: pass (an embedding is a list of hundreds of floats; a call per item cost milliseconds).
+SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def all_scalars(items: list[Any]) -> bool:
+    return all(type(item) in SCALARS for item in items)
 
 
 @dataclass(frozen=True, slots=True)

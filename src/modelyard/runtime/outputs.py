@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .events import Done, Event, Output, OutputFile
+from .events import Done, Event, Output, OutputFile, all_scalars
 from .limits import size
 from .sandbox import HOME_INSIDE, TMP_INSIDE, Limits, SandboxSpec
 
@@ -127,10 +127,12 @@ async def guarded(
     try:
         async for event in events:
             try:
-                if isinstance(event, Output):
+                if isinstance(event, Output) and _has_files(event.value):
                     event = replace(event, value=await asyncio.to_thread(claims.value, event.value))
                 elif isinstance(event, Done):
-                    output = await asyncio.to_thread(claims.value, event.output)
+                    output = event.output
+                    if _has_files(output):  # moving files is off the loop; a plain value stays
+                        output = await asyncio.to_thread(claims.value, output)
                     event = replace(event, output=output, error=_explained(event.error, limits))
             except OutputRefused as exc:
                 yield Done("failed", error=str(exc))
@@ -138,6 +140,16 @@ async def guarded(
             yield event
     finally:
         await events.aclose()  # type: ignore[attr-defined]
+
+
+def _has_files(value: Any) -> bool:
+    if isinstance(value, OutputFile):
+        return True
+    if isinstance(value, dict):
+        return any(_has_files(v) for v in value.values())
+    if isinstance(value, list):
+        return not all_scalars(value) and any(_has_files(v) for v in value)
+    return False
 
 
 def _explained(error: str | None, limits: Limits | None) -> str | None:

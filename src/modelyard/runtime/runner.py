@@ -60,6 +60,7 @@ class Runner:
         self._stderr_task: asyncio.Task[None] | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._inflight: dict[str, asyncio.Queue[Event]] = {}
+        self._last_active = time.monotonic()  # when a prediction last started or ended
         self._ready: asyncio.Future[SetupReply] | None = None
         self._health_waiters: dict[int, asyncio.Future[protocol.HealthReply]] = {}
         self._health_ids = itertools.count()
@@ -105,6 +106,10 @@ class Runner:
             self._start_task = asyncio.ensure_future(self._start())
             self._start_task.add_done_callback(_retrieve)
         return await asyncio.shield(self._start_task)
+
+    def quiet_for(self) -> float:
+        """Seconds since a prediction last ran here (0 while one runs)."""
+        return 0.0 if self._inflight else time.monotonic() - self._last_active
 
     async def prewarm(self, preload: list[str], timeout: float | None) -> bool:
         """Start the worker as a template: it imports `preload` and the predictor's module, then
@@ -236,6 +241,7 @@ class Runner:
         self.phases = {"import_time": import_time, "setup_time": setup_time}
         self._semaphore = asyncio.Semaphore(self.slots)
         self.state = RunnerState.READY
+        self._last_active = time.monotonic()  # quiet from now: the boot's prediction comes next
         self.setup_backoff.succeeded()
         self.setup_result = SetupResult(
             "succeeded", "".join(self._setup_logs), None, started_at, time.time()
@@ -476,6 +482,7 @@ class Runner:
             return
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self._inflight[prediction_id] = queue
+        self._last_active = time.monotonic()
         finished = False
         try:
             self._send(frame)
@@ -519,6 +526,7 @@ class Runner:
 
     def _release(self, prediction_id: str, semaphore: asyncio.Semaphore) -> None:
         self._inflight.pop(prediction_id, None)
+        self._last_active = time.monotonic()
         overdue = self._overdue.pop(prediction_id, None)
         if overdue is not None:
             overdue.cancel()

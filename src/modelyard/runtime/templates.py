@@ -6,7 +6,12 @@ any instance's: it imports what the last setup() of the same version imported fr
 package (torch, transformers, ... : most of a cold boot), then the predictor's module, and waits.
 An instance that starts takes the template over (its process, its sandbox, its limits) and tells
 it to run setup(); nothing is shared between two instances, so a template is as safe as a cold
-worker. Then a new template is made for the next instance, once this one is ready.
+worker. Then a new template is made for the next instance, once this one is ready and has been quiet (no
+prediction) for `QUIET` seconds, or `QUIET_MAX` seconds have passed: an import beside a model that
+is serving slows its predictions down (the embeddings model's took 2-25x longer while its template
+imported torch next to it), so it waits for a pause, and then imports at the lowest CPU priority
+(`modelyard_worker/boot.py`). An instance that starts before the template began importing boots
+cold.
 
 Why not fork one warm process per instance: every worker's sandbox (its /tmp, home and inbox
 mounts, its PID namespace) and limits are fixed when bubblewrap starts it, and the runner owns
@@ -46,6 +51,10 @@ DEFAULT_COUNT = 2
 WARM_TIMEOUT = 600.0
 #: Versions whose imports are remembered (a few names each).
 LEARNED_MAX = 256
+#: Seconds the instance that made a template must have been without a prediction before the
+#: template starts importing; after QUIET_MAX seconds it starts anyway.
+QUIET = 2.0
+QUIET_MAX = 60.0
 
 
 def default_count() -> int:
@@ -79,7 +88,7 @@ class TemplateStats:
     """One template as `Templates.stats` shows it (the metrics export these)."""
 
     name: str  # the package and predictor it is for
-    state: str  # warming | warm | failed
+    state: str  # waiting (for a pause) | warming | warm | failed
     pid: int | None
     memory_bytes: int  # resident, of its process tree
     age_seconds: float
@@ -101,10 +110,11 @@ class Template:
     key: str
     name: str  # the package's folder and predictor, for people
     runner: Runner
-    warming: asyncio.Task[bool]
     idle_timeout: float
     created: float = dataclasses.field(default_factory=time.time)
     timer: asyncio.TimerHandle | None = None
+    importing: bool = False  # past the wait for a pause
+    warming: asyncio.Task[bool] = dataclasses.field(init=False)  # True once imported
 
 
 class Templates:
@@ -130,6 +140,9 @@ class Templates:
             return None
         if template.timer is not None:
             template.timer.cancel()
+        if not template.importing:  # still waiting for a pause: no better than a cold boot
+            self._stop(template)
+            return None
         try:
             warm = await asyncio.shield(template.warming)
         except asyncio.CancelledError:  # the boot was canceled: the template goes
@@ -173,9 +186,9 @@ class Templates:
             self.touch(spec)
             return
         waiting = Runner(dataclasses.replace(spec, sandbox=_own_sandbox(spec.sandbox)))
-        warming = asyncio.ensure_future(waiting.prewarm(modules, WARM_TIMEOUT))
         name = f"{Path(spec.package_dir).name}/{spec.ref}"
-        template = Template(key, name, waiting, warming, idle_timeout)
+        template = Template(key, name, waiting, idle_timeout)
+        template.warming = asyncio.ensure_future(_warm(template, runner, modules))
         self._templates[key] = template
         self._schedule(template)
         while len(self._templates) > self.count:  # the least recently used goes
@@ -199,6 +212,8 @@ class Templates:
             usage = limits.tree_usage(pid) if pid is not None else None
             warming = template.warming
             state = "warming" if not warming.done() else "warm"
+            if not template.importing:
+                state = "waiting"
             if warming.done() and (
                 warming.cancelled() or warming.exception() or not warming.result()
             ):
@@ -243,6 +258,16 @@ class Templates:
         task = asyncio.ensure_future(_give_back(template))
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
+
+
+async def _warm(template: Template, beside: Runner, modules: list[str]) -> bool:
+    """Wait for a pause of the instance `beside` (at most QUIET_MAX seconds), then import."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + QUIET_MAX
+    while (quiet := beside.quiet_for()) < QUIET and loop.time() < until:
+        await asyncio.sleep(max(QUIET - quiet, 0.1))
+    template.importing = True
+    return await template.runner.prewarm(modules, WARM_TIMEOUT)
 
 
 async def _give_back(template: Template) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from modelyard_worker import protocol
 
 from . import sandbox
-from .events import OutputFile
+from .events import OutputFile, all_scalars
 from .runnerspec import RunnerSpec
 from .workerpath import worker_pythonpath
 
@@ -85,5 +85,5 @@ def decode_files(value: Any) -> Any:
             return OutputFile(Path(value[protocol.FILE_KEY]))
         return {k: decode_files(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [decode_files(v) for v in value]
+        return value if all_scalars(value) else [decode_files(v) for v in value]
     return value

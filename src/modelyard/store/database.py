@@ -19,6 +19,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelyard.jsontext import dumps
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 # pg_advisory_xact_lock key of schema migrations: any number other code does not take
 MIGRATE_LOCK = 0x6D6F64656C  # "model"
@@ -128,10 +130,12 @@ def alembic_config(url: str) -> Config:
 
 
 def _engine_options(url: str) -> dict[str, Any]:
+    # JSON columns hold outputs (an embedding: hundreds of floats): encoded with orjson.
+    options: dict[str, Any] = {"json_serializer": dumps}
     if url.startswith("sqlite"):
         # One connection per thread is plenty; the API's threadpool and the event loop share it.
-        return {"connect_args": {"check_same_thread": False, "timeout": 30}}
-    return {"pool_pre_ping": True}
+        return {**options, "connect_args": {"check_same_thread": False, "timeout": 30}}
+    return {**options, "pool_pre_ping": True}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

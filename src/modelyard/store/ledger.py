@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select, update
+from sqlalchemy import Connection, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -132,13 +132,9 @@ def record(connection: Connection, rows: list[dict[str, Any]]) -> int:
     new."""
     if not rows:
         return 0
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        statement: Any = postgresql.insert(Usage).on_conflict_do_nothing(index_elements=["key"])
-    elif dialect == "sqlite":
-        statement = sqlite.insert(Usage).on_conflict_do_nothing(index_elements=["key"])
-    else:  # pragma: no cover - the project runs on these two
-        raise RuntimeError(f"the ledger needs SQLite or PostgreSQL, not {dialect}")
+    statement = _INSERTS.get(connection.dialect.name)
+    if statement is None:  # pragma: no cover - the project runs on these two
+        raise RuntimeError(f"the ledger needs SQLite or PostgreSQL, not {connection.dialect.name}")
     added = 0
     for row in rows:  # one execution each: rowcount says whether each was new
         added += max(0, connection.execute(statement, row).rowcount or 0)
@@ -147,18 +143,27 @@ def record(connection: Connection, rows: list[dict[str, Any]]) -> int:
 
 def settle_prediction(connection: Connection, prediction_id: str) -> int | None:
     """Set the prediction's `cost_nanos` to the sum of its billed rows (None when it has no
-    rows); returns it."""
-    billed = func.sum(case((Usage.billed.is_(True), Usage.cost_nanos), else_=0))
-    total, rows = connection.execute(
-        select(func.coalesce(billed, 0), func.count(Usage.id)).where(
-            Usage.prediction_id == prediction_id
-        )
-    ).one()
-    cost = int(total) if rows else None
-    connection.execute(
-        update(Prediction).where(Prediction.id == prediction_id).values(cost_nanos=cost)
+    rows), in one statement; returns it."""
+    return connection.execute(_SETTLE, {"pid": prediction_id}).scalar()
+
+
+# Built once: constructing and cache-keying a statement costs more than running it, and these
+# run with every prediction's end.
+_INSERTS: dict[str, Any] = {
+    "postgresql": postgresql.insert(Usage).on_conflict_do_nothing(index_elements=["key"]),
+    "sqlite": sqlite.insert(Usage).on_conflict_do_nothing(index_elements=["key"]),
+}
+_billed = func.sum(case((Usage.billed.is_(True), Usage.cost_nanos), else_=0))
+_SETTLE = (
+    update(Prediction)
+    .where(Prediction.id == bindparam("pid"))
+    .values(
+        cost_nanos=select(case((func.count(Usage.id) > 0, func.coalesce(_billed, 0))))
+        .where(Usage.prediction_id == bindparam("pid"))
+        .scalar_subquery()
     )
-    return cost
+    .returning(Prediction.cost_nanos)
+)
 
 
 def rows_of(session: Session, prediction_id: str) -> list[Usage]:

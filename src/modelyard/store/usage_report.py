@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Connection, func, nulls_last, select, update
+from sqlalchemy import Connection, bindparam, func, nulls_last, select, update
 from sqlalchemy.orm import Session, aliased
 
 from .tables import Account, Deployment, Model, Usage
@@ -179,15 +179,18 @@ def locked_limit(
     row locked until the transaction ends (PostgreSQL: `FOR NO KEY UPDATE`, so replicas check
     and tell one at a time; SQLite has one writer anyway and ignores it); None for an account
     that is gone."""
-    query = (
-        select(Account.spend_limit_nanos, Account.spend_notified_month, Account.username)
-        .where(Account.id == account_id)
-        # FOR NO KEY UPDATE: checks wait for each other, while inserts that merely reference
-        # the account (its predictions, in the same group commit elsewhere) do not wait.
-        .with_for_update(key_share=True)
-    )
-    found = connection.execute(query).first()
+    found = connection.execute(_LOCKED_LIMIT, {"account": account_id}).first()
     return None if found is None else (found[0], found[1], found[2])
+
+
+# Built once: it runs on every create (and building a statement costs more than running it).
+_LOCKED_LIMIT = (
+    select(Account.spend_limit_nanos, Account.spend_notified_month, Account.username)
+    .where(Account.id == bindparam("account"))
+    # FOR NO KEY UPDATE: checks wait for each other, while inserts that merely reference the
+    # account (its predictions, in the same group commit elsewhere) do not wait.
+    .with_for_update(key_share=True)
+)
 
 
 def payer(connection: Connection, account_id: int, deployment_id: int | None) -> int:

@@ -19,6 +19,7 @@ from ..jobs import JobRequest, VersionedRequest, create_job, respond
 from ..pages import decode_cursor, page
 from ..platform import Platform, PlatformDep
 from ..refs import latest_of, resolve_version
+from ..responses import FastJSONResponse
 
 router = APIRouter(tags=["predictions"])
 PAGE_SIZE = 100
@@ -60,7 +61,7 @@ def owned(platform: Platform, account: Account, prediction_id: str, kind: Kind) 
 def get_job(platform: Platform, account: Account, job_id: str, kind: Kind) -> JSONResponse:
     """GET of a prediction or training (`no-store`: polling clients must not see a cached one)."""
     job = owned(platform, account, job_id, kind)
-    return JSONResponse(prediction_json(job, platform.urls), headers=NO_STORE)
+    return FastJSONResponse(prediction_json(job, platform.urls), headers=NO_STORE)
 
 
 async def cancel_job(platform: Platform, account: Account, job_id: str, kind: Kind) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""Short-lived caches for lookups every API call makes (token -> account, version refs).
+"""Short-lived caches for lookups made on every call (token -> account, version refs, billing
+contexts).
 
 Entries live `ttl` seconds: a token revoked elsewhere (the CLI, another replica) stops working
 within that time, and a model made private stops resolving for others within it. A change made
@@ -38,6 +39,9 @@ class TtlCache(Generic[T]):
         if len(self._entries) >= self.MAX:
             self._entries.clear()  # simple and bounded; a refill costs one query per caller
         self._entries[key] = (value, time.monotonic() + self.ttl)
+        # Cleared by another thread between the check above and now: not kept after all.
+        if generation is not None and generation != self.generation:
+            self._entries.pop(key, None)
 
     def clear(self) -> None:
         self.generation += 1
