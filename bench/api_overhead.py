@@ -195,9 +195,10 @@ def summary(load: Load, requests: int) -> dict[str, Any]:
 # --- the run --------------------------------------------------------------------------------
 
 
-def modelyard_target(server: ModelyardServer, name: str) -> Target:
-    """`server` (started), with the no-op model pushed: its create route, with `Prefer: wait`."""
-    version = server.push(NOOP, MODEL)
+def modelyard_target(server: ModelyardServer, name: str, version: str | None = None) -> Target:
+    """`server` (started) with the no-op model: its create route, with `Prefer: wait`. The
+    model is pushed unless its `version` is given (replicas of one database share a push)."""
+    version = version or server.push(NOOP, MODEL)
     assert server.process is not None
     return Target(
         name,
@@ -218,15 +219,16 @@ def coglet_target(coglet: CogletServer) -> Target:
     )
 
 
-def warm_up(target: Target) -> None:
-    """One prediction, untimed: it boots Modelyard's instance (the others' first calls are
-    slow too)."""
+def warm_up(target: Target, times: int = 1) -> None:
+    """Predictions, untimed: the first boots Modelyard's instance (and may build the
+    environment; the others' first calls are slow too)."""
     with httpx.Client(headers=target.headers, timeout=BOOT_TIMEOUT) as client:
-        first = client.post(target.url + target.path, json=target.body)
-    if not target.ok(first):
-        raise RuntimeError(
-            f"{target.name}'s first prediction failed: {first.status_code} {first.text}"
-        )
+        for _ in range(times):
+            first = client.post(target.url + target.path, json=target.body)
+            if not target.ok(first):
+                raise RuntimeError(
+                    f"{target.name}'s first prediction failed: {first.status_code} {first.text}"
+                )
 
 
 def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:

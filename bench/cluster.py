@@ -36,40 +36,25 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 from tests.support.postgres import fresh_database
 from tests.support.raycluster import RayCluster, ray_cluster
 from tests.support.s3 import moto_server
 
-from bench.api_overhead import INPUT, NOOP, Load, Target, concurrent, sequential, summary
+from bench.api_overhead import (
+    MODEL,
+    NOOP,
+    Load,
+    Target,
+    concurrent,
+    modelyard_target,
+    sequential,
+    summary,
+    warm_up,
+)
 from bench.modelyard_serve import ModelyardServer
 
-MODEL = "admin/noop"
 NO_LIMITS = ["--requests-per-minute", "0", "--creates-per-minute", "0", "--no-catalog"]
-BOOT_TIMEOUT = 600.0
 LATENCY_TARGET_MS = 2.0
-
-
-def _target(name: str, server: ModelyardServer, version: str) -> Target:
-    assert server.process is not None
-    return Target(
-        name,
-        server.url,
-        "/v1/predictions",
-        {"version": version, "input": INPUT},
-        "/v1/predictions?limit=1",
-        server.process.pid,
-        {**server.auth, "Prefer": "wait"},
-    )
-
-
-def _warm(target: Target, times: int = 1) -> None:
-    """The first prediction boots the instance (and may build the environment)."""
-    with httpx.Client(headers=target.headers, timeout=BOOT_TIMEOUT) as client:
-        for _ in range(times):
-            first = client.post(target.url + target.path, json=target.body)
-            if not target.ok(first):
-                raise RuntimeError(f"{target.name}: the first prediction failed: {first.text}")
 
 
 def _ray_env(cluster: RayCluster) -> dict[str, str]:
@@ -101,12 +86,12 @@ def latency(args: argparse.Namespace, tmp: Path, say: Callable[[str], None]) -> 
         )  # fmt: skip
         with _servers(local, ray):
             targets = [
-                _target("local", local, local.push(NOOP, MODEL)),
-                _target("ray", ray, ray.push(NOOP, MODEL)),
+                modelyard_target(local, "local"),
+                modelyard_target(ray, "ray"),
             ]
             say("warming up (first predictions boot the instances) ...")
             for target in targets:
-                _warm(target)
+                warm_up(target)
             loads = {t.name: Load() for t in targets}
             rounds = []
             for r in range(args.rounds):
@@ -167,10 +152,10 @@ def throughput(
         ]
         with _servers(*servers):
             version = servers[0].push(NOOP, MODEL)
-            targets = [_target(f"replica {i}", s, version) for i, s in enumerate(servers)]
+            targets = [modelyard_target(s, f"replica {i}", version) for i, s in enumerate(servers)]
             say(f"{label}: warming up ...")
             for target in targets:
-                _warm(target, times=replicas)
+                warm_up(target, times=replicas)
             say(f"{label}: {args.clients} clients x {args.per_client} ...")
             load = asyncio.run(_spread(targets, args.clients, args.per_client))
     return summary(load, args.clients * args.per_client)

@@ -4,15 +4,37 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import secrets
+import threading
 
 _BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's alphabet, lower case, as Replicate's ids
 
 
 def new_id() -> str:
     """26 lowercase base32 characters (130 random bits), like `azaq55dbukgxg6kubr4k6g3pby`."""
-    number = secrets.randbits(130)
+    number = int.from_bytes(_random_bytes(17)) >> 6
     return _base32(number)
+
+
+_RANDOM_CHUNK = 4096
+_random_pool = bytearray()
+_random_lock = threading.Lock()
+
+
+def _random_bytes(count: int) -> bytes:
+    """`os.urandom` bytes, read a few KiB at a time: one getrandom() call per create cost as
+    much as an SQL statement on the create path. A forked child starts with none (it must not
+    reuse its parent's)."""
+    with _random_lock:
+        if len(_random_pool) < count:
+            _random_pool.extend(os.urandom(_RANDOM_CHUNK))
+        taken = bytes(_random_pool[:count])
+        del _random_pool[:count]
+    return taken
+
+
+os.register_at_fork(after_in_child=_random_pool.clear)
 
 
 def content_id(data: bytes) -> str:
