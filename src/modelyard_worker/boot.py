@@ -10,12 +10,10 @@ leave most of a cold boot to be paid again.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import os
 import sys
-import threading
 import traceback
 from typing import Any, BinaryIO
 
@@ -33,25 +31,6 @@ def preload(names: list[str]) -> None:
             importlib.import_module(name)
         except BaseException:  # noqa: BLE001 - setup() imports it again and reports it
             traceback.print_exc()
-
-
-def preload_in_background(names: list[str]) -> None:
-    """`preload` for a template, on a thread of the lowest CPU priority, SCHED_IDLE (Linux
-    keeps the policy per thread): a template imports while an instance of its version may be
-    serving predictions beside it, and must not slow them down. A nice value is not enough:
-    the instance's OpenMP threads wait for each other at every parallel region, and one of them
-    waiting a time slice behind the import made an embeddings prediction 10-50x slower; a
-    SCHED_IDLE thread gives way as soon as they wake. Any thread may lower its own policy
-    without privilege, not raise it back, hence a thread of its own that then ends."""
-
-    def run() -> None:
-        with contextlib.suppress(OSError, AttributeError):  # not Linux: normal priority
-            os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
-        preload(names)
-
-    thread = threading.Thread(target=run, name="modelyard-preload", daemon=True)
-    thread.start()
-    thread.join()
 
 
 def imported_since(before: set[str], package_dir: str) -> list[str]:

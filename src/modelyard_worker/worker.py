@@ -162,8 +162,7 @@ class Worker:
         started = time.perf_counter()
         before, state = set(sys.modules), boot.snapshot()
         try:
-            preload = boot.preload_in_background if self.config.warm else boot.preload
-            preload(self.config.preload)
+            boot.preload(self.config.preload)
             self.predictor = predictor.load(self.config.ref, self.config.method_names)
             import_time = time.perf_counter() - started
             if self.config.warm:  # a template: setup() runs for the instance that takes it

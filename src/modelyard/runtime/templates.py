@@ -6,12 +6,14 @@ any instance's: it imports what the last setup() of the same version imported fr
 package (torch, transformers, ... : most of a cold boot), then the predictor's module, and waits.
 An instance that starts takes the template over (its process, its sandbox, its limits) and tells
 it to run setup(); nothing is shared between two instances, so a template is as safe as a cold
-worker. Then a new template is made for the next instance, once this one is ready and has been quiet (no
-prediction) for `QUIET` seconds, or `QUIET_MAX` seconds have passed: an import beside a model that
-is serving slows its predictions down (the embeddings model's took 2-25x longer while its template
-imported torch next to it), so it waits for a pause, and then imports at the lowest CPU priority
-(`modelyard_worker/boot.py`). An instance that starts before the template began importing boots
-cold.
+worker. Then a new template is made for the next instance, once this one is ready and has been
+quiet (no prediction) for `QUIET` seconds, or `QUIET_MAX` seconds have passed: an import beside a
+model that is serving slows its predictions down (the embeddings model's took 2-25x longer while
+its template imported torch next to it), so it waits for a pause. It imports at normal priority:
+a lower one (nice, SCHED_IDLE) would be inherited by the threads its imports start (OpenBLAS
+starts its pool when numpy loads) and could not be raised back without privileges, so the
+instance that takes the template over would compute on starved threads. An instance that starts
+before the template began importing boots cold.
 
 Why not fork one warm process per instance: every worker's sandbox (its /tmp, home and inbox
 mounts, its PID namespace) and limits are fixed when bubblewrap starts it, and the runner owns
