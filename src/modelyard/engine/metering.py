@@ -120,7 +120,6 @@ class Finish:
         self.metrics = dict(prediction.metrics or {})
         self.ended = prediction.completed_at or metering.clock()
         self.hardware = hardware
-        self.table = metering.table
         self.metering = metering
         self.version_pk, self.model = prediction.version_pk, prediction.model_ref
         self.cost_nanos: int | None = None
@@ -137,7 +136,7 @@ class Finish:
         if found is None:  # the model is gone: nothing to charge against
             return
         # The SKU its instance ran on; else (metered after a restart) the one its pool is set to.
-        hardware = self.hardware or self.table.get(found.hardware)
+        hardware = self.hardware or self.metering.table.get(found.hardware)
         if hardware is None:  # a SKU the table dropped since: the seconds, at no price
             hardware = Hardware(found.hardware, found.hardware, 0.0)
         pricing = _pricing(found.pricing, found.model_id)

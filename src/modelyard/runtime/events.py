@@ -9,18 +9,16 @@ from typing import Any
 from modelyard_worker.protocol import LogSource, MetricMode, Status
 
 __all__ = [
-    "SCALARS", "Done", "Event", "Log", "Metric", "Output", "OutputFile", "Started", "Status",
-    "all_scalars",
+    "Done", "Event", "Log", "Metric", "Output", "OutputFile", "Started", "Status", "all_scalars",
 ]  # fmt: skip
 
-
-#: JSON's scalars: a list of only these holds no file, and walks over outputs skip it in one
-#: pass (an embedding is a list of hundreds of floats; a call per item cost milliseconds).
-SCALARS = frozenset({str, int, float, bool, type(None)})
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def all_scalars(items: list[Any]) -> bool:
-    return all(type(item) in SCALARS for item in items)
+    """Whether `items` holds JSON scalars only, so no file: walks over an output skip such a
+    list in one pass (an embedding is hundreds of floats; a call per item cost milliseconds)."""
+    return all(type(item) in _SCALARS for item in items)
 
 
 @dataclass(frozen=True, slots=True)
